@@ -1,0 +1,34 @@
+"""The `colord` command line: one click group whose commands live beside the code they drive.
+
+Commands are imported only when run, so `colord --help` and `colord ping` stay fast and never
+import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> "module:attribute" of a click command
+COMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each command's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="colord")
+def main() -> None:
+    """colord: colour line art the way a reference picture is coloured."""
