@@ -1,0 +1,73 @@
+"""Architecture presets: every number that shapes the networks, in one frozen record.
+
+A checkpoint stores its preset's fields, so a model can be rebuilt from the file alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+# Table 5 of the paper's supplement: ten 3x3 convs, stride 2 at layers 3, 5, 7 and 9.
+PAPER_ENCODER_CHANNELS = (16, 16, 32, 32, 64, 64, 128, 128, 256, 256)
+AGGREGATIONS = ("scft", "add", "adain")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    encoder_channels: tuple[int, ...] = PAPER_ENCODER_CHANNELS  # E_s and E_r, layers 1..10
+    res_channels: int | None = None  # width of the residual blocks; None = d_v (no projection)
+    num_res_blocks: int = 4
+    decoder_channels: tuple[int, int, int, int] = (256, 128, 64, 32)  # at 1/8, 1/4, 1/2, 1/1
+    discriminator_channels: int = 64  # first PatchGAN width; doubles per stride-2 layer
+    aggregation: str = "scft"  # how reference features join the sketch's: scft | add | adain
+
+    def __post_init__(self) -> None:
+        if len(self.encoder_channels) != 10:
+            raise ValueError(f"encoder_channels needs 10 values, got {len(self.encoder_channels)}")
+        if len(self.decoder_channels) != 4:
+            raise ValueError(f"decoder_channels needs 4 values, got {len(self.decoder_channels)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+
+    @property
+    def feature_dim(self) -> int:
+        """d_v: the channels of every encoder layer, concatenated (992 for the paper)."""
+        return sum(self.encoder_channels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preset:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown preset fields: {', '.join(unknown)}")
+        tuples = {"encoder_channels", "decoder_channels"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+
+PRESETS: dict[str, Preset] = {
+    # The paper: residual blocks at the full 992-channel width (~80 M parameters).
+    "paper": Preset(name="paper"),
+    # The shipped model: a 1x1 projection to 256 channels before the residual blocks; the attention
+    # keeps the paper's 992-d query, key and value.
+    "default": Preset(name="default", res_channels=256, decoder_channels=(128, 64, 32, 32)),
+    # For tests: a few thousand parameters' worth of everything, same topology.
+    "tiny": Preset(
+        name="tiny",
+        encoder_channels=(4, 4, 8, 8, 8, 8, 16, 16, 16, 16),
+        res_channels=16,
+        num_res_blocks=2,
+        decoder_channels=(16, 8, 8, 8),
+        discriminator_channels=8,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
