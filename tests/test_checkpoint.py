@@ -1,0 +1,134 @@
+"""Checkpoint files: bit-exact round trips and one clear error for every broken file."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from colord.model import CheckpointError, Generator, get_preset, load_checkpoint, save_checkpoint
+
+
+def _trained_looking(preset: str = "tiny") -> Generator:
+    torch.manual_seed(3)
+    g = Generator(get_preset(preset))
+    # Non-default BN statistics, as after training, must survive too.
+    g.train()
+    with torch.no_grad():
+        g(torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32))
+    return g.eval()
+
+
+def test_round_trip_is_bit_exact(tmp_path: Path):
+    g = _trained_looking()
+    path = save_checkpoint(tmp_path / "g.safetensors", g, metadata={"steps": 12})
+    loaded = load_checkpoint(path)
+    assert loaded.preset == g.preset
+    assert loaded.metadata == {"steps": 12}
+    assert loaded.format_version == 1
+    restored = loaded.generator.state_dict()
+    assert restored.keys() == g.state_dict().keys()
+    for name, tensor in g.state_dict().items():
+        assert torch.equal(tensor, restored[name]), name
+    sketch, reference = torch.rand(1, 1, 32, 48), torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(g(sketch, reference), loaded.generator(sketch, reference))
+
+
+def test_fp16_checkpoint_round_trips_to_fp16_values(tmp_path: Path):
+    g = _trained_looking()
+    path = save_checkpoint(tmp_path / "g16.safetensors", g, dtype=torch.float16)
+    loaded = load_checkpoint(path)
+    assert loaded.dtype == "float16"
+    w = g.aggregation.query.weight
+    assert torch.equal(loaded.generator.aggregation.query.weight, w.half().float())
+
+
+def test_default_preset_fp16_file_is_under_25_mb(tmp_path: Path):
+    path = save_checkpoint(
+        tmp_path / "d.safetensors", Generator(get_preset("default")), dtype=torch.float16
+    )
+    assert path.stat().st_size <= 25_000_000
+
+
+@pytest.fixture
+def good_file(tmp_path: Path) -> Path:
+    return save_checkpoint(tmp_path / "good.safetensors", _trained_looking())
+
+
+def _expect_error(path: Path, fragment: str) -> None:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert fragment in message
+
+
+def test_missing_file(tmp_path: Path):
+    _expect_error(tmp_path / "nope.safetensors", "no such file")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 100])
+def test_truncated_inside_header(good_file: Path, keep: int):
+    good_file.write_bytes(good_file.read_bytes()[:keep])
+    _expect_error(good_file, "truncated")
+
+
+def test_truncated_inside_tensor_data(good_file: Path):
+    blob = good_file.read_bytes()
+    good_file.write_bytes(blob[: len(blob) - 100])
+    _expect_error(good_file, "corrupt or truncated")
+
+
+def test_flipped_bytes_in_weights(good_file: Path):
+    blob = bytearray(good_file.read_bytes())
+    blob[-50] ^= 0xFF
+    good_file.write_bytes(bytes(blob))
+    _expect_error(good_file, "checksum")
+
+
+def test_not_a_checkpoint(tmp_path: Path):
+    path = tmp_path / "photo.safetensors"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    _expect_error(path, "not a safetensors file")
+
+
+def _rewrite_config(path: Path, change) -> None:
+    blob = path.read_bytes()
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + length])
+    config = json.loads(header["__metadata__"]["colord"])
+    change(config)
+    header["__metadata__"]["colord"] = json.dumps(config)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + blob[8 + length :])
+
+
+def test_unknown_format_version(good_file: Path):
+    _rewrite_config(good_file, lambda c: c.update(format_version=99))
+    _expect_error(good_file, "unknown format version 99")
+
+
+def test_shape_mismatch(good_file: Path):
+    def widen(config: dict) -> None:
+        config["preset"]["res_channels"] = 24
+
+    _rewrite_config(good_file, widen)
+    _expect_error(good_file, "shape mismatch")
+
+
+def test_invalid_preset(good_file: Path):
+    _rewrite_config(good_file, lambda c: c["preset"].update(aggregation="magic"))
+    _expect_error(good_file, "invalid preset")
+
+
+def test_plain_safetensors_without_colord_config(tmp_path: Path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, path)
+    _expect_error(path, "no colord config")
