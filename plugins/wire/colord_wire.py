@@ -1,0 +1,834 @@
+"""The plug-ins' client for `colord serve`, in one module of standard-library Python (>= 3.10).
+
+Krita and GIMP on Windows and macOS bundle a Python without pip, so this module speaks everything
+a plug-in needs by itself, and `colord plugin install|pack` copies it into each plug-in bundle:
+
+- the msgpack subset that protocol v1 uses: `packb`, `unpackb`;
+- ZMTP 3.0 over one TCP connection, as a DEALER peer with the NULL mechanism: `ZmtpPeer`;
+- the connection file the daemon writes on start: `connection_file_path`, `read_connection`;
+- `WireClient`: requests carrying the token and an id, timeouts, and errors that `user_message`
+  turns into one sentence for the painting app's message box.
+
+The protocol itself is specified in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+PROTOCOL_VERSION = 1
+DEFAULT_TIMEOUT = 120.0
+START_HINT = "Start it with `colord serve`, then try again."
+
+# Bytes per pixel of each image format of protocol v1 (rows top to bottom, no padding).
+BYTES_PER_PIXEL = {"RGBA8": 4, "BGRA8": 4, "RGB8": 3, "GRAY8": 1, "GRAYA8": 2, "RGBA16": 8}
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class ColordError(Exception):
+    """Anything that kept a request from succeeding; `code` is stable, `message` is a sentence."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class DaemonNotRunning(ColordError):
+    """No daemon to talk to: no connection file, a stale one, or nothing listening."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("not_running", message)
+
+
+class ConnectionLost(ColordError):
+    """The daemon closed or reset the connection before it answered."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("connection_lost", message)
+
+
+class DaemonTimeout(ColordError):
+    """The daemon did not answer in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("timeout", message)
+
+
+class DaemonError(ColordError):
+    """The daemon answered with an error reply; `code` is the protocol's error code."""
+
+
+class WireFormatError(ValueError):
+    """Bytes that are not the msgpack subset this module reads, or a value it cannot write."""
+
+
+# --- msgpack subset -------------------------------------------------------------------------
+# nil, bool, int (8 to 64 bit, signed and unsigned), float64 (float32 read too), str, bin,
+# array and map. Encoding follows msgpack's own choices (smallest form, use_bin_type=True), so
+# `packb(x) == msgpack.packb(x, use_bin_type=True)` byte for byte.
+
+_MAX_DEPTH = 512
+_U8, _U16, _U32, _U64 = (struct.Struct(f">B{code}") for code in "BHIQ")
+_I8, _I16, _I32, _I64 = (struct.Struct(f">B{code}") for code in "bhiq")
+_FLOAT64 = struct.Struct(">Bd")
+
+# (largest value, type byte, struct) from the narrowest form up
+_UINT_FORMS = (
+    (0xFF, 0xCC, _U8),
+    (0xFFFF, 0xCD, _U16),
+    (0xFFFFFFFF, 0xCE, _U32),
+    (2**64 - 1, 0xCF, _U64),
+)
+# (smallest value, type byte, struct)
+_INT_FORMS = (
+    (-(2**7), 0xD0, _I8),
+    (-(2**15), 0xD1, _I16),
+    (-(2**31), 0xD2, _I32),
+    (-(2**63), 0xD3, _I64),
+)
+
+
+def packb(obj: object) -> bytes:
+    """Encode `obj` as msgpack (lists and tuples become arrays, bytes-like objects bin)."""
+    parts: list[bytes | bytearray | memoryview] = []
+    _pack_into(obj, parts, 0)
+    return b"".join(parts)
+
+
+def _pack_into(obj: object, parts: list[bytes | bytearray | memoryview], depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise WireFormatError(f"cannot pack data nested more than {_MAX_DEPTH} levels deep")
+    if obj is None:
+        parts.append(b"\xc0")
+    elif obj is False or obj is True:
+        parts.append(b"\xc3" if obj else b"\xc2")
+    elif isinstance(obj, int):
+        parts.append(_pack_int(obj))
+    elif isinstance(obj, float):
+        parts.append(_FLOAT64.pack(0xCB, obj))
+    elif isinstance(obj, str):
+        encoded = obj.encode("utf-8")
+        parts += (_sized_header(len(encoded), "str", 0xA0, 32, (0xD9, 0xDA, 0xDB)), encoded)
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        data = _contiguous_bytes(obj)
+        parts += (_sized_header(len(data), "bin", 0, 0, (0xC4, 0xC5, 0xC6)), data)
+    elif isinstance(obj, (list, tuple)):
+        parts.append(_sized_header(len(obj), "array", 0x90, 16, (None, 0xDC, 0xDD)))
+        for item in obj:
+            _pack_into(item, parts, depth + 1)
+    elif isinstance(obj, dict):
+        parts.append(_sized_header(len(obj), "map", 0x80, 16, (None, 0xDE, 0xDF)))
+        for key, value in obj.items():
+            _pack_into(key, parts, depth + 1)
+            _pack_into(value, parts, depth + 1)
+    else:
+        raise TypeError(f"cannot pack {type(obj).__name__} as msgpack")
+
+
+def _pack_int(value: int) -> bytes:
+    if -32 <= value < 128:  # positive and negative fixint: the value is the byte
+        return bytes((value & 0xFF,))
+    if value > 0:
+        for largest, type_byte, form in _UINT_FORMS:
+            if value <= largest:
+                return form.pack(type_byte, value)
+    else:
+        for smallest, type_byte, form in _INT_FORMS:
+            if value >= smallest:
+                return form.pack(type_byte, value)
+    raise WireFormatError(f"integer {value} does not fit msgpack's 64 bits")
+
+
+def _sized_header(
+    size: int, kind: str, fix_base: int, fix_limit: int, type_bytes: tuple[int | None, int, int]
+) -> bytes:
+    """The header of a str, bin, array or map: a fix form below `fix_limit`, else 8/16/32 bit."""
+    if size < fix_limit:
+        return bytes((fix_base | size,))
+    byte8, byte16, byte32 = type_bytes
+    if byte8 is not None and size <= 0xFF:
+        return _U8.pack(byte8, size)
+    if size <= 0xFFFF:
+        return _U16.pack(byte16, size)
+    if size <= 0xFFFFFFFF:
+        return _U32.pack(byte32, size)
+    raise WireFormatError(f"a msgpack {kind} holds at most 2**32 - 1 items or bytes; got {size}")
+
+
+def _contiguous_bytes(obj: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    if not isinstance(obj, memoryview):
+        return obj
+    if not obj.c_contiguous:
+        raise WireFormatError("cannot pack a non-contiguous memoryview as msgpack bin")
+    return obj.cast("B")
+
+
+def unpackb(data: bytes | bytearray | memoryview) -> Any:
+    """Decode exactly one msgpack object from `data` (bin comes back as bytes, arrays as lists)."""
+    reader = _Reader(data)
+    obj = reader.read_object(0)
+    extra = len(reader.view) - reader.pos
+    if extra:
+        raise WireFormatError(f"{extra} bytes left over after the msgpack object")
+    return obj
+
+
+_CONSTANTS = {0xC0: None, 0xC2: False, 0xC3: True}
+_NUMBERS = {
+    0xCA: struct.Struct(">f"),
+    0xCB: struct.Struct(">d"),
+    **{0xCC + i: struct.Struct(">" + code) for i, code in enumerate("BHIQ")},
+    **{0xD0 + i: struct.Struct(">" + code) for i, code in enumerate("bhiq")},
+}
+_B, _H, _I = (struct.Struct(">" + code) for code in "BHI")
+_SIZED = {
+    0xD9: ("str", _B), 0xDA: ("str", _H), 0xDB: ("str", _I),
+    0xC4: ("bin", _B), 0xC5: ("bin", _H), 0xC6: ("bin", _I),
+    0xDC: ("array", _H), 0xDD: ("array", _I),
+    0xDE: ("map", _H), 0xDF: ("map", _I),
+}  # fmt: skip
+
+
+class _Reader:
+    """Reads msgpack from a buffer by position; payloads are sliced, never walked byte by byte."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.view = memoryview(data).cast("B")
+        self.pos = 0
+
+    def take(self, size: int) -> memoryview:
+        start, end = self.pos, self.pos + size
+        if end > len(self.view):
+            raise WireFormatError(
+                f"truncated msgpack data: {size} bytes needed at offset {start}, "
+                f"{len(self.view) - start} left"
+            )
+        self.pos = end
+        return self.view[start:end]
+
+    def read_object(self, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise WireFormatError(f"msgpack data nested more than {_MAX_DEPTH} levels deep")
+        offset = self.pos
+        first = self.take(1)[0]
+        if first <= 0x7F:
+            return first
+        if first >= 0xE0:
+            return first - 0x100
+        if first >= 0xA0 and first <= 0xBF:
+            return self.read_sized("str", first & 0x1F, depth)
+        if first >= 0x80 and first <= 0x9F:
+            return self.read_sized("map" if first <= 0x8F else "array", first & 0x0F, depth)
+        if first in _CONSTANTS:
+            return _CONSTANTS[first]
+        if first in _NUMBERS:
+            form = _NUMBERS[first]
+            return form.unpack(self.take(form.size))[0]
+        if first in _SIZED:
+            kind, form = _SIZED[first]
+            return self.read_sized(kind, form.unpack(self.take(form.size))[0], depth)
+        raise WireFormatError(
+            f"byte 0x{first:02x} at offset {offset} starts no msgpack type that colord uses"
+        )
+
+    def read_sized(self, kind: str, size: int, depth: int) -> Any:
+        if kind == "bin":
+            return bytes(self.take(size))
+        if kind == "str":
+            raw = self.take(size)
+            try:
+                return str(raw, "utf-8")
+            except UnicodeDecodeError as exc:
+                raise WireFormatError(f"msgpack str is not valid UTF-8: {exc.reason}") from None
+        if kind == "array":
+            return [self.read_object(depth + 1) for _ in range(size)]
+        result = {}
+        for _ in range(size):
+            key = self.read_object(depth + 1)
+            value = self.read_object(depth + 1)
+            try:
+                result[key] = value
+            except TypeError:
+                raise WireFormatError(f"msgpack map key {key!r} cannot be a dict key") from None
+        return result
+
+
+# --- ZMTP 3.0 -------------------------------------------------------------------------------
+# RFC 23/ZMTP: a 64-byte greeting each way, a READY command each way, then frames of
+# flags (MORE, LONG, COMMAND) + size (1 byte, or 8 bytes big-endian when LONG) + body.
+
+_FLAG_MORE, _FLAG_LONG, _FLAG_COMMAND = 0x01, 0x02, 0x04
+_GREETING = b"\xff" + bytes(8) + b"\x7f" + bytes((3, 0)) + b"NULL".ljust(20, b"\0") + bytes(32)
+_LONG_SIZE = struct.Struct(">Q")
+_PROPERTY_SIZE = struct.Struct(">I")
+_COALESCE_BELOW = 64 * 1024  # frames this small go out in one send, header included
+_PEER_TYPES_FOR_DEALER = (b"ROUTER", b"DEALER", b"REP")
+
+
+class ZmtpPeer:
+    """One ZMTP 3.0 connection to a ZeroMQ socket, speaking as a DEALER with the NULL mechanism.
+
+    Every blocking call takes `deadline`, a `time.monotonic()` value or None (wait forever); it
+    raises TimeoutError once the deadline passes, and `ConnectionLost` when the peer goes away.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.peer_properties: dict[str, bytes] = {}
+
+    @classmethod
+    def connect(
+        cls, host: str, port: int, *, deadline: float | None = None, identity: bytes = b""
+    ) -> ZmtpPeer:
+        """Open a TCP connection and run the ZMTP handshake (OSError if TCP cannot connect)."""
+        sock = socket.create_connection((host, port), timeout=_seconds_left(deadline))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = cls(sock)
+        try:
+            peer._handshake(deadline, identity)
+        except BaseException:
+            peer.close()
+            raise
+        return peer
+
+    def send(
+        self, frames: Sequence[bytes | bytearray | memoryview], *, deadline: float | None = None
+    ) -> None:
+        """Send one message of one or more frames."""
+        last = len(frames) - 1
+        for index, frame in enumerate(frames):
+            self._send_frame(frame, _FLAG_MORE if index < last else 0, deadline)
+
+    def recv(self, *, deadline: float | None = None) -> list[bytearray]:
+        """Receive the next message, all its frames; answers PING and skips other commands."""
+        frames = []
+        while True:
+            flags, body = self._recv_frame(deadline)
+            if flags & _FLAG_COMMAND:
+                self._on_command(body, deadline)
+                continue
+            frames.append(body)
+            if not flags & _FLAG_MORE:
+                return frames
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _handshake(self, deadline: float | None, identity: bytes) -> None:
+        self._send_all(_GREETING, deadline)
+        greeting = self._recv_exactly(len(_GREETING), deadline)
+        where = "{}:{}".format(*self._sock.getpeername()[:2])
+        if greeting[0] != 0xFF or greeting[9] != 0x7F:
+            raise ColordError(
+                "protocol",
+                f"The program at {where} is not a colord daemon (it does not speak ZeroMQ).",
+            )
+        if greeting[10] < 3:
+            raise ColordError(
+                "protocol",
+                f"The program at {where} speaks ZeroMQ protocol {greeting[10]}.x; "
+                "colord needs ZMTP 3.0 or newer.",
+            )
+        mechanism = bytes(greeting[12:32]).rstrip(b"\0").decode("ascii", "replace")
+        if mechanism != "NULL":
+            raise ColordError(
+                "protocol",
+                f"The program at {where} asks for the ZeroMQ security mechanism {mechanism}; "
+                "colord's plug-ins use NULL (the daemon checks a token instead).",
+            )
+        properties = [(b"Socket-Type", b"DEALER")] + ([(b"Identity", identity)] if identity else [])
+        self._send_frame(_command(b"READY", properties), _FLAG_COMMAND, deadline)
+        flags, body = self._recv_frame(deadline)
+        name, data = _split_command(body) if flags & _FLAG_COMMAND else (b"", b"")
+        if name == b"ERROR":
+            reason = bytes(data[1 : 1 + data[0]]).decode("utf-8", "replace") if data else ""
+            raise ColordError(
+                "protocol", f"The ZeroMQ peer at {where} refused the connection: {reason}"
+            )
+        if name != b"READY":
+            raise ColordError(
+                "protocol", f"The ZeroMQ peer at {where} did not complete the handshake."
+            )
+        self.peer_properties = _parse_properties(data)
+        peer_type = self.peer_properties.get("socket-type", b"")
+        if peer_type.upper() not in _PEER_TYPES_FOR_DEALER:
+            raise ColordError(
+                "protocol",
+                f"The ZeroMQ peer at {where} is a {peer_type.decode('ascii', 'replace')} socket, "
+                "which cannot answer requests.",
+            )
+
+    def _on_command(self, body: bytearray, deadline: float | None) -> None:
+        name, data = _split_command(body)
+        if name == b"PING":  # ZMTP 3.1 heartbeat: 2-byte TTL, then a context to echo in PONG
+            self._send_frame(_command_bytes(b"PONG", bytes(data[2:])), _FLAG_COMMAND, deadline)
+
+    def _send_frame(
+        self, body: bytes | bytearray | memoryview, flags: int, deadline: float | None
+    ) -> None:
+        size = memoryview(body).nbytes
+        if size <= 0xFF:
+            header = bytes((flags, size))
+        else:
+            header = bytes((flags | _FLAG_LONG,)) + _LONG_SIZE.pack(size)
+        if size < _COALESCE_BELOW:
+            self._send_all(header + bytes(body), deadline)
+        else:
+            self._send_all(header, deadline)
+            self._send_all(body, deadline)
+
+    def _recv_frame(self, deadline: float | None) -> tuple[int, bytearray]:
+        flags = self._recv_exactly(1, deadline)[0]
+        if flags & ~(_FLAG_MORE | _FLAG_LONG | _FLAG_COMMAND):
+            raise ColordError(
+                "protocol", f"The ZeroMQ peer sent a frame with unknown flags 0x{flags:02x}."
+            )
+        if flags & _FLAG_LONG:
+            size = _LONG_SIZE.unpack(self._recv_exactly(8, deadline))[0]
+        else:
+            size = self._recv_exactly(1, deadline)[0]
+        return flags, self._recv_exactly(size, deadline)
+
+    def _send_all(self, data: bytes | bytearray | memoryview, deadline: float | None) -> None:
+        self._sock.settimeout(_seconds_left(deadline))
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise _connection_lost(exc.strerror or str(exc)) from exc
+
+    def _recv_exactly(self, size: int, deadline: float | None) -> bytearray:
+        """Read `size` bytes straight into one buffer (large frames are never copied piecewise)."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        received = 0
+        while received < size:
+            self._sock.settimeout(_seconds_left(deadline))
+            try:
+                count = self._sock.recv_into(view[received:], size - received)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise _connection_lost(exc.strerror or str(exc)) from exc
+            if count == 0:
+                raise _connection_lost("it was closed")
+            received += count
+        return buffer
+
+
+def _connection_lost(detail: str) -> ConnectionLost:
+    return ConnectionLost(
+        f"The connection to the colord daemon was lost ({detail}) before it answered. "
+        "Check that `colord serve` is still running, then try again."
+    )
+
+
+def _seconds_left(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("deadline passed")
+    return left
+
+
+def _command_bytes(name: bytes, data: bytes) -> bytes:
+    return bytes((len(name),)) + name + data
+
+
+def _command(name: bytes, properties: list[tuple[bytes, bytes]]) -> bytes:
+    data = b"".join(
+        bytes((len(key),)) + key + _PROPERTY_SIZE.pack(len(value)) + value
+        for key, value in properties
+    )
+    return _command_bytes(name, data)
+
+
+def _split_command(body: bytearray) -> tuple[bytes, bytearray]:
+    if not body or len(body) < 1 + body[0]:
+        raise ColordError("protocol", "The ZeroMQ peer sent a malformed command frame.")
+    return bytes(body[1 : 1 + body[0]]), body[1 + body[0] :]
+
+
+def _parse_properties(data: bytearray) -> dict[str, bytes]:
+    """READY metadata: name (1-byte size) and value (4-byte size) pairs; names are case-blind."""
+    properties = {}
+    pos = 0
+    while pos < len(data):
+        name_end = pos + 1 + data[pos]
+        value_start = name_end + 4
+        if value_start > len(data):
+            raise ColordError("protocol", "The ZeroMQ peer sent malformed READY metadata.")
+        value_end = value_start + _PROPERTY_SIZE.unpack(data[name_end:value_start])[0]
+        if value_end > len(data):
+            raise ColordError("protocol", "The ZeroMQ peer sent malformed READY metadata.")
+        name = bytes(data[pos + 1 : name_end]).decode("ascii", "replace").lower()
+        properties[name] = bytes(data[value_start:value_end])
+        pos = value_end
+    return properties
+
+
+# --- the connection file --------------------------------------------------------------------
+
+
+class Connection(NamedTuple):
+    """What the daemon's connection file says: where it listens and the token it expects."""
+
+    endpoint: str
+    token: str
+    pid: int
+    version: str
+    protocol: int = PROTOCOL_VERSION
+
+
+def connection_file_path() -> Path:
+    """Where the daemon writes its connection file on this machine (same rules as the daemon)."""
+    return _connection_file_path_for(sys.platform, os.environ, Path.home())
+
+
+def _connection_file_path_for(platform: str, environ: Any, home: Path) -> Path:
+    override = environ.get("COLORD_CONNECTION_FILE")
+    if override:
+        return Path(override)
+    if platform == "win32":
+        local = environ.get("LOCALAPPDATA")
+        base = Path(local) if local else home / "AppData" / "Local"
+    elif platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        runtime = environ.get("XDG_RUNTIME_DIR")
+        base = Path(runtime) if runtime else home / ".local" / "state"
+    return base / "colord" / "daemon.json"
+
+
+def read_connection(path: str | Path | None = None) -> Connection:
+    """Read the connection file (default: `connection_file_path()`).
+
+    Raises `DaemonNotRunning` when the file is missing or names a process that has exited, and
+    `ColordError` ("bad_connection_file") when it cannot be read or parsed.
+    """
+    path = Path(path) if path is not None else connection_file_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DaemonNotRunning(
+            f"The colord daemon is not running (no connection file at {path}). {START_HINT}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _bad_connection_file(path, str(exc)) from None
+    try:
+        fields = json.loads(text)
+    except ValueError as exc:
+        raise _bad_connection_file(path, f"not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise _bad_connection_file(path, "not a JSON object")
+    connection = Connection(
+        endpoint=_field(fields, "endpoint", str, path),
+        token=_field(fields, "token", str, path),
+        pid=_field(fields, "pid", int, path),
+        version=_field(fields, "version", str, path),
+        protocol=_field(fields, "protocol", int, path),
+    )
+    if connection.pid <= 0:
+        raise _bad_connection_file(path, f"pid {connection.pid} is not a process id")
+    if not _process_exists(connection.pid):
+        raise DaemonNotRunning(
+            f"The colord daemon is not running (its connection file {path} names process "
+            f"{connection.pid}, which has exited). {START_HINT}"
+        )
+    return connection
+
+
+def _field(fields: dict, name: str, kind: type, path: Path) -> Any:
+    value = fields.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _bad_connection_file(path, f"field {name!r} should be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _bad_connection_file(path: Path, detail: str) -> ColordError:
+    return ColordError(
+        "bad_connection_file",
+        f"The colord connection file {path} is unreadable ({detail}). "
+        "Restart `colord serve` to rewrite it.",
+    )
+
+
+def _process_exists(pid: int) -> bool:
+    if sys.platform == "win32":
+        return _windows_process_exists(pid)
+    try:
+        os.kill(pid, 0)  # signal 0 only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _windows_process_exists(pid: int) -> bool:
+    # os.kill(pid, 0) would terminate the process on Windows; ask the kernel instead.
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+    process_query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
+    handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
+    if not handle:
+        return ctypes.get_last_error() == error_access_denied
+    try:
+        exit_code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(exit_code)):
+            return True
+        return exit_code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+class Image(NamedTuple):
+    """Raw pixels as protocol v1 carries them: `format` is a key of BYTES_PER_PIXEL."""
+
+    width: int
+    height: int
+    format: str
+    data: bytes
+
+
+class WireClient:
+    """Talks protocol v1 to `colord serve`: one request at a time, over one lazy connection.
+
+    `timeout` (seconds) bounds each whole request, connecting included. After a timeout or a
+    lost connection the next request connects afresh. Not for use from several threads at once.
+    """
+
+    def __init__(self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.endpoint = endpoint
+        self.token = token
+        self.timeout = timeout
+        self._address = _parse_endpoint(endpoint)
+        self._peer: ZmtpPeer | None = None
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def from_connection_file(
+        cls, path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> WireClient:
+        connection = read_connection(path)
+        if connection.protocol != PROTOCOL_VERSION:
+            raise _version_mismatch(f"protocol version {connection.protocol}")
+        return cls(connection.endpoint, connection.token, timeout)
+
+    def ping(self, *, timeout: float | None = None) -> dict:
+        """`{"pong": True, "version": ...}`."""
+        return self._request("ping", None, timeout)
+
+    def info(self, *, timeout: float | None = None) -> dict:
+        """The daemon's version, model, device, working size and limits."""
+        return self._request("info", None, timeout)
+
+    def colorize(
+        self,
+        line_art: Image,
+        reference: Image | None = None,
+        *,
+        working_size: int | None = None,
+        keep_lines: bool = True,
+        result_format: str = "RGBA8",
+        timeout: float | None = None,
+    ) -> tuple[Image, dict]:
+        """Colour `line_art` after `reference`; returns the image (same size) and the timings."""
+        options: dict[str, Any] = {"keep_lines": keep_lines, "result_format": result_format}
+        if working_size is not None:
+            options["working_size"] = working_size
+        args = {
+            "line_art": line_art._asdict(),
+            "reference": None if reference is None else reference._asdict(),
+            "options": options,
+        }
+        result = self._request("colorize", args, timeout)
+        image = _image_from_wire(result.get("image"))
+        timings = result.get("timings")
+        return image, timings if isinstance(timings, dict) else {}
+
+    def close(self) -> None:
+        if self._peer is not None:
+            self._peer.close()
+            self._peer = None
+
+    def __enter__(self) -> WireClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(self, op: str, args: dict | None, timeout: float | None) -> dict:
+        request_id = next(self._ids)
+        request: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "id": request_id,
+            "op": op,
+            "token": self.token,
+        }
+        if args is not None:
+            request["args"] = args
+        reply = self._exchange(
+            packb(request), request_id, self.timeout if timeout is None else timeout
+        )
+        if reply.get("ok") is True:
+            result = reply.get("result")
+            if not isinstance(result, dict):
+                raise _unreadable_reply("its result is not a map")
+            return result
+        error = reply.get("error")
+        if not isinstance(error, dict):
+            raise _unreadable_reply("an error reply without an error map")
+        code = str(error.get("code", "internal"))
+        message = str(error.get("message", "The daemon gave no reason."))
+        if code == "version":
+            raise _version_mismatch(f"a different protocol ({message})")
+        raise DaemonError(code, message)
+
+    def _exchange(self, request: bytes, request_id: int, timeout: float) -> dict:
+        """Send one request and wait for its reply; drops the connection on any failure."""
+        deadline = time.monotonic() + timeout
+        try:
+            peer = self._connected(deadline)
+            peer.send([request], deadline=deadline)
+            while True:
+                reply = _decode_reply(peer.recv(deadline=deadline))
+                if reply.get("id") in (request_id, None):  # other ids: a late answer, skip it
+                    return reply
+        except TimeoutError:
+            self.close()
+            raise DaemonTimeout(
+                f"The colord daemon did not answer within {timeout:g} seconds. It may still be "
+                "busy with a large picture; try again, or restart `colord serve`."
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _connected(self, deadline: float) -> ZmtpPeer:
+        if self._peer is None:
+            host, port = self._address
+            try:
+                self._peer = ZmtpPeer.connect(host, port, deadline=deadline)
+            except ConnectionRefusedError:
+                raise DaemonNotRunning(
+                    f"The colord daemon is not running (nothing listens at {self.endpoint}). "
+                    f"{START_HINT}"
+                ) from None
+            except (TimeoutError, ColordError):
+                raise
+            except OSError as exc:
+                raise DaemonNotRunning(
+                    f"colord cannot reach its daemon at {self.endpoint} ({exc.strerror or exc}). "
+                    f"{START_HINT}"
+                ) from exc
+        return self._peer
+
+
+def _parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """`tcp://host:port` (an IPv6 host in brackets) -> (host, port)."""
+    scheme, _, address = endpoint.partition("://")
+    host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if scheme != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ColordError(
+            "bad_endpoint",
+            f"colord's plug-ins reach the daemon at a tcp://host:port address, not {endpoint!r}. "
+            "Restart `colord serve` to rewrite its connection file.",
+        )
+    return host, int(port)
+
+
+def _decode_reply(frames: list[bytearray]) -> dict:
+    """A reply is one frame, after an empty delimiter frame when the peer is a REP socket."""
+    while len(frames) > 1 and not frames[0]:
+        frames = frames[1:]
+    if len(frames) != 1:
+        raise _unreadable_reply(f"a message of {len(frames)} frames where one was expected")
+    try:
+        reply = unpackb(frames[0])
+    except WireFormatError as exc:
+        raise _unreadable_reply(str(exc)) from None
+    if not isinstance(reply, dict):
+        raise _unreadable_reply("it is not a msgpack map")
+    if reply.get("v") != PROTOCOL_VERSION:
+        raise _version_mismatch(f"protocol version {reply.get('v')!r}")
+    return reply
+
+
+def _image_from_wire(fields: Any) -> Image:
+    if not isinstance(fields, dict):
+        raise _unreadable_reply("the result has no image")
+    image = Image(
+        fields.get("width"), fields.get("height"), fields.get("format"), fields.get("data")
+    )
+    bytes_per_pixel = BYTES_PER_PIXEL.get(image.format)
+    valid = (
+        isinstance(image.width, int)
+        and isinstance(image.height, int)
+        and isinstance(image.data, bytes)
+        and bytes_per_pixel is not None
+        and len(image.data) == image.width * image.height * bytes_per_pixel
+    )
+    if not valid:
+        raise _unreadable_reply("the result image's size, format and bytes do not agree")
+    return image
+
+
+def _unreadable_reply(detail: str) -> ColordError:
+    return ColordError(
+        "protocol", f"colord's plug-in could not read the daemon's reply ({detail})."
+    )
+
+
+def _version_mismatch(detail: str) -> DaemonError:
+    return DaemonError(
+        "version",
+        f"The colord daemon speaks {detail}, but this plug-in speaks protocol version "
+        f"{PROTOCOL_VERSION}. Install the plug-in that comes with your colord "
+        "(`colord plugin install`) and restart `colord serve`.",
+    )
+
+
+# --- what the painting app shows ------------------------------------------------------------
+
+_ADVICE = {
+    "unauthorized": "The daemon may have restarted: try again, or restart `colord serve`.",
+    "busy": "Try again in a moment.",
+    "too_large": "Try a smaller canvas or working size.",
+    "shutting_down": "Start it again with `colord serve`.",
+    "internal": "The daemon's log has the details.",
+}
+
+
+def user_message(exc: BaseException) -> str:
+    """The sentence a plug-in shows in its message box for `exc` (never a traceback)."""
+    if isinstance(exc, DaemonError) and exc.code != "version":
+        advice = _ADVICE.get(exc.code)
+        return f"colord could not do that: {exc.message}" + (f" {advice}" if advice else "")
+    if isinstance(exc, ColordError):
+        return exc.message
+    return f"colord failed unexpectedly ({type(exc).__name__}: {exc})."
