@@ -1,0 +1,129 @@
+"""The GIMP plug-in's host-free logic: selection checks, naming, the round trip, messages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+sys.path[:0] = [str(PLUGINS / "wire"), str(PLUGINS / "gimp" / "colord_gimp")]
+
+import colord_gimp_logic as logic  # noqa: E402
+import colord_wire  # noqa: E402
+
+
+def record(name: str, x: int, y: int, width: int, height: int, fill: int) -> logic.LayerRecord:
+    return logic.LayerRecord(name, x, y, width, height, bytes([fill]) * (width * height * 4))
+
+
+def pattern(size: int) -> bytes:
+    return bytes(index % 251 for index in range(size))
+
+
+class FakeClient:
+    """Answers like the daemon: a result of the line art's size, pixels chosen by the test."""
+
+    def __init__(self, answer: colord_wire.Image | None = None) -> None:
+        self.answer = answer
+        self.calls: list[tuple] = []
+
+    def colorize(
+        self, line_art, reference=None, *, working_size=None, keep_lines=True, result_format="RGBA8"
+    ):
+        self.calls.append((line_art, reference, working_size, keep_lines, result_format))
+        image = self.answer or colord_wire.Image(
+            line_art.width, line_art.height, "RGBA8", pattern(line_art.width * line_art.height * 4)
+        )
+        return image, {"queue_ms": 0.1, "engine_ms": 5.0, "total_ms": 6.0}
+
+
+def test_round_trip_sends_both_layers_and_places_result_over_line_art() -> None:
+    line_art = record("Ink", 30, 12, 8, 8, 0)
+    reference = record("Palette", 0, 0, 4, 6, 200)
+    client = FakeClient()
+
+    result, timings = logic.colorize_layers(
+        client, line_art, reference, working_size=256, keep_lines=False
+    )
+
+    sent_line_art, sent_reference, working_size, keep_lines, result_format = client.calls[0]
+    assert sent_line_art == colord_wire.Image(8, 8, "RGBA8", line_art.rgba)
+    assert sent_reference == colord_wire.Image(4, 6, "RGBA8", reference.rgba)
+    assert (working_size, keep_lines, result_format) == (256, False, "RGBA8")
+    assert result.name == "Colorized (Palette)"
+    assert (result.x, result.y, result.width, result.height) == (30, 12, 8, 8)
+    assert result.rgba == pattern(8 * 8 * 4)
+    assert timings["engine_ms"] == 5.0
+
+
+def test_no_reference_is_sent_as_none_and_named_so() -> None:
+    client = FakeClient()
+    result, _ = logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None)
+    assert client.calls[0][1] is None
+    assert client.calls[0][2] == logic.WORKING_SIZE_DEFAULT
+    assert result.name == "Colorized (no reference)"
+
+
+def test_answer_of_wrong_size_is_a_clear_error() -> None:
+    client = FakeClient(colord_wire.Image(4, 4, "RGBA8", bytes(64)))
+    with pytest.raises(logic.PluginError, match="4x4 RGBA8 image for a 8x8 line art"):
+        logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None)
+
+
+def test_pixel_buffer_of_wrong_length_is_refused_before_sending() -> None:
+    client = FakeClient()
+    broken = logic.LayerRecord("Ink", 0, 0, 8, 8, bytes(10))
+    with pytest.raises(ValueError, match="expected 256"):
+        logic.colorize_layers(client, broken, None)
+    assert client.calls == []
+
+
+@pytest.mark.parametrize("working_size", [63, 4097, 0])
+def test_working_size_out_of_range_is_refused(working_size: int) -> None:
+    client = FakeClient()
+    with pytest.raises(logic.PluginError, match="between 64 and 4096"):
+        logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, working_size=working_size)
+    assert client.calls == []
+
+
+@pytest.mark.parametrize(
+    ("kinds", "words"),
+    [
+        ([], "exactly one layer"),
+        (["layer", "layer"], "2 are selected"),
+        (["group"], "layer group"),
+        (["mask"], "layer mask"),
+        (["channel"], "channel is selected"),
+    ],
+)
+def test_selection_that_is_not_one_plain_layer_is_refused(kinds: list[str], words: str) -> None:
+    with pytest.raises(logic.PluginError, match=words):
+        logic.check_line_art_selection(kinds)
+
+
+def test_one_plain_layer_is_accepted() -> None:
+    logic.check_line_art_selection(["layer"])
+
+
+@pytest.mark.parametrize(("base_type", "mode"), [("gray", "Grayscale"), ("indexed", "Indexed")])
+def test_non_rgb_image_is_refused_with_the_fix(base_type: str, mode: str) -> None:
+    with pytest.raises(logic.PluginError, match=f"in {mode} mode.*Image › Mode › RGB"):
+        logic.check_image_mode(base_type)
+    logic.check_image_mode("rgb")
+
+
+def test_line_art_as_its_own_reference_is_refused() -> None:
+    with pytest.raises(logic.PluginError, match="reference is the line-art layer itself"):
+        logic.check_distinct_reference(7, 7)
+    logic.check_distinct_reference(7, 8)
+
+
+def test_error_messages_are_sentences_never_tracebacks() -> None:
+    not_running = colord_wire.DaemonNotRunning("no connection file")
+    assert logic.error_message(not_running) == colord_wire.user_message(not_running)
+    assert logic.error_message(logic.PluginError("Select a layer.")) == "Select a layer."
+    unexpected = logic.error_message(KeyError("width"))
+    assert "KeyError" in unexpected
+    assert "Traceback" not in unexpected
