@@ -11,7 +11,9 @@ import importlib
 import click
 
 # command name -> "module:attribute" of a click command
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "eval": "colord.training.cli_eval:eval_command",
+}
 
 
 class LazyGroup(click.Group):

@@ -195,7 +195,7 @@ def images_to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """uint8 RGB images of any sizes -> (N, 3, size, size) float in [-1, 1] (antialiased resize)."""
     tensors = [
         F.interpolate(
-            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float(),
+            torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float(),
             size=(size, size),
             mode="bilinear",
             antialias=True,

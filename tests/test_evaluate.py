@@ -1,0 +1,158 @@
+"""`colord eval` end to end on a few generated images with a tiny random checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from colord.daemon.cli import main
+from colord.training import evaluate, metrics
+
+SIZE = 32
+
+
+def draw_picture(rng: np.random.Generator, size: int = 40) -> np.ndarray:
+    """A flat-coloured illustration: a background and a few outlined shapes."""
+    image = np.empty((size, size, 3), np.uint8)
+    image[:] = rng.integers(60, 256, 3)
+    for _ in range(3):
+        centre = tuple(int(v) for v in rng.integers(8, size - 8, 2))
+        radius = int(rng.integers(5, size // 3))
+        cv2.circle(image, centre, radius, rng.integers(0, 256, 3).tolist(), -1)
+        cv2.circle(image, centre, radius, (20, 20, 20), 1)
+    return image
+
+
+@pytest.fixture(scope="module")
+def held_out_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("held_out")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(draw_picture(rng)).save(folder / f"picture_{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def test_mean_color_fill_keeps_lines_dark_and_fills_regions_with_the_mean():
+    sketch = np.full((4, 4), 255, np.uint8)
+    sketch[1] = 0
+    reference = np.zeros((2, 2, 3), np.uint8)
+    reference[0] = (200, 100, 0)
+    filled = evaluate.mean_color_fill(sketch, reference)
+    assert (filled[1] == 0).all()
+    assert (filled[0] == (100, 50, 0)).all() and (filled[3] == (100, 50, 0)).all()
+
+
+def test_self_setting_keypoints_match_the_warped_reference(held_out_folder):
+    """Where the warp put a pixel of the ground truth, the reference shows that pixel's colour."""
+    held_out = evaluate.load_held_out(held_out_folder, 48)
+    settings = evaluate.build_settings(held_out, seed=1, keypoint_count=20, patch_size=1)
+    self_setting = settings["self"]
+    truth, reference = self_setting.ground_truths[0], self_setting.references[0]
+    assert metrics.sc_psnr(truth, reference, self_setting.keypoints[0], patch_size=1) > 25
+    cross = settings["cross"]
+    assert cross.ground_truths is None and cross.keypoints is None
+    assert all(r.shape == (48, 48, 3) for r in cross.references)
+    assert not any(
+        np.array_equal(a, b) for a, b in zip(held_out.images, cross.references, strict=True)
+    )
+
+
+def test_load_held_out_rejects_a_folder_with_fewer_than_two_images(tmp_path):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "only.png")
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate.load_held_out(tmp_path, SIZE)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        evaluate.load_held_out(tmp_path, 30)
+
+
+@pytest.fixture(scope="module")
+def fid_features():
+    return metrics.BackbonePooledFeatures(
+        pytest.importorskip("colord.training.backbones").load_feature_backbone(
+            kind="efficientnet_lite0"
+        ),
+        input_size=64,
+    )
+
+
+def test_eval_writes_table_json_and_contact_sheet(
+    tiny_checkpoint, held_out_folder, tmp_path, fid_features
+):
+    colorizer = evaluate.load_checkpoint_colorizer(tiny_checkpoint)
+    options = evaluate.EvalOptions(
+        images=held_out_folder, out=tmp_path / "eval", size=SIZE, keypoints=16, contact_rows=2
+    )
+    report = evaluate.evaluate(colorizer, options, load_features=lambda: fid_features)
+
+    summary = json.loads(report.paths["json"].read_text())
+    assert summary["images"] == 4 and summary["skipped_files"] == ["broken.png"]
+    assert summary["feature_backbone"] == "efficientnet_lite0"
+    self_rows, cross_rows = summary["settings"]["self"], summary["settings"]["cross"]
+    methods = ["model", "no_reference", "mean_color", "reference"]
+    assert list(self_rows) == methods and list(cross_rows) == methods
+    fid = "fid_proxy_efficientnet_lite0"
+    assert set(self_rows["model"]) == {fid, "sc_psnr_db", "psnr_db", "ssim_gt", "color_distance"}
+    assert set(cross_rows["model"]) == {fid, "color_distance"}  # no ground truth, no keypoints
+    assert self_rows["model"][fid]["backbone"] == "efficientnet_lite0"
+    # The reference is the ground truth warped: copying it beats a random network on PSNR, and
+    # its own colours are exactly its own.
+    assert self_rows["reference"]["psnr_db"]["value"] > self_rows["model"]["psnr_db"]["value"]
+    assert self_rows["reference"]["color_distance"]["value"] == pytest.approx(0.0)
+    assert cross_rows["reference"]["color_distance"]["value"] == pytest.approx(0.0)
+    # An untrained model's output is far from the real pictures' features.
+    assert self_rows["model"][fid]["value"] > 0
+    assert 0 <= self_rows["model"]["ssim_gt"]["value"] <= 1
+
+    table = report.paths["markdown"].read_text()
+    assert table == report.markdown
+    assert "## Self reference" in table and "## Cross reference" in table
+    assert (
+        f"| method | {fid} ↓ | sc_psnr_db ↑ | psnr_db ↑ | ssim_gt ↑ | color_distance ↓ |" in table
+    )
+    model_line = next(line for line in table.splitlines() if line.startswith("| model |"))
+    assert evaluate.format_value(self_rows["model"]["psnr_db"]["value"]) in model_line
+
+    sheet = np.asarray(Image.open(report.paths["contact_sheet"]).convert("RGB"))
+    cell, label = 128, 14
+    assert sheet.shape == (label + 4 * (label + cell), 6 * cell, 3)  # 2 rows per setting, 6 columns
+    first = sheet[2 * label : 2 * label + cell]
+    sketch, ground_truth = first[:, :cell], first[:, 5 * cell :]
+    assert set(np.unique(sketch)) <= set(range(256)) and sketch.std() > 0  # drawn line art
+    assert not np.all(ground_truth == 200)  # self rows have a ground truth ...
+    last_truth = sheet[-cell:, 5 * cell :]
+    assert np.all(last_truth == 200)  # ... cross rows leave it grey
+
+
+def test_eval_command_runs_a_checkpoint(tiny_checkpoint, held_out_folder, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model", str(tiny_checkpoint),
+            "--images", str(held_out_folder),
+            "--out", str(out),
+            "--size", str(SIZE),
+            "--metrics", "psnr_db,ssim_gt,color_distance",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "psnr_db" in result.output and str(out / "eval.md") in result.output
+    summary = json.loads((out / "eval.json").read_text())
+    assert set(summary["settings"]["self"]["model"]) == {"psnr_db", "ssim_gt", "color_distance"}
+
+
+def test_eval_command_names_an_unknown_metric(tiny_checkpoint, held_out_folder, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["eval", "--model", str(tiny_checkpoint), "--images", str(held_out_folder),
+         "--out", str(tmp_path), "--metrics", "fid50k"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "unknown metric" in result.output and "fid50k" in result.output

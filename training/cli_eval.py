@@ -1,0 +1,129 @@
+"""`colord eval` and `colord ablate`: flags to options, then one call into training/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from colord.training import metrics
+
+
+def _metric_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if not metrics.is_valid_metric(name)]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(metrics.list_metrics())}"
+        )
+    return names
+
+
+metrics_option = click.option(
+    "--metrics",
+    "metric_names",
+    default=",".join(("fid", "sc_psnr_db", "psnr_db", "ssim_gt", "color_distance")),
+    show_default=True,
+    callback=_metric_list,
+    help="Comma-separated metrics to compute.",
+)
+inception_option = click.option(
+    "--inception-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="torchvision InceptionV3 state dict for the real FID; without it (and without the file "
+    "in torch's hub cache) FID runs on EfficientNet-Lite0 features and says so in its name.",
+)
+
+
+@click.command("eval")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Generator checkpoint (.safetensors) to evaluate.",
+)
+@click.option(
+    "--daemon",
+    "use_daemon",
+    is_flag=True,
+    help="Evaluate the model of the running `colord serve` instead of a checkpoint.",
+)
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Held-out folder of colour images (searched recursively).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval"),
+    show_default=True,
+    help="Folder for eval.md, eval.json and contact_sheet.png.",
+)
+@click.option("--size", default=256, show_default=True, help="Evaluation resolution (÷16).")
+@click.option("--limit", default=0, show_default=True, help="Use at most N images (0 = all).")
+@click.option("--seed", default=0, show_default=True)
+@metrics_option
+@click.option(
+    "--keypoints",
+    default=64,
+    show_default=True,
+    help="SC-PSNR keypoint pairs per self-reference example.",
+)
+@click.option("--patch-size", default=11, show_default=True, help="SC-PSNR patch side (odd).")
+@click.option(
+    "--contact-rows",
+    default=6,
+    show_default=True,
+    help="Examples per setting on the contact sheet.",
+)
+@inception_option
+@click.option("--device", default="cpu", show_default=True, help="Torch device for the model.")
+def eval_command(
+    model_path: Path | None,
+    use_daemon: bool,
+    images: Path,
+    out: Path,
+    size: int,
+    limit: int,
+    seed: int,
+    metric_names: tuple[str, ...],
+    keypoints: int,
+    patch_size: int,
+    contact_rows: int,
+    inception_weights: Path | None,
+    device: str,
+) -> None:
+    """Measure a model on held-out images in the paper's self- and cross-reference settings,
+    next to simple baselines; writes a markdown table, a JSON file and a contact sheet."""
+    from colord.training import evaluate
+
+    if (model_path is None) == (not use_daemon):
+        raise click.UsageError("give exactly one of --model PATH and --daemon")
+    colorizer = (
+        evaluate.load_daemon_colorizer()
+        if use_daemon
+        else evaluate.load_checkpoint_colorizer(model_path, device=device)
+    )
+    options = evaluate.EvalOptions(
+        images=images,
+        out=out,
+        size=size,
+        limit=limit,
+        seed=seed,
+        metrics=metric_names,
+        keypoints=keypoints,
+        patch_size=patch_size,
+        contact_rows=contact_rows,
+        inception_weights=inception_weights,
+        device=device,
+    )
+    try:
+        report = evaluate.evaluate(colorizer, options)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(report.markdown)
+    for path in report.paths.values():
+        click.echo(f"wrote {path}")

@@ -1,0 +1,457 @@
+"""`colord eval`: colourise a held-out folder in the paper's two settings and measure the results.
+
+Self reference: the sketch of image i with a jittered, TPS-warped copy of i as reference (the
+augmented-self reference of training); the jittered image is the ground truth and the warp says
+which reference pixel matches which output pixel (SC-PSNR keypoints). Cross reference: the sketch
+of image i with another image j as reference; no ground truth, so only FID and colour distance.
+
+The model is always measured next to baselines computed in the same run on the same inputs: the
+no-reference mode, the line art filled with the reference's mean colour, and the reference itself.
+Writes `eval.md` (tables), `eval.json` (every number with the backbone it was measured with) and
+`contact_sheet.png` (one row per example: sketch | reference | outputs | ground truth).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from colord.training import metrics
+from colord.training.augment import jitter_colors, thin_plate_spline_warp
+from colord.training.sketch import xdog
+from colord.training.spair import KeypointPairs, keypoints_from_correspondence
+
+if TYPE_CHECKING:
+    from colord.daemon.client import Client
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+SETTINGS = ("self", "cross")
+MODEL = "model"
+BASELINES = ("no_reference", "mean_color", "reference")
+DEFAULT_METRICS = ("fid", "sc_psnr_db", "psnr_db", "ssim_gt", "color_distance")
+
+
+class Colorizer(Protocol):
+    """Colours a batch of sketches after references; the thing `colord eval` measures."""
+
+    name: str
+
+    def __call__(
+        self, sketches: Sequence[np.ndarray], references: Sequence[np.ndarray] | None
+    ) -> list[np.ndarray]:
+        """sketches (H, W) uint8, lines 0 on 255; references (H, W, 3) uint8 RGB, or None for
+        the no-reference mode. Returns (H, W, 3) uint8 RGB images."""
+        ...
+
+
+class GeneratorColorizer:
+    """A generator run directly, at the sketches' own size, in batches."""
+
+    def __init__(
+        self, generator: torch.nn.Module, *, name: str, device: str = "cpu", batch_size: int = 8
+    ) -> None:
+        self.generator = generator.to(device).eval()
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(
+        self, sketches: Sequence[np.ndarray], references: Sequence[np.ndarray] | None
+    ) -> list[np.ndarray]:
+        outputs: list[np.ndarray] = []
+        for start in range(0, len(sketches), self.batch_size):
+            stop = start + self.batch_size
+            sketch = _to_tensor(np.stack(sketches[start:stop])[..., None])
+            reference = None if references is None else _to_tensor(np.stack(references[start:stop]))
+            if reference is not None:
+                reference = reference.to(self.device)
+            image = self.generator(sketch.to(self.device), reference)
+            outputs.extend(_to_uint8(image.float().cpu()))
+        return outputs
+
+
+def load_checkpoint_colorizer(path: Path, *, device: str = "cpu") -> GeneratorColorizer:
+    from colord.model import load_checkpoint
+
+    loaded = load_checkpoint(path, map_location=device)
+    return GeneratorColorizer(
+        loaded.generator, name=f"{Path(path).name} ({loaded.preset.name})", device=device
+    )
+
+
+class DaemonColorizer:
+    """The model of a running `colord serve`, asked one image at a time at the sketch's size."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        info = client.info()
+        self.name = f"daemon: {info['model']} ({info['preset']}, {info['device']})"
+
+    def __call__(
+        self, sketches: Sequence[np.ndarray], references: Sequence[np.ndarray] | None
+    ) -> list[np.ndarray]:
+        outputs = []
+        for i, sketch in enumerate(sketches):
+            reply = self.client.colorize(
+                sketch,
+                None if references is None else references[i],
+                working_size=max(sketch.shape),
+                keep_lines=False,
+            )
+            outputs.append(np.ascontiguousarray(reply.image[..., :3]))
+        return outputs
+
+
+def load_daemon_colorizer(connection_file: Path | None = None) -> DaemonColorizer:
+    from colord.daemon.client import Client
+
+    return DaemonColorizer(Client.from_connection_file(connection_file))
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) in [-1, 1] -> list of (H, W, 3) uint8."""
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return list(pixels.permute(0, 2, 3, 1).numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass
+class HeldOutSet:
+    names: list[str]
+    images: list[np.ndarray]  # (size, size, 3) uint8, square crops
+    skipped: list[str] = field(default_factory=list)  # files that could not be read
+
+
+def load_held_out(folder: Path, size: int, limit: int = 0) -> HeldOutSet:
+    """Every readable image under `folder` (sorted), centre-cropped square and resized to `size`."""
+    if size <= 0 or size % 16:
+        raise ValueError(f"the evaluation size must be a positive multiple of 16, got {size}")
+    if not Path(folder).is_dir():
+        raise ValueError(f"held-out folder not found: {folder}")
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    held_out = HeldOutSet([], [])
+    for path in paths:
+        if limit and len(held_out.images) >= limit:
+            break
+        try:
+            held_out.images.append(square_rgb(Image.open(path), size))
+            held_out.names.append(str(path.relative_to(folder)))
+        except (OSError, UnidentifiedImageError, ValueError):
+            held_out.skipped.append(str(path.relative_to(folder)))
+    if len(held_out.images) < 2:
+        raise ValueError(
+            f"{folder} holds {len(held_out.images)} readable image(s); evaluation needs at least 2 "
+            "(the cross setting pairs each image with another)"
+        )
+    return held_out
+
+
+def square_rgb(image: Image.Image, size: int) -> np.ndarray:
+    """Composite over white, centre-crop to a square and resize: (size, size, 3) uint8."""
+    image.load()
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        image = image.convert("RGBA")
+        backdrop = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(backdrop, image)
+    image = image.convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+@dataclass
+class Setting:
+    """The inputs of one setting, one entry per example."""
+
+    name: str
+    sketches: list[np.ndarray]
+    references: list[np.ndarray]
+    ground_truths: list[np.ndarray] | None
+    keypoints: list[KeypointPairs] | None
+    labels: list[str]
+
+
+def build_settings(
+    held_out: HeldOutSet, *, seed: int, keypoint_count: int, patch_size: int
+) -> dict[str, Setting]:
+    """The self- and cross-reference inputs, reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    sketches = [xdog(image) for image in held_out.images]
+    truths, warped, keypoints = [], [], []
+    for image in held_out.images:
+        truth, _ = jitter_colors(image, rng)
+        reference, correspondence = thin_plate_spline_warp(truth, rng)
+        truths.append(truth)
+        warped.append(reference)
+        keypoints.append(
+            keypoints_from_correspondence(
+                correspondence, keypoint_count, rng, margin=patch_size // 2
+            )
+        )
+    count = len(held_out.images)
+    shift = int(rng.integers(1, count))  # each image takes image i + shift as its reference
+    partners = [(i + shift) % count for i in range(count)]
+    return {
+        "self": Setting("self", sketches, warped, truths, keypoints, list(held_out.names)),
+        "cross": Setting(
+            "cross",
+            sketches,
+            [held_out.images[j] for j in partners],
+            None,
+            None,
+            [f"{held_out.names[i]} <- {held_out.names[j]}" for i, j in enumerate(partners)],
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods
+
+
+def mean_color_fill(sketch: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The line art's regions filled with the reference's mean colour, lines kept dark."""
+    mean = reference.reshape(-1, 3).mean(axis=0)
+    shade = sketch.astype(np.float64)[..., None] / 255.0
+    return np.rint(shade * mean).astype(np.uint8)
+
+
+def run_methods(colorizer: Colorizer, setting: Setting) -> dict[str, list[np.ndarray]]:
+    """The model's outputs and each baseline's, on the same inputs."""
+    return {
+        MODEL: colorizer(setting.sketches, setting.references),
+        "no_reference": colorizer(setting.sketches, None),
+        "mean_color": [
+            mean_color_fill(s, r) for s, r in zip(setting.sketches, setting.references, strict=True)
+        ],
+        "reference": list(setting.references),
+    }
+
+
+def measure(
+    setting: Setting,
+    outputs: list[np.ndarray],
+    *,
+    real_images: list[np.ndarray],
+    features: metrics.FeatureExtractor | None,
+    metric_names: Sequence[str],
+    patch_size: int,
+) -> list[metrics.MetricResult]:
+    samples = [
+        metrics.EvalSample(
+            output=output,
+            reference=setting.references[i],
+            ground_truth=None if setting.ground_truths is None else setting.ground_truths[i],
+            keypoints=None if setting.keypoints is None else setting.keypoints[i],
+        )
+        for i, output in enumerate(outputs)
+    ]
+    inputs = metrics.MetricInputs(samples, real_images, features, patch_size)
+    return metrics.calc_metrics(metric_names, inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class EvalOptions:
+    images: Path  # held-out folder
+    out: Path  # where eval.md, eval.json and contact_sheet.png go
+    size: int = 256  # evaluation resolution (paper: 256)
+    limit: int = 0  # use at most this many images (0 = all)
+    seed: int = 0
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    keypoints: int = 64  # SC-PSNR keypoint pairs per self-reference example
+    patch_size: int = 11  # SC-PSNR patch side
+    contact_rows: int = 6  # examples per setting on the contact sheet
+    inception_weights: Path | None = None  # InceptionV3 state dict; else the named FID proxy
+    device: str = "cpu"
+
+
+@dataclass
+class EvalReport:
+    summary: dict  # what eval.json holds
+    markdown: str
+    paths: dict[str, Path]
+
+
+def evaluate(
+    colorizer: Colorizer,
+    options: EvalOptions,
+    *,
+    load_features: Callable[[], metrics.FeatureExtractor] | None = None,
+) -> EvalReport:
+    """Run every setting and method, measure them, and write the report files."""
+    unknown = [name for name in options.metrics if not metrics.is_valid_metric(name)]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(metrics.list_metrics())}")
+    held_out = load_held_out(options.images, options.size, options.limit)
+    settings = build_settings(
+        held_out, seed=options.seed, keypoint_count=options.keypoints, patch_size=options.patch_size
+    )
+    features = None
+    if "fid" in options.metrics:
+        features = (
+            load_features
+            or (lambda: metrics.load_fid_features(options.inception_weights, device=options.device))
+        )()
+
+    results: dict[str, dict[str, list[metrics.MetricResult]]] = {}
+    sheet_rows: list[tuple[str, list[np.ndarray | None]]] = []
+    for setting in settings.values():
+        outputs = run_methods(colorizer, setting)
+        results[setting.name] = {
+            method: measure(
+                setting,
+                images,
+                real_images=held_out.images,
+                features=features,
+                metric_names=options.metrics,
+                patch_size=options.patch_size,
+            )
+            for method, images in outputs.items()
+        }
+        for i in range(min(options.contact_rows, len(setting.sketches))):
+            truth = None if setting.ground_truths is None else setting.ground_truths[i]
+            sketch_rgb = np.repeat(setting.sketches[i][..., None], 3, axis=2)
+            cells = [sketch_rgb, setting.references[i], outputs[MODEL][i]]
+            cells += [outputs["no_reference"][i], outputs["mean_color"][i], truth]
+            sheet_rows.append((f"{setting.name}: {setting.labels[i]}", cells))
+
+    summary = {
+        "model": colorizer.name,
+        "images": len(held_out.images),
+        "skipped_files": held_out.skipped,
+        "size": options.size,
+        "seed": options.seed,
+        "feature_backbone": None if features is None else features.name,
+        "settings": {
+            setting: {
+                method: {r.name: _result_json(r) for r in method_results}
+                for method, method_results in by_method.items()
+            }
+            for setting, by_method in results.items()
+        },
+    }
+    markdown = markdown_report(summary)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out / "eval.md",
+        "json": out / "eval.json",
+        "contact_sheet": out / "contact_sheet.png",
+    }
+    paths["markdown"].write_text(markdown)
+    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    contact_sheet(sheet_rows, SHEET_COLUMNS).save(paths["contact_sheet"])
+    return EvalReport(summary, markdown, paths)
+
+
+def _result_json(result: metrics.MetricResult) -> dict:
+    return {
+        "value": result.value,
+        "metric": result.metric,
+        "backbone": result.backbone,
+        "higher_is_better": result.higher_is_better,
+        "count": result.count,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+SETTING_TITLES = {
+    "self": "Self reference (sketch of i, jittered + TPS-warped i as reference; ground truth)",
+    "cross": "Cross reference (sketch of i, another image j as reference)",
+}
+SHEET_COLUMNS = ("sketch", "reference", "model", "no reference", "mean colour", "ground truth")
+
+
+def format_value(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def results_table(rows: dict[str, dict[str, dict]], *, first_column: str) -> str:
+    """A markdown table: a row per key of `rows`, a column per metric (arrows: which is better)."""
+    columns: list[str] = []
+    for row in rows.values():
+        columns += [name for name in row if name not in columns]
+    header = [first_column] + [f"{name} {'↑' if _higher(rows, name) else '↓'}" for name in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, row in rows.items():
+        cells = [format_value(row[name]["value"]) if name in row else "–" for name in columns]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _higher(rows: dict[str, dict[str, dict]], name: str) -> bool:
+    return next(row[name]["higher_is_better"] for row in rows.values() if name in row)
+
+
+def markdown_report(summary: dict) -> str:
+    lines = [
+        f"# colord evaluation: {summary['model']}",
+        "",
+        f"{summary['images']} held-out images at {summary['size']} px, seed {summary['seed']}.",
+    ]
+    if summary["feature_backbone"]:
+        lines.append(f"FID features: {summary['feature_backbone']}.")
+    if summary["skipped_files"]:
+        lines.append(f"Skipped {len(summary['skipped_files'])} unreadable file(s).")
+    for setting, by_method in summary["settings"].items():
+        lines += ["", f"## {SETTING_TITLES[setting]}", ""]
+        lines.append(results_table(by_method, first_column="method"))
+    lines += [
+        "",
+        "Baselines: `no_reference` = the model with a zero-filled reference; `mean_color` = the "
+        "line art's regions filled with the reference's mean colour; `reference` = the reference "
+        "itself, unchanged.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def contact_sheet(
+    rows: list[tuple[str, list[np.ndarray | None]]],
+    column_titles: Sequence[str],
+    *,
+    cell: int = 128,
+    label_height: int = 14,
+) -> Image.Image:
+    """A grid: a title row, then per example a caption line and its images (None = left grey)."""
+    columns = len(column_titles)
+    width = columns * cell
+    height = label_height + len(rows) * (label_height + cell)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(column_titles):
+        draw.text((c * cell + 3, 1), title, fill=(0, 0, 0))
+    for r, (caption, images) in enumerate(rows):
+        top = label_height + r * (label_height + cell)
+        draw.text((3, top + 1), caption, fill=(80, 80, 80))
+        for c, image in enumerate(images):
+            box = (c * cell, top + label_height)
+            if image is None:
+                draw.rectangle([box, (box[0] + cell - 1, box[1] + cell - 1)], fill=(200, 200, 200))
+            else:
+                tile = Image.fromarray(image).resize((cell, cell), Image.Resampling.LANCZOS)
+                sheet.paste(tile, box)
+    return sheet
