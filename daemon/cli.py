@@ -12,7 +12,11 @@ import click
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
+    "ping": "colord.daemon.cli_serve:ping",
     "eval": "colord.training.cli_eval:eval_command",
+    "sketch": "colord.training.cli_sketch:sketch",
+    "serve": "colord.daemon.cli_serve:serve",
+    "plugin": "colord.daemon.cli_plugin:plugin",
 }
 
 

@@ -1,0 +1,265 @@
+"""Install the Krita and GIMP 3 plug-ins into a user profile, or pack them as a zip.
+
+Each host gets a bundle: its plug-in files (shipped as data in `colord.plugins`) plus a copy of the
+shared wire client. The bundle knows two layouts, one for installing (paths relative to the host's
+data or config folder) and one for the zip (what Krita's "Import Python Plugin from File…" expects:
+the `.desktop` and `.action` files at the top beside the package folder).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+HOSTS = ("krita", "gimp")
+KRITA_PLUGIN = "colord_krita"
+GIMP_PLUGIN = "colord_gimp"
+WIRE_CLIENT = "colord_wire.py"
+
+# Fixed timestamp so that packing the same files twice gives the same zip.
+_ZIP_DATE = (2024, 1, 1, 0, 0, 0)
+_SKIPPED_PARTS = {"__pycache__"}
+
+
+class PluginInstallError(Exception):
+    """Installing or packing failed; the message says why in one sentence."""
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    install_path: PurePosixPath  # relative to the host's data/config folder
+    archive_path: PurePosixPath  # inside the zip
+    data: bytes
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    destination: Path
+    files: list[Path]
+    kritarc: Path | None  # the Krita settings file that enables the plug-in
+
+
+def _plugins_root() -> Traversable:
+    return resources.files("colord.plugins")
+
+
+def _package_files(folder: Traversable, prefix: PurePosixPath) -> list[tuple[PurePosixPath, bytes]]:
+    """Every file under `folder` (recursively, caches skipped) as (path under prefix, bytes)."""
+    found: list[tuple[PurePosixPath, bytes]] = []
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if entry.name in _SKIPPED_PARTS or entry.name.endswith(".pyc"):
+            continue
+        if entry.is_dir():
+            found.extend(_package_files(entry, prefix / entry.name))
+        else:
+            found.append((prefix / entry.name, entry.read_bytes()))
+    return found
+
+
+def bundle(host: str) -> list[BundleFile]:
+    """The files that make up the installable plug-in for `host` ("krita" or "gimp")."""
+    root = _plugins_root()
+    wire = root / "wire" / WIRE_CLIENT
+    if not wire.is_file():
+        raise PluginInstallError(f"The wire client {WIRE_CLIENT} is missing from colord.plugins.")
+    if host == "krita":
+        package = root / "krita" / KRITA_PLUGIN
+        files = [
+            BundleFile(PurePosixPath("pykrita") / path, path, data)
+            for path, data in _package_files(package, PurePosixPath(KRITA_PLUGIN))
+        ]
+        files.append(
+            BundleFile(
+                PurePosixPath("pykrita", KRITA_PLUGIN, WIRE_CLIENT),
+                PurePosixPath(KRITA_PLUGIN, WIRE_CLIENT),
+                wire.read_bytes(),
+            )
+        )
+        for name, folder in (
+            (f"{KRITA_PLUGIN}.desktop", "pykrita"),
+            (f"{KRITA_PLUGIN}.action", "actions"),
+        ):
+            files.append(
+                BundleFile(
+                    PurePosixPath(folder, name),
+                    PurePosixPath(name),
+                    (root / "krita" / name).read_bytes(),
+                )
+            )
+        return files
+    if host == "gimp":
+        package = root / "gimp" / GIMP_PLUGIN
+        main_file = PurePosixPath(GIMP_PLUGIN, f"{GIMP_PLUGIN}.py")
+        files = [
+            BundleFile(PurePosixPath("plug-ins") / path, path, data, executable=path == main_file)
+            for path, data in _package_files(package, PurePosixPath(GIMP_PLUGIN))
+        ]
+        files.append(
+            BundleFile(
+                PurePosixPath("plug-ins", GIMP_PLUGIN, WIRE_CLIENT),
+                PurePosixPath(GIMP_PLUGIN, WIRE_CLIENT),
+                wire.read_bytes(),
+            )
+        )
+        return files
+    raise PluginInstallError(f"Unknown host {host!r}: choose one of {', '.join(HOSTS)}.")
+
+
+def _platform_dirs(
+    platform: str | None, environ: Mapping[str, str] | None, home: Path | None
+) -> tuple[str, Mapping[str, str], Path]:
+    return (
+        platform if platform is not None else sys.platform,
+        environ if environ is not None else os.environ,
+        home if home is not None else Path.home(),
+    )
+
+
+def _windows_folder(environ: Mapping[str, str], variable: str, home: Path, fallback: str) -> Path:
+    value = environ.get(variable)
+    return Path(value) if value else home / fallback
+
+
+def default_destination(
+    host: str,
+    *,
+    platform: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> Path:
+    """Where the host reads user plug-ins from: Krita's data folder, GIMP 3's config folder."""
+    platform, environ, home = _platform_dirs(platform, environ, home)
+    if host == "krita":
+        if platform.startswith("win"):
+            return _windows_folder(environ, "APPDATA", home, "AppData/Roaming") / "krita"
+        if platform == "darwin":
+            return home / "Library" / "Application Support" / "krita"
+        data_home = environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+        return Path(data_home) / "krita"
+    if host == "gimp":
+        if platform.startswith("win"):
+            return _windows_folder(environ, "APPDATA", home, "AppData/Roaming") / "GIMP" / "3.0"
+        if platform == "darwin":
+            return home / "Library" / "Application Support" / "GIMP" / "3.0"
+        config_home = environ.get("XDG_CONFIG_HOME") or str(home / ".config")
+        return Path(config_home) / "GIMP" / "3.0"
+    raise PluginInstallError(f"Unknown host {host!r}: choose one of {', '.join(HOSTS)}.")
+
+
+def default_kritarc(
+    *,
+    platform: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> Path:
+    """Where Krita keeps its settings file (kritarc) on this OS."""
+    platform, environ, home = _platform_dirs(platform, environ, home)
+    if platform.startswith("win"):
+        return _windows_folder(environ, "LOCALAPPDATA", home, "AppData/Local") / "kritarc"
+    if platform == "darwin":
+        return home / "Library" / "Preferences" / "kritarc"
+    config_home = environ.get("XDG_CONFIG_HOME") or str(home / ".config")
+    return Path(config_home) / "kritarc"
+
+
+def enable_in_kritarc(text: str, plugin: str = KRITA_PLUGIN) -> str:
+    """`text` (a kritarc) with `enable_<plugin>=true` under [python]; other lines kept as is."""
+    key = f"enable_{plugin}"
+    setting = f"{key}=true"
+    lines = text.splitlines()
+    section_start = next((i for i, line in enumerate(lines) if line.strip() == "[python]"), None)
+    if section_start is None:
+        prefix = [*lines, ""] if lines and lines[-1].strip() else lines
+        return "\n".join([*prefix, "[python]", setting]) + "\n"
+    section_end = next(
+        (i for i in range(section_start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+        len(lines),
+    )
+    for i in range(section_start + 1, section_end):
+        if lines[i].split("=", 1)[0].strip() == key:
+            lines[i] = setting
+            break
+    else:
+        lines.insert(section_start + 1, setting)
+    return "\n".join(lines) + "\n"
+
+
+def _write_kritarc(path: Path) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(enable_in_kritarc(text), encoding="utf-8")
+
+
+def install(host: str, dest: Path | None = None, *, kritarc: Path | None = None) -> InstallReport:
+    """Copy the `host` plug-in into `dest` (default: the host's per-user folder on this OS).
+
+    For Krita the plug-in is also enabled in kritarc (`kritarc` or the OS default), since Krita
+    loads a Python plug-in only when it is both installed and enabled.
+    """
+    files = bundle(host)
+    destination = Path(dest) if dest is not None else default_destination(host)
+    written: list[Path] = []
+    try:
+        for item in files:
+            target = destination.joinpath(*item.install_path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(item.data)
+            if item.executable:
+                target.chmod(0o755)
+            written.append(target)
+        settings = None
+        if host == "krita":
+            settings = Path(kritarc) if kritarc is not None else default_kritarc()
+            _write_kritarc(settings)
+    except OSError as error:
+        raise PluginInstallError(
+            f"Could not install the {host} plug-in into {destination}: {error}"
+        ) from error
+    return InstallReport(destination=destination, files=written, kritarc=settings)
+
+
+def _zip_info(path: str, *, directory: bool = False, executable: bool = False) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(path, date_time=_ZIP_DATE)
+    if directory:
+        info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10  # 0x10: MS-DOS directory flag
+    else:
+        info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def pack(host: str, output: Path) -> Path:
+    """Write the `host` plug-in as a zip at `output`, with folder entries (Krita needs them)."""
+    files = bundle(host)
+    folders = sorted(
+        {
+            str(parent)
+            for item in files
+            for parent in item.archive_path.parents
+            if str(parent) != "."
+        }
+    )
+    output = Path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(output, "w") as archive:
+            for folder in folders:
+                archive.writestr(_zip_info(folder + "/", directory=True), b"")
+            for item in files:
+                archive.writestr(
+                    _zip_info(str(item.archive_path), executable=item.executable), item.data
+                )
+    except OSError as error:
+        raise PluginInstallError(f"Could not write {output}: {error}") from error
+    return output

@@ -1,0 +1,179 @@
+"""One colorize request from action to inserted layer, without Krita: the host is passed in.
+
+The GUI thread calls `start` (reads both layers through the host, then sends them from a worker
+thread so Krita stays responsive) and then `poll` from a timer until the reply is in; `poll`
+inserts the result through the host, again in the GUI thread, since Krita's API is not
+thread-safe. While a request runs, `start` refuses a second one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import colord_wire, messages
+from .messages import PluginError
+from .options import ColorizeOptions
+from .pixels import WIRE_FORMAT, LayerPixels, check_size
+
+
+@dataclass(frozen=True)
+class Inputs:
+    line_art: LayerPixels
+    reference: LayerPixels
+    target: Any  # the host's handle of the line-art layer, to insert the result below it
+
+
+class Host(Protocol):
+    def read_inputs(self, reference: str) -> Inputs:
+        """Read the active layer (line art) and the layer `reference`; PluginError if unfit."""
+
+    def insert_below(self, target: Any, name: str, pixels: LayerPixels) -> None:
+        """Add `pixels` as a new paint layer `name` directly below `target`, in one undo step."""
+
+    def show_message(self, text: str) -> None:
+        """Tell the artist `text` without blocking."""
+
+
+def _to_wire(pixels: LayerPixels) -> colord_wire.Image:
+    return colord_wire.Image(pixels.width, pixels.height, WIRE_FORMAT, pixels.data)
+
+
+class _Request:
+    """The wire call, run in a worker thread; the outcome is read once `finished` is set."""
+
+    def __init__(
+        self, inputs: Inputs, options: ColorizeOptions, connect: Callable[[], Any]
+    ) -> None:
+        self.inputs = inputs
+        self.finished = threading.Event()
+        self.image: colord_wire.Image | None = None
+        self.timings: dict = {}
+        self.error: str | None = None
+        self._options = options
+        self._connect = connect
+        self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._connect() as client:
+                self.image, self.timings = client.colorize(
+                    _to_wire(self.inputs.line_art),
+                    _to_wire(self.inputs.reference),
+                    working_size=self._options.working_size,
+                    keep_lines=self._options.keep_lines,
+                    result_format=WIRE_FORMAT,
+                )
+        except colord_wire.ColordError as error:
+            self.error = colord_wire.user_message(error)
+        except Exception as error:  # a message in Krita, never a traceback
+            self.error = messages.unexpected(error)
+        finally:
+            self.finished.set()
+
+
+class Colorizer:
+    def __init__(
+        self,
+        host: Host,
+        connect: Callable[[], Any] = colord_wire.WireClient.from_connection_file,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._host = host
+        self._connect = connect
+        self._on_change = on_change
+        self._request: _Request | None = None
+        self._started_at = 0.0
+        self.status = ""  # the last thing said to the artist, for the docker's status line
+
+    @property
+    def busy(self) -> bool:
+        return self._request is not None
+
+    def start(self, options: ColorizeOptions) -> bool:
+        """Read the layers and send the request; False (with a message) when nothing was sent."""
+        if self.busy:
+            self._say(messages.BUSY, show=False)
+            return False
+        started_at = time.perf_counter()
+        try:
+            if not options.reference:
+                raise PluginError(messages.NO_REFERENCE)
+            inputs = self._host.read_inputs(options.reference)
+        except PluginError as error:
+            self._say(str(error))
+            return False
+        except Exception as error:
+            self._say(messages.unexpected(error))
+            return False
+        self._started_at = started_at
+        self._request = _Request(inputs, options, self._connect)
+        self._say(
+            f"Colouring “{inputs.line_art.name}” after “{inputs.reference.name}”…", show=False
+        )
+        return True
+
+    def poll(self) -> bool:
+        """Finish the request if its reply is in (insert or report); True when none is pending."""
+        request = self._request
+        if request is None:
+            return True
+        if not request.finished.is_set():
+            return False
+        self._request = None
+        if request.error is not None:
+            self._say(request.error)
+            return True
+        try:
+            self._insert(request)
+        except PluginError as error:
+            self._say(str(error))
+        except Exception as error:
+            self._say(messages.unexpected(error))
+        return True
+
+    def _insert(self, request: _Request) -> None:
+        line_art, reference = request.inputs.line_art, request.inputs.reference
+        image = request.image
+        if image is None or (image.width, image.height, image.format) != (
+            line_art.width,
+            line_art.height,
+            WIRE_FORMAT,
+        ):
+            raise PluginError("The daemon answered with an image of the wrong size or format.")
+        name = messages.result_layer_name(reference.name)
+        result = LayerPixels(
+            name, image.width, image.height, bytes(image.data), line_art.x, line_art.y
+        )
+        check_size(result)
+        self._host.insert_below(request.inputs.target, name, result)
+        elapsed_ms = (time.perf_counter() - self._started_at) * 1000.0
+        self._say(f"Added “{name}”.", show=False)
+        messages.record(
+            "inserted",
+            layer=name,
+            width=image.width,
+            height=image.height,
+            elapsed_ms=elapsed_ms,
+            timings=dict(request.timings),
+        )
+
+    def _say(self, text: str, *, show: bool = True) -> None:
+        self.status = text
+        if show:
+            messages.record("message", text=text)
+            self._host.show_message(text)
+        self._on_change()
+
+
+def daemon_status(read: Callable[[], Any] = colord_wire.read_connection) -> str:
+    """One line for the docker: is a daemon's connection file there, and which daemon is it."""
+    try:
+        connection = read()
+    except colord_wire.ColordError as error:
+        return colord_wire.user_message(error)
+    return f"Running: colord {connection.version} (pid {connection.pid}) at {connection.endpoint}."

@@ -1,0 +1,230 @@
+"""Everything that touches Krita: the Extension with its action, the docker, and the layer I/O.
+
+Reading gives every layer as 8-bit sRGB BGRA over its bounds on the canvas (paint layers through
+pixelData, others through their projection). Pixels in any other colour space are converted inside
+a scratch document, so the artist's document and its undo history never see the conversion; the
+result layer is the only change to it, added in one undo step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
+
+from . import messages
+from .colorizer import Colorizer, Inputs, daemon_status
+from .messages import PluginError
+from .options import SETTINGS_GROUP, ColorizeOptions, dump, load
+from .panel import ColordPanel
+from .pixels import SRGB8, LayerPixels, Rect, intersect, is_srgb8
+from .qt import QtCore, QtWidgets
+
+ACTION_ID = "colord_colorize"
+ACTION_TEXT = "Colorize with Reference…"
+DOCKER_ID = "colord_docker"
+POLL_INTERVAL_MS = 10
+MASK_TYPES = {"transparencymask", "filtermask", "transformmask", "selectionmask", "colorizemask"}
+KIND_NAMES = {kind: kind.replace("mask", " mask") for kind in MASK_TYPES}
+
+
+def _walk(node: Any, depth: int = 0) -> Iterator[tuple[Any, int]]:
+    """Every layer under `node`, top of the stack first (as the Layers docker shows them)."""
+    for child in reversed(node.childNodes()):
+        if child.type() in MASK_TYPES:
+            continue
+        yield child, depth
+        yield from _walk(child, depth + 1)
+
+
+def _space(node_or_doc: Any) -> tuple[str, str, str]:
+    return (node_or_doc.colorModel(), node_or_doc.colorDepth(), node_or_doc.colorProfile())
+
+
+def _convert(raw: bytes, width: int, height: int, source: tuple, target: tuple) -> bytes:
+    """Pixels from one colour space to another, through a scratch document that is then closed."""
+    scratch = Krita.instance().createDocument(width, height, "colord scratch", *source, 72.0)
+    try:
+        node = scratch.createNode("pixels", "paintlayer")
+        node.setColorSpace(*source)
+        node.setPixelData(raw, 0, 0, width, height)
+        node.setColorSpace(*target)
+        return bytes(node.pixelData(0, 0, width, height))
+    finally:
+        scratch.setModified(False)
+        scratch.close()
+
+
+class KritaHost:
+    """The `colorizer.Host` in Krita: reads layers of the active document, inserts the result."""
+
+    def read_inputs(self, reference: str) -> Inputs:
+        document = Krita.instance().activeDocument()
+        if document is None:
+            raise PluginError(messages.NO_DOCUMENT)
+        line_art = document.activeNode()
+        if line_art is None or line_art.parentNode() is None:
+            raise PluginError(messages.NO_ACTIVE_LAYER)
+        if line_art.type() in MASK_TYPES:
+            raise PluginError(messages.not_a_layer(line_art.name(), KIND_NAMES[line_art.type()]))
+        reference_node = next(
+            (node for node, _ in _walk(document.rootNode()) if node.name() == reference), None
+        )
+        if reference_node is None:
+            raise PluginError(messages.reference_missing(reference))
+        if reference_node.uniqueId() == line_art.uniqueId():
+            raise PluginError(messages.reference_is_line_art(reference))
+        document.waitForDone()
+        canvas = Rect(0, 0, document.width(), document.height())
+        return Inputs(
+            line_art=self._read(line_art, canvas),
+            reference=self._read(reference_node, canvas),
+            target=(document, line_art),
+        )
+
+    def _read(self, node: Any, canvas: Rect) -> LayerPixels:
+        bounds = node.bounds()
+        rect = intersect(Rect(bounds.x(), bounds.y(), bounds.width(), bounds.height()), canvas)
+        if rect is None:
+            raise PluginError(messages.empty_layer(node.name()))
+        if node.type() == "paintlayer":
+            raw = bytes(node.pixelData(*rect))
+        else:  # group, vector, file, fill, filter and clone layers: what they show
+            raw = bytes(node.projectionPixelData(*rect))
+        space = _space(node)
+        if not is_srgb8(*space):
+            raw = _convert(raw, rect.width, rect.height, space, SRGB8)
+        return LayerPixels(node.name(), rect.width, rect.height, raw, rect.x, rect.y)
+
+    def insert_below(self, target: Any, name: str, pixels: LayerPixels) -> None:
+        document, line_art = target
+        parent = line_art.parentNode()
+        siblings = parent.childNodes() if parent is not None else []
+        ids = [sibling.uniqueId() for sibling in siblings]
+        if line_art.uniqueId() not in ids:
+            raise PluginError(messages.LINE_ART_REMOVED)
+        index = ids.index(line_art.uniqueId())
+        if index == 0:
+            raise PluginError(messages.AT_BOTTOM)
+        data = pixels.data
+        space = _space(document)
+        if not is_srgb8(*space):
+            data = _convert(data, pixels.width, pixels.height, SRGB8, space)
+        layer = document.createNode(name, "paintlayer")
+        layer.setPixelData(data, pixels.x, pixels.y, pixels.width, pixels.height)
+        parent.addChildNode(layer, siblings[index - 1])  # the one undoable step
+
+    def show_message(self, text: str) -> None:
+        window = Krita.instance().activeWindow()
+        parent = window.qwindow() if window is not None else None
+        box = QtWidgets.QMessageBox(
+            QtWidgets.QMessageBox.Icon.Warning,
+            messages.TITLE,
+            text,
+            QtWidgets.QMessageBox.StandardButton.Ok,
+            parent,
+        )
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.show()  # not exec(): Krita keeps running while the message is up
+
+    def list_layers(self) -> list[tuple[str, int]]:
+        document = Krita.instance().activeDocument()
+        if document is None:
+            return []
+        return [(node.name(), depth) for node, depth in _walk(document.rootNode())]
+
+
+class Controller:
+    """Shared by the action and every docker: one request at a time, options in Krita's settings."""
+
+    def __init__(self) -> None:
+        self.host = KritaHost()
+        self.colorizer = Colorizer(self.host, on_change=self._changed)
+        self._timer = QtCore.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._panels: list[ColordPanel] = []
+
+    def options(self) -> ColorizeOptions:
+        krita = Krita.instance()
+        return load(lambda key, default: krita.readSetting(SETTINGS_GROUP, key, default))
+
+    def save_options(self, options: ColorizeOptions) -> None:
+        krita = Krita.instance()
+        for key, value in dump(options).items():
+            krita.writeSetting(SETTINGS_GROUP, key, value)
+
+    def colorize(self) -> None:
+        if self.colorizer.start(self.options()):
+            self._timer.start()
+
+    def add_panel(self, panel: ColordPanel) -> None:
+        self._panels.append(panel)
+        panel.destroyed.connect(lambda *_: self._panels.remove(panel))
+        panel.set_options(self.options())
+        self.refresh_daemon_status()
+        self._changed()
+
+    def refresh_daemon_status(self) -> None:
+        text = daemon_status()
+        for panel in self._panels:
+            panel.set_daemon_status(text)
+
+    def _poll(self) -> None:
+        if self.colorizer.poll():
+            self._timer.stop()
+            self.refresh_daemon_status()
+
+    def _changed(self) -> None:
+        for panel in self._panels:
+            panel.set_busy(self.colorizer.busy)
+            panel.set_status(self.colorizer.status)
+
+
+_controller: Controller | None = None
+
+
+def controller() -> Controller:
+    global _controller
+    if _controller is None:
+        _controller = Controller()
+    return _controller
+
+
+class ColordExtension(Extension):
+    def setup(self) -> None:
+        pass
+
+    def createActions(self, window: Any) -> None:
+        action = window.createAction(ACTION_ID, ACTION_TEXT, "tools/scripts")
+        action.triggered.connect(lambda *_: controller().colorize())
+
+
+class ColordDocker(DockWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("colord")
+        shared = controller()
+        self.panel = ColordPanel(
+            list_layers=shared.host.list_layers,
+            on_options_changed=shared.save_options,
+            on_colorize=shared.colorize,
+            on_check_daemon=shared.refresh_daemon_status,
+        )
+        self.setWidget(self.panel)
+        shared.add_panel(self.panel)
+
+    def canvasChanged(self, canvas: Any) -> None:
+        self.panel.refresh_layers()
+
+
+def register() -> None:
+    krita = Krita.instance()
+    krita.addExtension(ColordExtension(krita))
+    # Krita 5 (PyQt5) names the enum value unscoped, Krita 6 (PyQt6) only scoped.
+    if hasattr(DockWidgetFactoryBase, "DockRight"):
+        position = DockWidgetFactoryBase.DockRight
+    else:
+        position = DockWidgetFactoryBase.DockPosition.DockRight
+    krita.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, position, ColordDocker))
