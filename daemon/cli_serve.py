@@ -1,0 +1,159 @@
+"""`colord serve` (run the daemon) and `colord ping` (check that one answers)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from colord.daemon.protocol import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SIDE, Limits
+from colord.daemon.server import (
+    DEFAULT_ENDPOINT,
+    DaemonStartError,
+    EngineAdapter,
+    ServeConfig,
+    run_daemon,
+)
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for tcp:// on a loopback address and for ipc:// (a local socket file)."""
+    if endpoint.startswith("ipc://"):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name
+
+
+def open_engine(model_path: Path | None, *, device: str | None, working_size: int) -> EngineAdapter:
+    """Load the model onto the device; without a path, the default model (NoModelError if none)."""
+    from colord.daemon import engine
+
+    path = model_path or engine.default_checkpoint()
+    if path is None:
+        raise engine.NoModelError()
+    return EngineAdapter(engine.Engine(path, device=device, working_size=working_size))
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint (.safetensors) to serve; default: the built-in model.",
+)
+@click.option("--device", default=None, help="cuda, cuda:1, mps or cpu; default: the best one.")
+@click.option(
+    "--bind",
+    "endpoint",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    help="ZeroMQ endpoint to listen on; tcp://127.0.0.1:* picks a free port.",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a --bind address other than loopback (the token travels in clear text).",
+)
+@click.option(
+    "--connection-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the connection file; default: the per-user location.",
+)
+@click.option(
+    "--queue-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Colorize requests that may wait before the daemon answers busy.",
+)
+@click.option(
+    "--working-size",
+    type=click.IntRange(min=16),
+    default=512,
+    show_default=True,
+    help="Default resolution the model works at.",
+)
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_MESSAGE_BYTES,
+    show_default=True,
+    help="Largest request accepted (ZeroMQ drops larger messages).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every request.")
+def serve(
+    model_path: Path | None,
+    device: str | None,
+    endpoint: str,
+    allow_remote: bool,
+    connection_file: Path | None,
+    queue_size: int,
+    working_size: int,
+    max_message_bytes: int,
+    verbose: bool,
+) -> None:
+    """Run the colorization daemon that the painting-app plug-ins talk to."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s colord %(levelname)s %(message)s",
+    )
+    if not is_local_endpoint(endpoint):
+        if not allow_remote:
+            raise click.UsageError(
+                f"{endpoint} is not a loopback address; pass --allow-remote to listen there."
+            )
+        click.echo(
+            f"Warning: listening on {endpoint}: other machines can reach the daemon, and the "
+            "token travels unencrypted.",
+            err=True,
+        )
+    from colord.daemon.engine import EngineError
+    from colord.model import CheckpointError
+
+    def load() -> EngineAdapter:
+        return open_engine(model_path, device=device, working_size=working_size)
+
+    config = ServeConfig(
+        endpoint=endpoint,
+        limits=Limits(DEFAULT_MAX_SIDE, max_message_bytes, queue_size),
+        connection_file=connection_file,
+    )
+    try:
+        run_daemon(config, load, on_ready=lambda ready: click.echo(ready, err=True))
+    except (DaemonStartError, EngineError, CheckpointError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.option(
+    "--connection-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The daemon's connection file; default: the per-user location.",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
+def ping(connection_file: Path | None, timeout: float) -> None:
+    """Check that the daemon answers; print the round trip and its version."""
+    from colord.daemon.client import Client, DaemonError
+
+    try:
+        with Client.from_connection_file(connection_file, timeout=timeout) as client:
+            started = time.perf_counter()
+            result = client.ping()
+            round_trip_ms = (time.perf_counter() - started) * 1000.0
+    except DaemonError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(
+        f"colord daemon {result.get('version', '?')} at {client.endpoint}: "
+        f"round trip {round_trip_ms:.2f} ms"
+    )

@@ -1,0 +1,111 @@
+"""Start a real `colord serve` process for a test, wait until it listens, stop it.
+
+    with start_daemon(tiny_checkpoint) as daemon:
+        with daemon.client() as client:
+            client.ping()
+
+Each daemon binds a free loopback port (tcp://127.0.0.1:*) and writes its own connection file in
+a fresh temporary folder, so tests never meet a user's daemon or each other's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from colord.daemon.client import Client
+from colord.daemon.connection import ConnectionFileError, read_connection
+
+START_TIMEOUT = 120.0
+CLI = [sys.executable, "-c", "from colord.daemon.cli import main; main()"]
+
+
+@dataclass
+class RunningDaemon:
+    endpoint: str
+    token: str
+    connection_file: Path
+    process: subprocess.Popen
+    log_file: Path
+
+    def client(self, timeout: float = 60.0) -> Client:
+        return Client(self.endpoint, self.token, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send sig (if still running), wait, and return the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the daemon did not stop within {timeout} s:\n{self.log()}") from None
+
+    def __enter__(self) -> RunningDaemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.stop()
+        shutil.rmtree(self.log_file.parent, ignore_errors=True)
+
+
+def serve_command(model_path: Path, connection_file: Path, extra_args: Sequence[str] = ()) -> list:
+    return [
+        *CLI,
+        "serve",
+        "--model",
+        str(model_path),
+        "--device",
+        "cpu",
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--connection-file",
+        str(connection_file),
+        *extra_args,
+    ]
+
+
+def start_daemon(
+    model_path: Path, *, extra_args: Sequence[str] = (), timeout: float = START_TIMEOUT
+) -> RunningDaemon:
+    """Start `colord serve` on a free loopback port; return once its connection file is written."""
+    folder = Path(tempfile.mkdtemp(prefix="colord-daemon-"))
+    connection_file = folder / "daemon.json"
+    log_file = folder / "daemon.log"
+    env = {**os.environ, "COLORD_CONNECTION_FILE": str(connection_file)}
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen(
+            serve_command(model_path, connection_file, extra_args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = read_connection(connection_file)
+            break
+        except ConnectionFileError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            output = log_file.read_text(errors="replace")
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(f"colord serve did not start (exit {process.returncode}):\n{output}")
+        time.sleep(0.05)
+    return RunningDaemon(info.endpoint, info.token, connection_file, process, log_file)
