@@ -79,7 +79,7 @@ class WireFormatError(ValueError):
 # array and map. Encoding follows msgpack's own choices (smallest form, use_bin_type=True), so
 # `packb(x) == msgpack.packb(x, use_bin_type=True)` byte for byte.
 
-_MAX_DEPTH = 512
+_MAX_DEPTH = 128  # protocol v1 nests 4 deep; this keeps far below Python's recursion limit
 _U8, _U16, _U32, _U64 = (struct.Struct(f">B{code}") for code in "BHIQ")
 _I8, _I16, _I32, _I64 = (struct.Struct(f">B{code}") for code in "bhiq")
 _FLOAT64 = struct.Struct(">Bd")
@@ -327,8 +327,10 @@ class ZmtpPeer:
         self._sock.close()
 
     def _handshake(self, deadline: float | None, identity: bytes) -> None:
-        self._send_all(_GREETING, deadline)
-        greeting = self._recv_exactly(len(_GREETING), deadline)
+        # Signature and major version first, the rest once the peer's have arrived: libzmq does
+        # the same, and answers a greeting it dislikes by closing before its own is complete.
+        self._send_all(_GREETING[:11], deadline)
+        greeting = self._recv_exactly(11, deadline)
         where = "{}:{}".format(*self._sock.getpeername()[:2])
         if greeting[0] != 0xFF or greeting[9] != 0x7F:
             raise ColordError(
@@ -341,6 +343,8 @@ class ZmtpPeer:
                 f"The program at {where} speaks ZeroMQ protocol {greeting[10]}.x; "
                 "colord needs ZMTP 3.0 or newer.",
             )
+        self._send_all(_GREETING[11:], deadline)
+        greeting += self._recv_exactly(len(_GREETING) - 11, deadline)
         mechanism = bytes(greeting[12:32]).rstrip(b"\0").decode("ascii", "replace")
         if mechanism != "NULL":
             raise ColordError(
@@ -431,8 +435,9 @@ class ZmtpPeer:
 
 def _connection_lost(detail: str) -> ConnectionLost:
     return ConnectionLost(
-        f"The connection to the colord daemon was lost ({detail}) before it answered. "
-        "Check that `colord serve` is still running, then try again."
+        f"The connection to the colord daemon was lost ({detail}) before it answered: the "
+        "daemon may have stopped, or the message exceeded its size limit. Check that "
+        "`colord serve` is running, then try again."
     )
 
 
@@ -517,54 +522,42 @@ def _connection_file_path_for(platform: str, environ: Any, home: Path) -> Path:
 def read_connection(path: str | Path | None = None) -> Connection:
     """Read the connection file (default: `connection_file_path()`).
 
-    Raises `DaemonNotRunning` when the file is missing or names a process that has exited, and
-    `ColordError` ("bad_connection_file") when it cannot be read or parsed.
+    Raises `DaemonNotRunning` when the file is missing, unreadable, not the daemon's JSON, or names
+    a process that has exited (a stale file left by a crash).
     """
     path = Path(path) if path is not None else connection_file_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        fields = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DaemonNotRunning(
-            f"The colord daemon is not running (no connection file at {path}). {START_HINT}"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _bad_connection_file(path, str(exc)) from None
+        raise _not_running(f"no connection file at {path}") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
+        raise _not_running(f"its connection file {path} is unreadable: {exc}") from None
     try:
-        fields = json.loads(text)
-    except ValueError as exc:
-        raise _bad_connection_file(path, f"not JSON: {exc}") from None
-    if not isinstance(fields, dict):
-        raise _bad_connection_file(path, "not a JSON object")
-    connection = Connection(
-        endpoint=_field(fields, "endpoint", str, path),
-        token=_field(fields, "token", str, path),
-        pid=_field(fields, "pid", int, path),
-        version=_field(fields, "version", str, path),
-        protocol=_field(fields, "protocol", int, path),
-    )
-    if connection.pid <= 0:
-        raise _bad_connection_file(path, f"pid {connection.pid} is not a process id")
-    if not _process_exists(connection.pid):
-        raise DaemonNotRunning(
-            f"The colord daemon is not running (its connection file {path} names process "
-            f"{connection.pid}, which has exited). {START_HINT}"
+        connection = Connection(
+            endpoint=_field(fields, "endpoint", str),
+            token=_field(fields, "token", str),
+            pid=_field(fields, "pid", int),
+            version=_field(fields, "version", str),
+            protocol=_field(fields, "protocol", int),
+        )
+    except TypeError as exc:
+        raise _not_running(f"its connection file {path} is invalid: {exc}") from None
+    if connection.pid <= 0 or not _process_exists(connection.pid):
+        raise _not_running(
+            f"its connection file {path} names process {connection.pid}, which has exited"
         )
     return connection
 
 
-def _field(fields: dict, name: str, kind: type, path: Path) -> Any:
-    value = fields.get(name)
+def _field(fields: Any, name: str, kind: type) -> Any:
+    value = fields.get(name) if isinstance(fields, dict) else None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise _bad_connection_file(path, f"field {name!r} should be {kind.__name__}, got {value!r}")
+        raise TypeError(f"{name!r} should be a {kind.__name__}, not {value!r}")
     return value
 
 
-def _bad_connection_file(path: Path, detail: str) -> ColordError:
-    return ColordError(
-        "bad_connection_file",
-        f"The colord connection file {path} is unreadable ({detail}). "
-        "Restart `colord serve` to rewrite it.",
-    )
+def _not_running(reason: str) -> DaemonNotRunning:
+    return DaemonNotRunning(f"The colord daemon is not running ({reason}). {START_HINT}")
 
 
 def _process_exists(pid: int) -> bool:
@@ -734,10 +727,7 @@ class WireClient:
             try:
                 self._peer = ZmtpPeer.connect(host, port, deadline=deadline)
             except ConnectionRefusedError:
-                raise DaemonNotRunning(
-                    f"The colord daemon is not running (nothing listens at {self.endpoint}). "
-                    f"{START_HINT}"
-                ) from None
+                raise _not_running(f"nothing listens at {self.endpoint}") from None
             except (TimeoutError, ColordError):
                 raise
             except OSError as exc:
