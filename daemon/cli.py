@@ -13,8 +13,6 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
     "ping": "colord.daemon.cli_serve:ping",
-    "serve": "colord.daemon.cli_serve:serve",
-    "ping": "colord.daemon.cli_serve:ping",
     "eval": "colord.training.cli_eval:eval_command",
     "sketch": "colord.training.cli_sketch:sketch",
     "serve": "colord.daemon.cli_serve:serve",
