@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "eval": "colord.training.cli_eval:eval_command",
     "sketch": "colord.training.cli_sketch:sketch",
     "serve": "colord.daemon.cli_serve:serve",
+    "train": "colord.training.cli:train_command",
     "plugin": "colord.daemon.cli_plugin:plugin",
 }
 

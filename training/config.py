@@ -1,0 +1,218 @@
+"""The training configuration: one typed tree from defaults, a TOML file and `key=value` overrides.
+
+Every number the trainer uses lives here. Unknown keys and ill-typed values are errors that name the
+key, so a typo never silently trains with a default. The resolved tree is written to the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from colord.model import PRESETS
+from colord.model.presets import AGGREGATIONS
+
+from .backbones import BACKBONES
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be trained: unknown key, wrong type or impossible value."""
+
+
+@dataclass
+class DataConfig:
+    images: str = ""  # folder of colour images (searched recursively)
+    lineart: str = ""  # optional folder of paired line art (same file stems); XDoG where absent
+    size: int = 256  # training crop, a multiple of 16 (paper: 256)
+    zero_reference_ratio: float = 0.1  # share of samples with a zero-filled reference (A.5)
+    workers: int = 2  # DataLoader worker processes per rank
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "paper"  # colord.model preset: paper | default | tiny
+    aggregation: str = "scft"  # scft | add | adain (the paper's Table 4 ablation)
+    init: str = ""  # generator checkpoint to fine-tune from ("" = random init)
+
+
+@dataclass
+class LossConfig:
+    rec: float = 30.0  # λ_rec, L1 reconstruction
+    adv: float = 1.0  # λ_adv, conditional LSGAN
+    perc: float = 0.01  # λ_perc, L1 on the 5 backbone feature maps
+    style: float = 50.0  # λ_style, L1 on their Gram matrices
+    triplet: float = 1.0  # λ_tr, similarity-based triplet loss (0 = the Table 3 ablation)
+    triplet_margin: float = 12.0  # γ
+    negative_min_distance: float = 2.0  # grid cells between a negative and the positive, at least
+    backbone: str = "auto"  # auto (VGG19 if its weights are found) | vgg19 | efficientnet_lite0
+    vgg_weights: str = ""  # path of torchvision's vgg19-dcbb9e9d.pth ("" = torchvision's cache)
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 16  # images per step over all ranks
+    lr_g: float = 1e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    constant_epochs: float = 100.0  # epochs at the initial learning rate
+    decay_epochs: float = 100.0  # epochs of linear decay to zero after them
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/colord"  # run folder: config.json, logs, images, checkpoints
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA if present) | cpu | cuda | cuda:N
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels-last memory format on CUDA
+    max_steps: int = 0  # stop after this many steps (0 = all); does not change the schedule
+    log_every: int = 50  # steps between scalar logs
+    image_every: int = 1000  # steps between image grids and attention maps
+    checkpoint_every: int = 1000  # steps between resume states and exported generators
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def preset_path(name: str) -> Path:
+    path = CONFIG_DIR / f"{name}.toml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+        raise ConfigError(f"unknown training preset {name!r}; choose one of {names}")
+    return path
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    values: typing.Mapping[str, Any] | None = None,
+    overrides: typing.Iterable[str] = (),
+) -> TrainConfig:
+    """Defaults, then a preset or a TOML file, then `values` ({"section.key": value}, e.g. from
+    command-line flags), then `section.key=value` overrides; validated."""
+    if path is not None and preset is not None:
+        raise ConfigError("give a config file or a preset, not both")
+    source = Path(path) if path is not None else preset_path(preset or "paper")
+    try:
+        file_values = tomllib.loads(source.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read config {source}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source} is not valid TOML: {error}") from error
+    cfg = from_dict(file_values, origin=str(source))
+    for name, value in (values or {}).items():
+        set_value(cfg, name, value)
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(values: dict[str, Any], *, origin: str = "config") -> TrainConfig:
+    cfg = TrainConfig()
+    for section_name, section_values in values.items():
+        section = _section(cfg, section_name, origin)
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"{origin}: [{section_name}] must be a table")
+        for key, value in section_values.items():
+            _assign(section, section_name, key, value, origin)
+    return cfg
+
+
+def apply_override(cfg: TrainConfig, item: str) -> None:
+    """One `section.key=value`: the value is read as TOML (numbers, true/false), else as text."""
+    name, sep, text = item.partition("=")
+    if not sep or "." not in name:
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    set_value(cfg, name.strip(), value, origin="--set")
+
+
+def set_value(cfg: TrainConfig, name: str, value: Any, *, origin: str = "option") -> None:
+    """Set `section.key` to a Python value, type-checked like a file's."""
+    section_name, _, key = name.partition(".")
+    _assign(_section(cfg, section_name, origin), section_name, key, value, origin)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Values that type-check but cannot train."""
+    checks = [
+        (cfg.data.size > 0 and cfg.data.size % 16 == 0, "data.size must be a multiple of 16"),
+        (0 <= cfg.data.zero_reference_ratio <= 1, "data.zero_reference_ratio must be in [0, 1]"),
+        (cfg.data.workers >= 0, "data.workers must be >= 0"),
+        (cfg.model.preset in PRESETS, f"model.preset must be one of {', '.join(PRESETS)}"),
+        (cfg.model.aggregation in AGGREGATIONS, f"model.aggregation must be one of {AGGREGATIONS}"),
+        (cfg.loss.backbone in BACKBONES, f"loss.backbone must be one of {BACKBONES}"),
+        (cfg.optim.batch_size > 0, "optim.batch_size must be > 0"),
+        (cfg.optim.lr_g > 0 and cfg.optim.lr_d > 0, "learning rates must be > 0"),
+        (0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1, "Adam betas must be in [0, 1)"),
+        (cfg.optim.constant_epochs >= 0 and cfg.optim.decay_epochs >= 0, "epochs must be >= 0"),
+        (cfg.optim.constant_epochs + cfg.optim.decay_epochs > 0, "the schedule has no epochs"),
+        (cfg.run.max_steps >= 0, "run.max_steps must be >= 0"),
+        (
+            min(cfg.run.log_every, cfg.run.image_every, cfg.run.checkpoint_every) > 0,
+            "run.log_every, run.image_every and run.checkpoint_every must be > 0",
+        ),
+        (
+            cfg.loss.triplet == 0 or cfg.model.aggregation == "scft",
+            "the triplet loss supervises SCFT's attention: set loss.triplet = 0 with "
+            f"model.aggregation = {cfg.model.aggregation!r}",
+        ),
+    ]
+    for weight in ("rec", "adv", "perc", "style", "triplet"):
+        checks.append((getattr(cfg.loss, weight) >= 0, f"loss.{weight} must be >= 0"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _section(cfg: TrainConfig, name: str, origin: str) -> Any:
+    if name not in {f.name for f in dataclasses.fields(cfg)}:
+        known = ", ".join(f.name for f in dataclasses.fields(cfg))
+        raise ConfigError(f"{origin}: unknown section {name!r} (sections: {known})")
+    return getattr(cfg, name)
+
+
+def _assign(section: Any, section_name: str, key: str, value: Any, origin: str) -> None:
+    types_by_name = typing.get_type_hints(type(section))
+    if key not in types_by_name:
+        known = ", ".join(types_by_name)
+        raise ConfigError(f"{origin}: unknown key {section_name}.{key} (known: {known})")
+    setattr(section, key, _coerce(types_by_name[key], value, f"{section_name}.{key}", origin))
+
+
+def _coerce(expected: type, value: Any, name: str, origin: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{origin}: {name} must be true or false, got {value!r}")
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{origin}: {name} must be an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{origin}: {name} must be {expected.__name__}, got {value!r}")
+    return value
