@@ -1,0 +1,217 @@
+"""The two transforms that make an augmented-self reference (paper §3.2): a(·) and s(·).
+
+a(·), `jitter_colors`, shifts each RGB channel by its own random offset; its output is the
+ground truth I_gt. s(·), `thin_plate_spline_warp`, bends I_gt with a random smooth thin-plate
+spline into the reference I_r and reports, for every pixel of I_gt, where its content lands in
+I_r: that dense correspondence tells the triplet loss which reference position matches which
+sketch position. All functions are pure; randomness comes only from the `numpy.random.Generator`
+passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+def jitter_colors(
+    image: np.ndarray, rng: np.random.Generator, *, max_offset: float = 50.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add one offset drawn from U[-max_offset, max_offset] to each RGB channel, then clip.
+
+    image: (H, W, 3) uint8. Returns the jittered uint8 image and the three offsets (0–255 scale).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    offsets = rng.uniform(-max_offset, max_offset, size=3)
+    shifted = image.astype(np.float64) + offsets
+    return np.clip(np.rint(shifted), 0, 255).astype(np.uint8), offsets
+
+
+def _radial_basis(squared_distance: np.ndarray) -> np.ndarray:
+    """The thin-plate kernel U(r) = r² log r², with U(0) = 0."""
+    return squared_distance * np.log(np.maximum(squared_distance, 1e-30))
+
+
+@dataclass(frozen=True)
+class ThinPlateSpline:
+    """A smooth map of the plane, f(p) = A·[1, p] + Σ_i w_i U(|p − c_i|), through control points.
+
+    Coordinates are whatever the caller fits it in; the warp below uses [-1, 1] on both axes.
+    """
+
+    control_points: np.ndarray  # (K, 2)
+    weights: np.ndarray  # (K, 2)
+    affine: np.ndarray  # (3, 2): rows for 1, x, y
+
+    @classmethod
+    def fit(cls, control_points: np.ndarray, targets: np.ndarray) -> ThinPlateSpline:
+        """The spline with f(control_points[i]) = targets[i] and the least bending energy."""
+        control_points = np.asarray(control_points, dtype=np.float64)
+        targets = np.asarray(targets, dtype=np.float64)
+        count = len(control_points)
+        if control_points.shape != (count, 2) or targets.shape != (count, 2) or count < 3:
+            raise ValueError("need matching (K, 2) control points and targets with K >= 3")
+        kernel = _radial_basis(_squared_distances(control_points, control_points))
+        polynomial = np.hstack([np.ones((count, 1)), control_points])
+        system = np.zeros((count + 3, count + 3))
+        system[:count, :count] = kernel
+        system[:count, count:] = polynomial
+        system[count:, :count] = polynomial.T
+        right_side = np.vstack([targets, np.zeros((3, 2))])
+        solution = np.linalg.solve(system, right_side)
+        return cls(control_points, solution[:count], solution[count:])
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Map (..., 2) points."""
+        flat = points.reshape(-1, 2)
+        bending = _radial_basis(_squared_distances(flat, self.control_points)) @ self.weights
+        mapped = self.affine[0] + flat @ self.affine[1:] + bending
+        return mapped.reshape(points.shape)
+
+
+def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(N, K) squared distances between (N, 2) points and (K, 2) centres."""
+    cross = points @ centres.T
+    squared = (points**2).sum(axis=1)[:, None] - 2 * cross + (centres**2).sum(axis=1)[None, :]
+    return np.maximum(squared, 0.0)
+
+
+def control_grid(grid_size: int) -> np.ndarray:
+    """(grid_size², 2) points evenly spread over [-1, 1]², corners included."""
+    axis = np.linspace(-1.0, 1.0, grid_size)
+    xs, ys = np.meshgrid(axis, axis)
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+def random_thin_plate_spline(
+    rng: np.random.Generator, *, grid_size: int = 4, max_displacement: float = 0.15
+) -> ThinPlateSpline:
+    """A random smooth warp: a control grid whose points move by U[-max_displacement, …] each axis.
+
+    Units are the [-1, 1] frame, so 0.15 moves a point by up to 7.5 % of the image side. Kept below
+    half the grid spacing, the map cannot fold.
+    """
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be at least 2, got {grid_size}")
+    grid = control_grid(grid_size)
+    moves = rng.uniform(-max_displacement, max_displacement, grid.shape)
+    return ThinPlateSpline.fit(grid, grid + moves)
+
+
+def _bilinear(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Sample a (h, w, C) grid at fractional (x, y) positions, holding the edge values beyond it."""
+    height, width = grid.shape[:2]
+    x = np.clip(x, 0, width - 1)
+    y = np.clip(y, 0, height - 1)
+    left = np.minimum(x.astype(np.intp), width - 2)
+    top = np.minimum(y.astype(np.intp), height - 2)
+    fx = (x - left)[..., None]
+    fy = (y - top)[..., None]
+    upper = grid[top, left] * (1 - fx) + grid[top, left + 1] * fx
+    lower = grid[top + 1, left] * (1 - fx) + grid[top + 1, left + 1] * fx
+    return upper * (1 - fy) + lower * fy
+
+
+def _source_lookup(spline: ThinPlateSpline, height: int, width: int, step: int = 2):
+    """A function taking (x, y) pixel positions of the warped image to the source positions shown.
+
+    The spline, defined on [-1, 1]², is evaluated on a grid of every `step`-th pixel reaching a
+    quarter of the image beyond each side (so the inversion below can step outside the frame), then
+    read bilinearly: the spline is smooth enough that this stays within a few hundredths of a pixel,
+    at a fraction of the cost of evaluating it everywhere.
+    """
+    pad = step * -(-max(height, width) // (4 * step))
+    node_x = np.arange(-pad, width + pad + step, step, dtype=np.float64)
+    node_y = np.arange(-pad, height + pad + step, step, dtype=np.float64)
+    scale = np.array([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)])
+    nodes = np.stack(np.meshgrid(node_x, node_y), axis=-1)
+    sources = (spline(nodes * scale - 1.0) + 1.0) / scale
+
+    def lookup(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return _bilinear(sources, (x + pad) / step, (y + pad) / step)
+
+    return lookup
+
+
+def warp_with_spline(
+    image: np.ndarray,
+    spline: ThinPlateSpline,
+    *,
+    border_value: float = 255,
+    iterations: int = 50,
+    tolerance: float = 1e-3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp `image` so that the pixel at q of the result shows the input's content at `spline(q)`.
+
+    The spline works in [-1, 1]² coordinates (pixel centres 0 and size − 1 at the ends). Returns
+    (warped image, correspondence). The correspondence is (H, W, 2) float32: for each input pixel
+    p = (y, x), the (x', y') pixel position in the warped image where its content lands, found by
+    inverting the spline with the fixed-point iteration q ← q − (spline(q) − p); NaN where that
+    position lies outside the warped frame (or where the iteration did not converge, which a
+    fold-free spline never causes). Pixels of the result whose source lies outside the input are
+    filled with `border_value`.
+    """
+    height, width = image.shape[:2]
+    lookup = _source_lookup(spline, height, width)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    source = lookup(xs, ys).astype(np.float32)
+    warped = cv2.remap(
+        image,
+        source[..., 0],
+        source[..., 1],
+        interpolation=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(border_value,) * 4,
+    )
+
+    # The inverse is smooth too: solve it on every `step`-th pixel, then read it bilinearly.
+    step = 2
+    node_x = np.arange(0, width - 1 + step, step, dtype=np.float64)
+    node_y = np.arange(0, height - 1 + step, step, dtype=np.float64)
+    nodes = np.stack(np.meshgrid(node_x, node_y), axis=-1)
+    landing = _invert(lookup, nodes, iterations=iterations, tolerance=tolerance)
+    landing = _bilinear(landing, xs / step, ys / step)
+    inside = (
+        (landing[..., 0] >= 0)
+        & (landing[..., 0] <= width - 1)
+        & (landing[..., 1] >= 0)
+        & (landing[..., 1] <= height - 1)
+    )  # NaN compares False
+    landing[~inside] = np.nan
+    return warped, landing.astype(np.float32)
+
+
+def _invert(lookup, points: np.ndarray, *, iterations: int, tolerance: float) -> np.ndarray:
+    """The positions q with lookup(q) = points, by the fixed-point iteration q ← q − (lookup(q) − p).
+
+    It converges for any warp whose displacement changes by less than one pixel per pixel (a
+    fold-free spline); positions that have not converged within 0.05 px become NaN.
+    """
+    landing = points.copy()
+    for _ in range(iterations):
+        residual = lookup(landing[..., 0], landing[..., 1]) - points
+        landing -= residual
+        if np.abs(residual).max() < tolerance:
+            break
+    residual = np.abs(lookup(landing[..., 0], landing[..., 1]) - points).max(axis=-1)
+    landing[residual >= 0.05] = np.nan
+    return landing
+
+
+def thin_plate_spline_warp(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    grid_size: int = 4,
+    max_displacement: float = 0.15,
+    border_value: int = 255,
+) -> tuple[np.ndarray, np.ndarray]:
+    """s(·): warp `image` with a random thin-plate spline; returns (warped, correspondence).
+
+    See `random_thin_plate_spline` for the parameters and `warp_with_spline` for the outputs.
+    """
+    spline = random_thin_plate_spline(rng, grid_size=grid_size, max_displacement=max_displacement)
+    return warp_with_spline(image, spline, border_value=border_value)

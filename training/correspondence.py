@@ -1,0 +1,39 @@
+"""The dense TPS correspondence brought down to the attention grid: the triplet loss's positives."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def correspondence_to_grid(
+    correspondence: torch.Tensor, grid_hw: tuple[int, int], image_hw: tuple[int, int]
+) -> torch.Tensor:
+    """For each sketch grid cell, the reference grid cell its content lands in.
+
+    correspondence: (B, H, W, 2) float, for each sketch pixel the (x', y') reference pixel
+    position, NaN where none (see `augment.warp_with_spline`). grid_hw: the (h, w) attention grid
+    shared by sketch and reference; image_hw: the (H, W) size of both images. The correspondence is
+    read bilinearly at each cell's centre. Returns (B, h*w) long: row-major reference cell indices,
+    -1 where the content leaves the frame (or the reference was dropped: all NaN).
+    """
+    batch, height, width, _ = correspondence.shape
+    grid_h, grid_w = grid_hw
+    image_h, image_w = image_hw
+    if (height, width) != (image_h, image_w):
+        raise ValueError(f"correspondence is {height}x{width}, image_hw says {image_h}x{image_w}")
+    # Cell centres in grid_sample's [-1, 1] coordinates (align_corners=False: pixel edges at ±1).
+    centre_y = (torch.arange(grid_h, dtype=torch.float32) + 0.5) / grid_h * 2 - 1
+    centre_x = (torch.arange(grid_w, dtype=torch.float32) + 0.5) / grid_w * 2 - 1
+    rows, cols = torch.meshgrid(centre_y, centre_x, indexing="ij")
+    centres = torch.stack([cols, rows], dim=-1).to(correspondence.device)
+    centres = centres.expand(batch, grid_h, grid_w, 2)
+    landed = F.grid_sample(
+        correspondence.permute(0, 3, 1, 2).float(), centres, mode="bilinear", align_corners=False
+    )  # (B, 2, h, w): NaN wherever a neighbour is NaN
+    target_col = torch.floor((landed[:, 0] + 0.5) * grid_w / image_w)
+    target_row = torch.floor((landed[:, 1] + 0.5) * grid_h / image_h)
+    inside = (target_col >= 0) & (target_col < grid_w) & (target_row >= 0) & (target_row < grid_h)
+    index = target_row * grid_w + target_col
+    index = torch.where(inside, index, torch.full_like(index, -1))  # NaN compares False: -1
+    return index.long().reshape(batch, grid_h * grid_w)
