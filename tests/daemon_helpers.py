@@ -51,7 +51,8 @@ class RunningDaemon:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"the daemon did not stop within {timeout} s:\n{self.log()}") from None
+            message = f"the daemon did not stop within {timeout} s:\n{self.log()}"
+            raise AssertionError(message) from None
 
     def __enter__(self) -> RunningDaemon:
         return self

@@ -1,0 +1,279 @@
+"""Protocol v1 without sockets: encoding, decoding, validation order and error codes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from colord.daemon import protocol
+from colord.daemon.protocol import ColorizeArgs, Limits, ProtocolError, WireImage
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+LIMITS = Limits(max_side=64, max_message_bytes=1 << 20, queue_size=2)
+
+
+def image_message(width=4, height=3, image_format="RGBA8", data=None) -> dict:
+    if data is None:
+        data = bytes(width * height * protocol.bytes_per_pixel(image_format))
+    return {"width": width, "height": height, "format": image_format, "data": data}
+
+
+def request_message(**overrides) -> dict:
+    message = {
+        "v": 1,
+        "id": 7,
+        "op": "colorize",
+        "token": TOKEN,
+        "args": {"line_art": image_message(), "reference": None, "options": {}},
+    }
+    message.update(overrides)
+    return message
+
+
+def decode(message: dict) -> protocol.Request:
+    return protocol.decode_request(msgpack.packb(message), token=TOKEN, limits=LIMITS)
+
+
+def error_of(body: bytes) -> ProtocolError:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode_request(body, token=TOKEN, limits=LIMITS)
+    return caught.value
+
+
+def with_args(**args) -> dict:
+    base = {"line_art": image_message(), "reference": None, "options": {}}
+    base.update(args)
+    return request_message(args=base)
+
+
+def with_image(name: str = "line_art", **fields) -> bytes:
+    image = {**image_message(), **fields}
+    return msgpack.packb(with_args(**{name: image}))
+
+
+def with_options(**options) -> bytes:
+    return msgpack.packb(with_args(options=options))
+
+
+def packed(**overrides) -> bytes:
+    return msgpack.packb(request_message(**overrides))
+
+
+ERROR_CASES = {  # name -> (body, code)
+    "not msgpack": (b"\xc1", protocol.MALFORMED),
+    "truncated": (packed()[:-3], protocol.MALFORMED),
+    "trailing bytes": (packed() + b"\x00", protocol.MALFORMED),
+    "not a map": (msgpack.packb([1, 2, 3]), protocol.MALFORMED),
+    "empty": (b"", protocol.MALFORMED),
+    "ext type": (msgpack.packb({"v": msgpack.ExtType(1, b"x")}), protocol.MALFORMED),
+    "int key": (msgpack.packb({1: 1}), protocol.MALFORMED),
+    "bad utf-8": (b"\x81\xa1v\xa2\xff\xfe", protocol.MALFORMED),
+    "no version": (msgpack.packb({"id": 1}), protocol.VERSION),
+    "version 2": (packed(v=2), protocol.VERSION),
+    "version true": (packed(v=True), protocol.VERSION),
+    "no id": (msgpack.packb({"v": 1, "op": "ping", "token": TOKEN}), protocol.BAD_REQUEST),
+    "float id": (packed(id=1.5), protocol.BAD_REQUEST),
+    "long id": (packed(id="x" * 257), protocol.BAD_REQUEST),
+    "no token": (msgpack.packb({"v": 1, "id": 1, "op": "ping"}), protocol.UNAUTHORIZED),
+    "wrong token": (packed(token="f" * 32), protocol.UNAUTHORIZED),
+    "token prefix": (packed(token=TOKEN[:-1]), protocol.UNAUTHORIZED),
+    "bytes token": (packed(token=TOKEN.encode()), protocol.UNAUTHORIZED),
+    "unknown op": (packed(op="paint"), protocol.UNKNOWN_OP),
+    "op not str": (packed(op=3), protocol.UNKNOWN_OP),
+    "no args": (packed(args=None), protocol.BAD_REQUEST),
+    "args list": (packed(args=[1]), protocol.BAD_REQUEST),
+    "ping args list": (packed(op="ping", args=[1]), protocol.BAD_REQUEST),
+    "no line art": (packed(args={}), protocol.BAD_REQUEST),
+    "options list": (msgpack.packb(with_args(options=[])), protocol.BAD_REQUEST),
+    "working size 500": (with_options(working_size=500), protocol.BAD_REQUEST),
+    "working size 0": (with_options(working_size=0), protocol.BAD_REQUEST),
+    "working size above max side": (with_options(working_size=80), protocol.BAD_REQUEST),
+    "keep_lines int": (with_options(keep_lines=1), protocol.BAD_REQUEST),
+    "result format": (with_options(result_format="RGB8"), protocol.BAD_REQUEST),
+    "image not map": (msgpack.packb(with_args(line_art=b"pixels")), protocol.BAD_IMAGE),
+    "unknown format": (with_image(format="CMYK8"), protocol.BAD_IMAGE),
+    "zero width": (with_image(width=0, data=b""), protocol.BAD_IMAGE),
+    "str width": (with_image(width="4"), protocol.BAD_IMAGE),
+    "data as str": (with_image(data="abc"), protocol.BAD_IMAGE),
+    "length mismatch": (with_image(data=b"\x00" * 47), protocol.BAD_IMAGE),
+    "bad reference": (with_image("reference", format="RGB8"), protocol.BAD_IMAGE),
+    "too wide": (with_image(width=65, height=1, data=bytes(260)), protocol.TOO_LARGE),
+}
+
+
+@pytest.mark.parametrize(("body", "code"), ERROR_CASES.values(), ids=ERROR_CASES.keys())
+def test_each_bad_request_gets_its_code(body: bytes, code: str) -> None:
+    error = error_of(body)
+    assert error.code == code
+    assert error.message.endswith(".")
+
+
+def test_error_carries_the_id_once_it_is_valid() -> None:
+    assert error_of(msgpack.packb(request_message(id="abc", token="x"))).request_id == "abc"
+    assert error_of(msgpack.packb(request_message(id=1.5))).request_id is None
+    assert error_of(msgpack.packb(request_message(v=9, id=3))).request_id is None
+    error = error_of(msgpack.packb(with_args(line_art=image_message(width=0))))
+    assert error.request_id == 7
+
+
+def test_checks_run_in_the_documented_order() -> None:
+    # wrong token and unknown op: unauthorized wins; bad version beats everything after it
+    assert error_of(msgpack.packb(request_message(op="x", token="y"))).code == "unauthorized"
+    assert error_of(msgpack.packb(request_message(v=2, token="y"))).code == "version"
+
+
+def test_valid_colorize_request_decodes_with_defaults() -> None:
+    request = decode(request_message())
+    assert request.op == "colorize" and request.id == 7
+    assert request.args.working_size is None
+    assert request.args.keep_lines is True
+    assert request.args.result_format == "RGBA8"
+    assert request.args.reference is None
+    assert bytes(request.args.line_art.data) == bytes(48)
+
+
+def test_ping_and_info_need_no_args_and_unknown_keys_are_ignored() -> None:
+    assert decode({"v": 1, "id": "p", "op": "ping", "token": TOKEN}).op == "ping"
+    assert decode({"v": 1, "id": 0, "op": "info", "token": TOKEN, "future": [1]}).op == "info"
+
+
+def test_request_encoder_round_trips_through_the_decoder() -> None:
+    line_art = np.arange(20 * 30 * 4, dtype=np.uint32).astype(np.uint8).reshape(20, 30, 4)
+    reference = np.full((10, 12, 3), 200, np.uint8)
+    args = ColorizeArgs(
+        protocol.array_to_image(line_art),
+        protocol.array_to_image(reference),
+        working_size=32,
+        keep_lines=False,
+        result_format="BGRA8",
+    )
+    body = protocol.encode_request("job-1", "colorize", TOKEN, args)
+    request = decode(msgpack.unpackb(body))  # the encoding is plain msgpack
+    assert request.id == "job-1"
+    assert (request.args.working_size, request.args.keep_lines) == (32, False)
+    assert request.args.result_format == "BGRA8"
+    np.testing.assert_array_equal(protocol.image_to_array(request.args.line_art), line_art)
+    np.testing.assert_array_equal(protocol.image_to_array(request.args.reference), reference)
+
+
+def test_large_buffers_encode_like_msgpack() -> None:
+    data = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8)
+    message = {"a": 1, "image": {"data": memoryview(data), "tail": "x"}, "small": b"ab"}
+    expected = {"a": 1, "image": {"data": data.tobytes(), "tail": "x"}, "small": b"ab"}
+    assert protocol.encode(message) == msgpack.packb(expected)
+
+
+def test_replies_round_trip() -> None:
+    ok = protocol.decode_reply(protocol.encode_ok(3, {"pong": True}))
+    assert (ok.id, ok.ok, ok.result) == (3, True, {"pong": True})
+    error = protocol.decode_reply(protocol.encode_error(None, "busy", "Try later."))
+    assert (error.id, error.ok, error.error_code, error.error_message) == (
+        None, False, "busy", "Try later.",
+    )  # fmt: skip
+    with pytest.raises(ProtocolError):
+        protocol.decode_reply(msgpack.packb({"v": 1, "ok": True}))
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "image_format"),
+    [
+        ((5, 7), np.uint8, "GRAY8"),
+        ((5, 7, 1), np.uint8, "GRAY8"),
+        ((5, 7, 2), np.uint8, "GRAYA8"),
+        ((5, 7, 3), np.uint8, "RGB8"),
+        ((5, 7, 4), np.uint8, "RGBA8"),
+        ((5, 7, 4), np.uint16, "RGBA16"),
+    ],
+)
+def test_arrays_travel_in_their_natural_format(shape, dtype, image_format) -> None:
+    array = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    image = protocol.array_to_image(array)
+    assert (image.width, image.height, image.format) == (7, 5, image_format)
+    assert len(image.data) == 35 * protocol.bytes_per_pixel(image_format)
+    np.testing.assert_array_equal(protocol.image_to_array(image), array.reshape(5, 7, -1).squeeze())
+
+
+def test_bgra_swaps_red_and_blue_both_ways() -> None:
+    rgba = np.array([[[10, 20, 30, 40]]], np.uint8)
+    image = protocol.array_to_image(rgba, "BGRA8")
+    assert bytes(image.data) == bytes([30, 20, 10, 40])
+    np.testing.assert_array_equal(protocol.image_to_array(image), rgba)
+
+
+def test_rgba16_is_little_endian_and_other_uint16_shapes_expand() -> None:
+    grey = np.array([[258]], np.uint16)
+    image = protocol.array_to_image(grey)
+    assert image.format == "RGBA16"
+    assert bytes(image.data) == bytes([2, 1, 2, 1, 2, 1, 255, 255])
+    grey_alpha = protocol.image_to_array(protocol.array_to_image(np.array([[[5, 9]]], np.uint16)))
+    np.testing.assert_array_equal(grey_alpha, [[[5, 5, 5, 9]]])
+
+
+@pytest.mark.parametrize(
+    "array", [np.zeros((2, 2), np.float32), np.zeros((2, 2, 5), np.uint8), np.zeros(3, np.uint8)]
+)
+def test_arrays_that_cannot_travel_raise(array) -> None:
+    with pytest.raises(ValueError):
+        protocol.array_to_image(array)
+
+
+def test_wire_image_data_is_not_copied_on_decode() -> None:
+    body = protocol.encode_request(
+        1, "colorize", TOKEN, ColorizeArgs(WireImage(1, 1, "GRAY8", b"\x07"))
+    )
+    request = protocol.decode_request(body, token=TOKEN, limits=LIMITS)
+    assert isinstance(request.args.line_art.data, memoryview)
+
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+def _as_plain(value):
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, list):
+        return [_as_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_plain(item) for key, item in value.items()}
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(msgpack_values)
+def test_unpack_agrees_with_msgpack(value) -> None:
+    body = msgpack.packb(value)
+    assert _as_plain(protocol.unpack(body)) == msgpack.unpackb(
+        body, raw=False, strict_map_key=False
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_unpack_of_random_bytes_returns_or_raises_value_error(body: bytes) -> None:
+    with contextlib.suppress(ValueError):
+        protocol.unpack(body)
+
+
+def test_unpack_refuses_deep_nesting_and_lying_lengths() -> None:
+    with pytest.raises(ValueError, match="nested"):
+        protocol.unpack(b"\x91" * 100 + b"\x00")
+    with pytest.raises(ValueError, match="truncated"):
+        protocol.unpack(b"\xdd\xff\xff\xff\xff\x00")  # array32 claiming 4 G items
+    with pytest.raises(ValueError, match="truncated"):
+        protocol.unpack(b"\xc6\x7f\xff\xff\xff")  # bin32 claiming 2 GiB
