@@ -161,3 +161,8 @@ def test_values_outside_the_subset_are_refused() -> None:
         colord_wire.packb({"x": object()})
     with pytest.raises(colord_wire.WireFormatError, match="contiguous"):
         colord_wire.packb(memoryview(b"abcdef")[::2])
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(colord_wire.WireFormatError, match="nested"):
+        colord_wire.packb(deep)

@@ -1,0 +1,471 @@
+"""The plug-ins' WireClient: against a real `colord serve` process for every op of protocol v1 and
+its error cases, against a scripted pyzmq ROUTER for replies a correct daemon never sends, plus
+the connection-file rules and the standard-library-only promise."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from daemon_helpers import RunningDaemon, start_daemon
+
+from colord.daemon import connection as daemon_connection
+
+ROOT = Path(__file__).resolve().parents[1]
+WIRE_DIR = ROOT / "plugins" / "wire"
+sys.path.insert(0, str(WIRE_DIR))
+import colord_wire  # noqa: E402
+
+Reply = bytes | tuple[bytes, ...]  # one frame, or the frames of one message
+Handler = Callable[[dict], list[Reply]]
+
+
+def wire_image(pixels: np.ndarray) -> colord_wire.Image:
+    height, width, _ = pixels.shape
+    return colord_wire.Image(width, height, "RGBA8", pixels.tobytes())
+
+
+def pixels_of(image: colord_wire.Image) -> np.ndarray:
+    return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 4)
+
+
+# --- against a real daemon --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_checkpoint: Path) -> Iterator[RunningDaemon]:
+    with start_daemon(tiny_checkpoint) as running:
+        yield running
+
+
+@pytest.fixture
+def client(daemon: RunningDaemon) -> Iterator[colord_wire.WireClient]:
+    with colord_wire.WireClient.from_connection_file(daemon.connection_file, timeout=60) as wire:
+        yield wire
+
+
+def test_ping_answers_with_the_daemon_version(client: colord_wire.WireClient) -> None:
+    assert client.ping() == {"pong": True, "version": "0.1.0"}
+
+
+def test_info_describes_the_daemon(client: colord_wire.WireClient) -> None:
+    info = client.info()
+    assert info["protocol"] == 1
+    assert info["preset"] == "tiny"
+    assert info["device"] == "cpu"
+    assert info["working_size"] == 512
+    assert set(info["limits"]) == {"max_side", "max_message_bytes", "queue_size"}
+
+
+def test_colorize_returns_what_the_daemon_computes(
+    daemon: RunningDaemon,
+    client: colord_wire.WireClient,
+    line_art_rgba: np.ndarray,
+    reference_rgba: np.ndarray,
+) -> None:
+    image, timings = client.colorize(
+        wire_image(line_art_rgba), wire_image(reference_rgba), working_size=64
+    )
+    assert image[:3] == (line_art_rgba.shape[1], line_art_rgba.shape[0], "RGBA8")
+    assert set(timings) == {"queue_ms", "engine_ms", "total_ms"}
+    with daemon.client() as python_client:  # the daemon's own pyzmq + msgpack client
+        expected = python_client.colorize(line_art_rgba, reference_rgba, working_size=64).image
+    np.testing.assert_array_equal(pixels_of(image), expected)
+
+
+def test_result_format_bgra_swaps_red_and_blue(
+    client: colord_wire.WireClient, line_art_rgba: np.ndarray, reference_rgba: np.ndarray
+) -> None:
+    line_art, reference = wire_image(line_art_rgba), wire_image(reference_rgba)
+    rgba, _ = client.colorize(line_art, reference, working_size=64)
+    bgra, _ = client.colorize(line_art, reference, working_size=64, result_format="BGRA8")
+    assert bgra.format == "BGRA8"
+    np.testing.assert_array_equal(pixels_of(bgra), pixels_of(rgba)[..., [2, 1, 0, 3]])
+
+
+def test_no_reference_mode_and_options(
+    client: colord_wire.WireClient, line_art_rgba: np.ndarray
+) -> None:
+    kept, _ = client.colorize(wire_image(line_art_rgba), None, working_size=32)
+    plain, _ = client.colorize(wire_image(line_art_rgba), None, working_size=32, keep_lines=False)
+    assert len(kept.data) == len(plain.data) == line_art_rgba.size
+    assert kept.data != plain.data  # keep_lines reached the engine
+
+
+def test_a_2048_square_rgba_canvas_round_trips(client: colord_wire.WireClient) -> None:
+    line_art = np.zeros((2048, 2048, 4), np.uint8)
+    line_art[::64, :, 3] = 255  # a grid of black strokes on transparent paper
+    line_art[:, ::64, 3] = 255
+    reference = np.full((256, 256, 4), (200, 120, 40, 255), np.uint8)
+    image, timings = client.colorize(wire_image(line_art), wire_image(reference), working_size=256)
+    assert (image.width, image.height, len(image.data)) == (2048, 2048, 2048 * 2048 * 4)
+    result = pixels_of(image)
+    assert (result[::64, :, :3] < 128).all()  # the strokes stay dark over the colour
+    assert timings["engine_ms"] <= timings["total_ms"]
+
+
+def test_wrong_token_is_unauthorized(daemon: RunningDaemon) -> None:
+    with (
+        colord_wire.WireClient(daemon.endpoint, "0" * 32, timeout=30) as wire,
+        pytest.raises(colord_wire.DaemonError) as caught,
+    ):
+        wire.ping()
+    assert caught.value.code == "unauthorized"
+    assert "colord serve" in colord_wire.user_message(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("image", "code"),
+    [
+        (colord_wire.Image(8, 8, "RGBA8", bytes(8 * 8 * 4 - 1)), "bad_image"),  # a byte short
+        (colord_wire.Image(8, 8, "CMYK8", bytes(8 * 8 * 4)), "bad_image"),
+        (colord_wire.Image(0, 8, "GRAY8", b""), "bad_image"),
+        (colord_wire.Image(16385, 1, "GRAY8", bytes(16385)), "too_large"),
+    ],
+)
+def test_bad_images_get_their_error_code(
+    client: colord_wire.WireClient, image: colord_wire.Image, code: str
+) -> None:
+    with pytest.raises(colord_wire.DaemonError) as caught:
+        client.colorize(image)
+    assert caught.value.code == code
+    assert client.ping()["pong"] is True  # the daemon keeps serving, the connection too
+
+
+def test_bad_option_is_bad_request(
+    client: colord_wire.WireClient, line_art_rgba: np.ndarray
+) -> None:
+    with pytest.raises(colord_wire.DaemonError) as caught:
+        client.colorize(wire_image(line_art_rgba), result_format="PNG")
+    assert caught.value.code == "bad_request"
+
+
+def test_a_stopped_daemon_times_out_then_answers_again(daemon: RunningDaemon) -> None:
+    with colord_wire.WireClient.from_connection_file(daemon.connection_file, timeout=30) as wire:
+        wire.ping()
+        daemon.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(colord_wire.DaemonTimeout) as caught:
+                wire.ping(timeout=0.5)
+        finally:
+            daemon.process.send_signal(signal.SIGCONT)
+        assert "0.5 seconds" in colord_wire.user_message(caught.value)
+        assert wire.ping()["pong"] is True  # a fresh connection after the timeout
+
+
+@pytest.mark.slow
+def test_a_killed_daemon_is_a_lost_connection_then_not_running(tiny_checkpoint: Path) -> None:
+    with start_daemon(tiny_checkpoint) as doomed:
+        wire = colord_wire.WireClient.from_connection_file(doomed.connection_file, timeout=30)
+        assert wire.ping()["pong"] is True
+        doomed.process.kill()
+        doomed.process.wait()
+        with pytest.raises(colord_wire.ConnectionLost):
+            wire.info()
+        with pytest.raises(colord_wire.DaemonNotRunning, match="nothing listens"):
+            wire.ping()  # reconnecting finds nobody
+        with pytest.raises(colord_wire.DaemonNotRunning, match="has exited") as stale:
+            colord_wire.read_connection(doomed.connection_file)  # left behind by the kill
+        assert "colord serve" in colord_wire.user_message(stale.value)
+
+
+# --- against a scripted ROUTER: replies a correct daemon never sends --------------------------
+
+
+@contextmanager
+def scripted_daemon(handler: Handler) -> Iterator[str]:
+    """A pyzmq ROUTER on loopback answering each request with the replies `handler` returns."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if router.poll(50):
+                routing_id, body = router.recv_multipart()
+                for answer in handler(msgpack.unpackb(body)):
+                    frames = list(answer) if isinstance(answer, tuple) else [answer]
+                    router.send_multipart([routing_id, *frames])
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        server.join()
+        context.destroy(linger=0)
+
+
+def reply(request: dict, **fields: object) -> bytes:
+    return msgpack.packb({"v": 1, "id": request["id"], **fields})
+
+
+def test_requests_carry_version_token_and_fresh_ids() -> None:
+    seen: list[dict] = []
+
+    def handler(request: dict) -> list[Reply]:
+        seen.append(request)
+        return [reply(request, ok=True, result={})]
+
+    with scripted_daemon(handler) as endpoint, colord_wire.WireClient(endpoint, "t0k") as wire:
+        wire.ping()
+        wire.info()
+    assert [(r["v"], r["op"], r["token"]) for r in seen] == [(1, "ping", "t0k"), (1, "info", "t0k")]
+    assert seen[0]["id"] != seen[1]["id"]
+
+
+def test_late_replies_to_other_ids_are_skipped() -> None:
+    def handler(request: dict) -> list[Reply]:
+        stale = msgpack.packb({"v": 1, "id": -7, "ok": True, "result": {"stale": True}})
+        return [stale, reply(request, ok=True, result={"fresh": True})]
+
+    with scripted_daemon(handler) as endpoint, colord_wire.WireClient(endpoint, "t") as wire:
+        assert wire.ping() == {"fresh": True}
+
+
+def test_a_reply_after_an_empty_delimiter_frame_is_read() -> None:
+    def handler(request: dict) -> list[Reply]:
+        return [(b"", reply(request, ok=True, result={"after": "delimiter"}))]
+
+    with scripted_daemon(handler) as endpoint, colord_wire.WireClient(endpoint, "t") as wire:
+        assert wire.ping() == {"after": "delimiter"}
+
+
+def test_error_replies_become_daemon_errors_with_a_readable_message() -> None:
+    def handler(request: dict) -> list[Reply]:
+        error = {"code": "busy", "message": "The colorize queue is full."}
+        return [reply(request, ok=False, error=error)]
+
+    with (
+        scripted_daemon(handler) as endpoint,
+        colord_wire.WireClient(endpoint, "t") as wire,
+        pytest.raises(colord_wire.DaemonError) as caught,
+    ):
+        wire.ping()
+    assert (caught.value.code, caught.value.message) == ("busy", "The colorize queue is full.")
+    assert colord_wire.user_message(caught.value) == (
+        "colord could not do that: The colorize queue is full. Try again in a moment."
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda request: msgpack.packb({"v": 2, "id": request["id"], "ok": True, "result": {}}),
+        lambda request: reply(
+            request, ok=False, error={"code": "version", "message": "This daemon speaks v2."}
+        ),
+    ],
+)
+def test_a_protocol_version_mismatch_says_what_to_do(answer: Callable[[dict], bytes]) -> None:
+    with (
+        scripted_daemon(lambda request: [answer(request)]) as endpoint,
+        colord_wire.WireClient(endpoint, "t") as wire,
+        pytest.raises(colord_wire.DaemonError) as caught,
+    ):
+        wire.ping()
+    assert caught.value.code == "version"
+    message = colord_wire.user_message(caught.value)
+    assert "protocol version 1" in message and "colord plugin install" in message
+
+
+def test_an_unreadable_reply_is_a_protocol_error() -> None:
+    with (
+        scripted_daemon(lambda request: [b"\xc1 not msgpack"]) as endpoint,
+        colord_wire.WireClient(endpoint, "t") as wire,
+        pytest.raises(colord_wire.ColordError, match="could not read the daemon's reply") as caught,
+    ):
+        wire.ping()
+    assert caught.value.code == "protocol"
+
+
+def test_a_result_image_that_does_not_add_up_is_refused() -> None:
+    def handler(request: dict) -> list[Reply]:
+        image = {"width": 4, "height": 4, "format": "RGBA8", "data": bytes(10)}
+        return [reply(request, ok=True, result={"image": image, "timings": {}})]
+
+    with (
+        scripted_daemon(handler) as endpoint,
+        colord_wire.WireClient(endpoint, "t") as wire,
+        pytest.raises(colord_wire.ColordError, match="do not agree"),
+    ):
+        wire.colorize(colord_wire.Image(4, 4, "RGBA8", bytes(64)))
+
+
+def test_a_daemon_that_never_answers_times_out() -> None:
+    with (
+        scripted_daemon(lambda request: []) as endpoint,
+        colord_wire.WireClient(endpoint, "t", timeout=0.3) as wire,
+        pytest.raises(colord_wire.DaemonTimeout, match=r"0\.3 seconds"),
+    ):
+        wire.ping()
+
+
+def test_nothing_listening_is_daemon_not_running() -> None:
+    with (
+        socket_port_without_listener() as port,
+        colord_wire.WireClient(f"tcp://127.0.0.1:{port}", "t", timeout=5) as wire,
+        pytest.raises(colord_wire.DaemonNotRunning) as caught,
+    ):
+        wire.ping()
+    assert "Start it with `colord serve`" in colord_wire.user_message(caught.value)
+
+
+@contextmanager
+def socket_port_without_listener() -> Iterator[int]:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
+    try:
+        yield probe.getsockname()[1]
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["ipc:///run/colord.sock", "tcp://127.0.0.1", "tcp://:5547", "tcp://host:99999"]
+)
+def test_endpoints_other_than_tcp_host_port_are_refused(endpoint: str) -> None:
+    with pytest.raises(colord_wire.ColordError, match="tcp://host:port") as caught:
+        colord_wire.WireClient(endpoint, "t")
+    assert caught.value.code == "bad_endpoint"
+
+
+def test_ipv6_endpoints_are_understood() -> None:
+    assert colord_wire._parse_endpoint("tcp://[::1]:5547") == ("::1", 5547)
+
+
+# --- the connection file ----------------------------------------------------------------------
+
+HOME = Path("/home/ada")
+
+
+@pytest.mark.parametrize(
+    ("platform", "environ", "expected"),
+    [
+        ("linux", {"XDG_RUNTIME_DIR": "/run/user/1000"}, "/run/user/1000/colord/daemon.json"),
+        ("linux", {}, "/home/ada/.local/state/colord/daemon.json"),
+        ("freebsd14", {"XDG_RUNTIME_DIR": ""}, "/home/ada/.local/state/colord/daemon.json"),
+        ("darwin", {}, "/home/ada/Library/Application Support/colord/daemon.json"),
+        ("win32", {"LOCALAPPDATA": "/c/Local"}, "/c/Local/colord/daemon.json"),
+        ("win32", {}, "/home/ada/AppData/Local/colord/daemon.json"),
+        ("darwin", {"COLORD_CONNECTION_FILE": "/tmp/x.json"}, "/tmp/x.json"),
+    ],
+)  # fmt: skip
+def test_connection_file_location_per_platform(platform: str, environ: dict, expected: str) -> None:
+    assert colord_wire._connection_file_path_for(platform, environ, HOME) == Path(expected)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"XDG_RUNTIME_DIR": "/run/user/1000"},
+        {"XDG_RUNTIME_DIR": "", "COLORD_CONNECTION_FILE": ""},
+        {"COLORD_CONNECTION_FILE": "/srv/colord.json", "XDG_RUNTIME_DIR": "/run/user/1"},
+    ],
+)
+def test_connection_file_location_agrees_with_the_daemon(
+    monkeypatch: pytest.MonkeyPatch, environ: dict
+) -> None:
+    for name in ("XDG_RUNTIME_DIR", "COLORD_CONNECTION_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert colord_wire.connection_file_path() == daemon_connection.connection_file_path()
+
+
+def test_a_file_written_by_the_daemon_code_reads_back(tmp_path: Path) -> None:
+    info = daemon_connection.ConnectionInfo("tcp://127.0.0.1:6000", "ab" * 16, os.getpid(), "0.1.0")
+    path = daemon_connection.write_connection(info, tmp_path / "daemon.json")
+    assert colord_wire.read_connection(path) == colord_wire.Connection(
+        "tcp://127.0.0.1:6000", "ab" * 16, os.getpid(), "0.1.0", 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (None, "no connection file"),
+        ("{not json", "unreadable"),
+        ('["a list"]', "invalid"),
+        ('{"endpoint": "tcp://127.0.0.1:1", "token": "t", "pid": "12", "version": "0.1.0", '
+         '"protocol": 1}', "'pid' should be a int"),
+        ('{"endpoint": "tcp://127.0.0.1:1", "token": "t", "pid": 0, "version": "0.1.0", '
+         '"protocol": 1}', "names process 0"),
+    ],
+)  # fmt: skip
+def test_missing_or_broken_connection_file_means_not_running(
+    tmp_path: Path, content: str | None, match: str
+) -> None:
+    path = tmp_path / "daemon.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(colord_wire.DaemonNotRunning, match=match) as caught:
+        colord_wire.read_connection(path)
+    assert caught.value.message.endswith("Start it with `colord serve`, then try again.")
+
+
+def test_a_connection_file_of_another_protocol_is_a_version_error(tmp_path: Path) -> None:
+    info = daemon_connection.ConnectionInfo("tcp://127.0.0.1:6000", "t", os.getpid(), "9.0", 2)
+    path = daemon_connection.write_connection(info, tmp_path / "daemon.json")
+    with pytest.raises(colord_wire.DaemonError, match="protocol version 2") as caught:
+        colord_wire.WireClient.from_connection_file(path)
+    assert caught.value.code == "version"
+
+
+# --- messages and the standard-library promise ------------------------------------------------
+
+
+def test_user_message_is_one_sentence_for_any_exception() -> None:
+    assert colord_wire.user_message(colord_wire.ConnectionLost("Lost it.")) == "Lost it."
+    unexpected = colord_wire.user_message(KeyError("width"))
+    assert unexpected == "colord failed unexpectedly (KeyError: 'width')."
+    internal = colord_wire.DaemonError("internal", "Something broke.")
+    assert colord_wire.user_message(internal).endswith("The daemon's log has the details.")
+
+
+def test_the_module_imports_in_a_bare_python() -> None:
+    # -I: no user site, no PYTHON* variables; -S: no site-packages at all (so no zmq, msgpack,
+    # numpy), as in a painting app's bundled Python.
+    code = (
+        f"import sys; sys.path.insert(0, {str(WIRE_DIR)!r}); import colord_wire; "
+        "assert not {'zmq', 'msgpack', 'numpy'} & set(sys.modules); "
+        "print(colord_wire.unpackb(colord_wire.packb({'ok': [1, b'x']})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, env={}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'ok': [1, b'x']}"
+
+
+def test_no_plugin_module_imports_third_party_packages() -> None:
+    forbidden = {"zmq", "msgpack", "numpy"}
+    offenders = []
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(ROOT)}: {name}"
+                for name in names
+                if name.split(".")[0] in forbidden
+            ]
+    assert offenders == []
