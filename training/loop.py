@@ -140,20 +140,11 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
             set_learning_rate(opt_d, cfg.optim.lr_d * lr_factor)
             batch = to_device(batch, device, memory_format)
 
-            opt_g.zero_grad(set_to_none=True)
-            g_result = loss.accumulate("G", batch)
-            opt_g.step()
-
-            opt_d.zero_grad(set_to_none=True)
-            d_result = loss.accumulate("D", batch, fake=g_result.fake)
-            opt_d.step()
-
+            stats = training_step(loss, batch, opt_g, opt_d)
             step += 1
             window_steps += 1
             if step % cfg.run.log_every == 0 or step == stop_at:
-                stats = distributed.mean_across_ranks(
-                    {**g_result.stats, **d_result.stats}, dist_info
-                )
+                stats = distributed.mean_across_ranks(stats, dist_info)
                 elapsed = time.perf_counter() - window_start
                 stats["speed/img_per_s"] = window_steps * cfg.optim.batch_size / elapsed
                 stats["lr/g"] = cfg.optim.lr_g * lr_factor
@@ -174,6 +165,22 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
     progress.close()
     run_logger.close()
     return TrainResult(generator, discriminator, step, backbone.name, run_dir)
+
+
+def training_step(
+    loss: SCFTLoss,
+    batch: dict[str, Any],
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+) -> dict[str, torch.Tensor]:
+    """Phase G (generator losses, Adam step), then phase D on the same batch and output."""
+    opt_g.zero_grad(set_to_none=True)
+    g_result = loss.accumulate("G", batch)
+    opt_g.step()
+    opt_d.zero_grad(set_to_none=True)
+    d_result = loss.accumulate("D", batch, fake=g_result.fake)
+    opt_d.step()
+    return {**g_result.stats, **d_result.stats}
 
 
 # ---- setup --------------------------------------------------------------------------------------

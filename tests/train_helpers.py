@@ -1,0 +1,46 @@
+"""Small generated training data and configs shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from colord.training.config import TrainConfig, load_config
+
+
+def write_art_folder(folder: Path, count: int = 8, seed: int = 0) -> Path:
+    """`count` small colour pictures (flat shapes on white, the look of cel-shaded art), half PNG,
+    half JPEG, of varied sizes, all large enough for the dataset's minimum side."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        height, width = 80 + 4 * (i % 3), 88 + 8 * i
+        image = np.full((height, width, 3), 255, np.uint8)
+        for _ in range(6):
+            top, left = rng.integers(0, height - 24), rng.integers(0, width - 24)
+            size_y, size_x = rng.integers(12, 40, size=2)
+            image[top : top + size_y, left : left + size_x] = rng.integers(0, 256, 3)
+        suffix = "png" if i % 2 else "jpg"
+        Image.fromarray(image).save(folder / f"art{i:02d}.{suffix}")
+    return folder
+
+
+def tiny_config(images: Path, out: Path, **values: Any) -> TrainConfig:
+    """The `tiny` network on 64 px crops, 2 images a step, no worker processes; `values` maps
+    "section.key" (with "__" for ".") to overrides."""
+    settings = {
+        "data.images": str(images),
+        "data.size": 64,
+        "data.workers": 0,
+        "model.preset": "tiny",
+        "optim.batch_size": 2,
+        "run.out": str(out),
+        "run.log_every": 1,
+        "run.image_every": 1000,
+        "run.checkpoint_every": 1000,
+    }
+    settings.update({name.replace("__", "."): value for name, value in values.items()})
+    return load_config(preset="quick", values=settings)
