@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import click
@@ -9,6 +10,8 @@ from PIL import Image
 
 from colord.training.dataset import ImageReadError, load_rgb
 from colord.training.sketch import xdog
+
+XDOG_DEFAULTS = {name: p.default for name, p in inspect.signature(xdog).parameters.items()}
 
 
 @click.command("sketch")
@@ -20,10 +23,23 @@ from colord.training.sketch import xdog
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Where to write the line art (black lines on white; the suffix picks the format).",
 )
-@click.option("--blur-sigma", default=0.7, show_default=True, help="Pre-blur, in pixels.")
-@click.option("--sigma", default=0.8, show_default=True, help="Line scale: larger, thicker lines.")
 @click.option(
-    "--tau", default=0.99, show_default=True, help="Edge sensitivity: closer to 1, more edges."
+    "--blur-sigma",
+    default=XDOG_DEFAULTS["blur_sigma"],
+    show_default=True,
+    help="Pre-blur, in pixels.",
+)
+@click.option(
+    "--sigma",
+    default=XDOG_DEFAULTS["sigma"],
+    show_default=True,
+    help="Line scale: larger, thicker lines.",
+)
+@click.option(
+    "--tau",
+    default=XDOG_DEFAULTS["tau"],
+    show_default=True,
+    help="Edge sensitivity: closer to 1, more edges.",
 )
 def sketch(image: Path, output: Path, blur_sigma: float, sigma: float, tau: float) -> None:
     """Extract line art from the colour picture IMAGE with XDoG."""

@@ -101,7 +101,8 @@ def _is_image(path: Path) -> bool:
 def scan_folder(folder: Path, line_art_dir: Path | None = None) -> list[Entry]:
     """Every image under `folder` (recursively, sorted), each paired with its line art if any.
 
-    Line art pairs by relative path without the suffix: `art/cat.jpg` with `line_art_dir/cat.png`.
+    Line art pairs by relative path without the suffix: `folder/cats/tom.jpg` with
+    `line_art_dir/cats/tom.png`.
     Files inside `line_art_dir` are never taken as colour images, so it may sit inside `folder`.
     """
     if not folder.is_dir():
