@@ -91,8 +91,8 @@ def random_thin_plate_spline(
 ) -> ThinPlateSpline:
     """A random smooth warp: a control grid whose points move by U[-max_displacement, …] each axis.
 
-    Units are the [-1, 1] frame, so 0.15 moves a point by up to 7.5 % of the image side. Kept below
-    half the grid spacing, the map cannot fold.
+    Units are the [-1, 1] frame, so 0.15 moves a point by up to 7.5 % of the image side. Moves
+    well below half the grid spacing, 1 / (grid_size − 1), keep the map from folding over itself.
     """
     if grid_size < 2:
         raise ValueError(f"grid_size must be at least 2, got {grid_size}")
@@ -185,7 +185,7 @@ def warp_with_spline(
 
 
 def _invert(lookup, points: np.ndarray, *, iterations: int, tolerance: float) -> np.ndarray:
-    """The positions q with lookup(q) = points, by the fixed-point iteration q ← q − (lookup(q) − p).
+    """Solve lookup(q) = p for each of the `points` p by the iteration q ← q − (lookup(q) − p).
 
     It converges for any warp whose displacement changes by less than one pixel per pixel (a
     fold-free spline); positions that have not converged within 0.05 px become NaN.
