@@ -353,7 +353,7 @@ class ZmtpPeer:
                 "colord's plug-ins use NULL (the daemon checks a token instead).",
             )
         properties = [(b"Socket-Type", b"DEALER")] + ([(b"Identity", identity)] if identity else [])
-        self._send_frame(_command(b"READY", properties), _FLAG_COMMAND, deadline)
+        self._send_frame(_ready_body(properties), _FLAG_COMMAND, deadline)
         flags, body = self._recv_frame(deadline)
         name, data = _split_command(body) if flags & _FLAG_COMMAND else (b"", b"")
         if name == b"ERROR":
@@ -377,7 +377,7 @@ class ZmtpPeer:
     def _on_command(self, body: bytearray, deadline: float | None) -> None:
         name, data = _split_command(body)
         if name == b"PING":  # ZMTP 3.1 heartbeat: 2-byte TTL, then a context to echo in PONG
-            self._send_frame(_command_bytes(b"PONG", bytes(data[2:])), _FLAG_COMMAND, deadline)
+            self._send_frame(_command_body(b"PONG", bytes(data[2:])), _FLAG_COMMAND, deadline)
 
     def _send_frame(
         self, body: bytes | bytearray | memoryview, flags: int, deadline: float | None
@@ -450,16 +450,17 @@ def _seconds_left(deadline: float | None) -> float | None:
     return left
 
 
-def _command_bytes(name: bytes, data: bytes) -> bytes:
+def _command_body(name: bytes, data: bytes) -> bytes:
     return bytes((len(name),)) + name + data
 
 
-def _command(name: bytes, properties: list[tuple[bytes, bytes]]) -> bytes:
+def _ready_body(properties: list[tuple[bytes, bytes]]) -> bytes:
+    """READY metadata: name (1-byte size) and value (4-byte size) pairs."""
     data = b"".join(
         bytes((len(key),)) + key + _PROPERTY_SIZE.pack(len(value)) + value
         for key, value in properties
     )
-    return _command_bytes(name, data)
+    return _command_body(b"READY", data)
 
 
 def _split_command(body: bytearray) -> tuple[bytes, bytearray]:
@@ -728,7 +729,7 @@ class WireClient:
                 self._peer = ZmtpPeer.connect(host, port, deadline=deadline)
             except ConnectionRefusedError:
                 raise _not_running(f"nothing listens at {self.endpoint}") from None
-            except (TimeoutError, ColordError):
+            except TimeoutError:
                 raise
             except OSError as exc:
                 raise DaemonNotRunning(
