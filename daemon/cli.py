@@ -14,6 +14,7 @@ import click
 COMMANDS: dict[str, str] = {
     "ping": "colord.daemon.cli_serve:ping",
     "eval": "colord.training.cli_eval:eval_command",
+    "ablate": "colord.training.cli_eval:ablate_command",
     "sketch": "colord.training.cli_sketch:sketch",
     "serve": "colord.daemon.cli_serve:serve",
     "train": "colord.training.cli:train_command",

@@ -127,3 +127,102 @@ def eval_command(
     click.echo(report.markdown)
     for path in report.paths.values():
         click.echo(f"wrote {path}")
+
+
+@click.command("ablate")
+@click.option(
+    "--data",
+    "images_dir",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="Training images (every row trains on them).",
+)
+@click.option(
+    "--held-out",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Held-out images every row is evaluated on.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Training config file (TOML); default: the `quick` preset.",
+)
+@click.option("--preset", default=None, help="Training preset (paper, quick) instead of --config.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Config override applied to every row (repeatable).",
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), required=True, help="Training steps per row: the budget."
+)
+@click.option(
+    "--tables",
+    default="losses,aggregation",
+    show_default=True,
+    help="Which ablations: losses (Table 3), aggregation (Table 4).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/ablation"),
+    show_default=True,
+)
+@click.option("--size", default=256, show_default=True, help="Evaluation resolution (÷16).")
+@click.option("--limit", default=0, show_default=True, help="Evaluate on at most N images.")
+@metrics_option
+@inception_option
+@click.option("--device", default="cpu", show_default=True, help="Torch device for evaluation.")
+def ablate_command(
+    images_dir: str,
+    held_out: Path,
+    config_path: str | None,
+    preset: str | None,
+    overrides: tuple[str, ...],
+    steps: int,
+    tables: str,
+    out: Path,
+    size: int,
+    limit: int,
+    metric_names: tuple[str, ...],
+    inception_weights: Path | None,
+    device: str,
+) -> None:
+    """Train and evaluate the rows of the paper's Tables 3 and 4 on a given budget."""
+    from colord.training.ablation import AblationOptions, ablation_markdown, run_ablation
+    from colord.training.config import load_config
+    from colord.training.evaluate import EvalOptions
+
+    try:
+        base = load_config(
+            config_path,
+            preset=None if config_path else (preset or "quick"),
+            overrides=[f"data.images={images_dir}", *overrides],
+        )
+        summary = run_ablation(
+            AblationOptions(
+                base=base,
+                held_out=held_out,
+                out=out,
+                steps=steps,
+                tables=tuple(name.strip() for name in tables.split(",") if name.strip()),
+                eval=EvalOptions(
+                    images=held_out,
+                    out=out,
+                    size=size,
+                    limit=limit,
+                    metrics=metric_names,
+                    inception_weights=inception_weights,
+                    device=device,
+                ),
+            )
+        )
+    except ValueError as error:  # ConfigError included
+        raise click.ClickException(str(error)) from None
+    click.echo(ablation_markdown(summary))
+    click.echo(f"wrote {out / 'ablation.md'} and {out / 'ablation.json'}")
