@@ -12,6 +12,9 @@ import click
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
+    "colorize": "colord.daemon.cli_engine:colorize_command",
+    "models": "colord.daemon.cli_engine:models_command",
+    "info": "colord.daemon.cli_engine:info_command",
     "ping": "colord.daemon.cli_serve:ping",
     "eval": "colord.training.cli_eval:eval_command",
     "ablate": "colord.training.cli_eval:ablate_command",

@@ -1,0 +1,249 @@
+"""`colord colorize`, `colord models` and `colord info`: the engine from the command line.
+
+Every user error (a missing or unreadable file, a corrupt checkpoint, no model, a bad device)
+ends as a one-line click error with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+# Pillow modes read as they are; every other mode is converted to the one given here.
+_KEEP_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N"}
+_CONVERT = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}
+_NO_ALPHA_FORMATS = {"JPEG", "BMP", "PPM", "EPS", "PCX"}
+
+
+def read_image(path: Path, what: str) -> np.ndarray:
+    """An image file as (H, W) or (H, W, C) uint8/uint16, EXIF orientation applied."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except FileNotFoundError:
+        raise click.ClickException(f"{what} {path}: no such file") from None
+    except UnidentifiedImageError:
+        raise click.ClickException(f"{what} {path}: not an image file Pillow can read") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise click.ClickException(f"{what} {path}: cannot be read ({error})") from None
+    mode = image.mode
+    if mode == "I":  # 16-bit grey PNGs may arrive as 32-bit integers
+        array = np.asarray(image)
+        if array.min() < 0 or array.max() > 65535:
+            raise click.ClickException(f"{what} {path}: 32-bit integer images are not supported")
+        return array.astype(np.uint16)
+    if mode not in _KEEP_MODES:
+        image = image.convert(_CONVERT.get(mode, "RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint16 and array.dtype != np.uint8:
+        array = array.astype(np.uint16)  # the I;16 variants, big-endian included
+    return np.ascontiguousarray(array)
+
+
+def write_image(path: Path, rgba: np.ndarray) -> None:
+    """Write (H, W, 4) uint8; formats without alpha get RGB (the layer is opaque anyway)."""
+    from PIL import Image
+
+    extension = path.suffix.lower()
+    image_format = Image.registered_extensions().get(extension)
+    if image_format is None:
+        raise click.ClickException(
+            f"output {path}: unknown image format {extension or '(no extension)'}; "
+            "use .png, .jpg, .tif, .webp, ..."
+        )
+    image = Image.fromarray(rgba, "RGBA")
+    if image_format in _NO_ALPHA_FORMATS:
+        image = image.convert("RGB")
+    try:
+        image.save(path, format=image_format)
+    except (OSError, ValueError, KeyError) as error:
+        raise click.ClickException(f"output {path}: cannot be written ({error})") from None
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="colord: %(levelname)s: %(message)s")
+
+
+def _load_engine(model: Path | None, device: str, working_size: int | None, warmup: bool):
+    """An Engine, or a click error saying what is wrong."""
+    from colord.model import CheckpointError
+
+    from .engine import Engine, EngineError, NoModelError, default_checkpoint
+
+    if model is None:
+        model = default_checkpoint()
+        if model is None:
+            raise click.ClickException(str(NoModelError()))
+    options = {} if working_size is None else {"working_size": working_size}
+    try:
+        return Engine(model, device=device, warmup=warmup, **options)
+    except (CheckpointError, EngineError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and (value < 16 or value % 16 or value > 16384):
+        raise click.BadParameter("must be a multiple of 16 between 16 and 16384")
+    return value
+
+
+@click.command("colorize")
+@click.argument("line_art", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--ref",
+    "reference",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reference picture whose colours to follow (any size). Without it: no-reference mode.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the colour layer (PNG keeps alpha; format from the extension).",
+)
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint (.safetensors) to run. No default model ships yet.",
+)
+@click.option(
+    "--size",
+    "working_size",
+    type=int,
+    callback=_check_size,
+    help="Long side at which the model runs, a multiple of 16 (default 512).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--keep-lines/--no-keep-lines",
+    default=True,
+    show_default=True,
+    help="Lay the original lines over the colours.",
+)
+@click.option(
+    "--daemon", is_flag=True, help="Send the request to the running `colord serve` instead."
+)
+def colorize_command(
+    line_art: Path,
+    reference: Path | None,
+    output: Path,
+    model: Path | None,
+    working_size: int | None,
+    device: str,
+    keep_lines: bool,
+    daemon: bool,
+) -> None:
+    """Colour LINE_ART after a reference picture and write the colour layer to OUTPUT."""
+    _setup_logging()
+    line_array = read_image(line_art, "line art")
+    reference_array = None if reference is None else read_image(reference, "reference")
+    start = time.perf_counter()
+    if daemon:
+        if model is not None or device != "auto":
+            raise click.UsageError("--model and --device belong to `colord serve` with --daemon")
+        result = _colorize_on_daemon(line_array, reference_array, working_size, keep_lines)
+    else:
+        from .engine import EngineError
+
+        engine = _load_engine(model, device, working_size, warmup=False)
+        try:
+            result = engine.colorize(line_array, reference_array, keep_lines=keep_lines)
+        except EngineError as error:
+            raise click.ClickException(str(error)) from None
+    write_image(output, result.image)
+    height, width = result.image.shape[:2]
+    elapsed = (time.perf_counter() - start) * 1000
+    parts = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timings.items() if k != "total")
+    click.echo(f"wrote {output} ({width}x{height}) in {elapsed:.0f} ms ({parts})")
+
+
+def _colorize_on_daemon(line_art, reference, working_size, keep_lines):
+    from .client import Client, DaemonError
+
+    try:
+        with Client.from_connection_file(None) as client:
+            return client.colorize(
+                line_art, reference, working_size=working_size, keep_lines=keep_lines
+            )
+    except DaemonError as error:
+        raise click.ClickException(f"daemon: {error}") from None
+
+
+@click.command("models")
+def models_command() -> None:
+    """List the model presets and the default model's status."""
+    import torch
+
+    from colord.model import PRESETS, Generator, count_parameters
+
+    from .engine import DEFAULT_CHECKPOINT, default_checkpoint
+
+    click.echo(f"{'preset':<10} {'parameters':>12} {'fp16 checkpoint':>16}")
+    for name, preset in PRESETS.items():
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            generator = Generator(preset)
+        click.echo(
+            f"{name:<10} {count_parameters(generator):>12,} {_fp16_megabytes(generator):>13.1f} MB"
+        )
+    shipped = default_checkpoint()
+    if shipped is None:
+        click.echo(
+            f"\ndefault model: not shipped yet (expected at {DEFAULT_CHECKPOINT}); "
+            "pass a checkpoint with --model PATH"
+        )
+    else:
+        click.echo(f"\ndefault model: {shipped}")
+
+
+def _fp16_megabytes(generator) -> float:
+    """Tensor bytes of the generator's state saved with float16 weights (header excluded)."""
+    total = 0
+    for tensor in generator.state_dict().values():
+        total += tensor.numel() * (2 if tensor.is_floating_point() else tensor.element_size())
+    return total / 1e6
+
+
+@click.command("info")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--daemon", is_flag=True, help="Ask the running `colord serve` instead.")
+def info_command(model: Path | None, device: str, daemon: bool) -> None:
+    """Show the model file, preset, parameters, device and dtype."""
+    _setup_logging()
+    if daemon:
+        from .client import Client, DaemonError
+
+        try:
+            with Client.from_connection_file(None) as client:
+                info = client.info()
+        except DaemonError as error:
+            raise click.ClickException(f"daemon: {error}") from None
+    else:
+        from .engine import default_checkpoint
+
+        if model is None and default_checkpoint() is None:
+            from .devices import describe, pick_device
+            from .engine import EngineError
+
+            try:
+                device_name = describe(pick_device(device))
+            except EngineError as error:
+                raise click.ClickException(str(error)) from None
+            info = {
+                "model": "none (no default model ships yet; pass --model PATH)",
+                "device": device_name,
+            }
+        else:
+            info = _load_engine(model, device, None, warmup=False).info()
+    for key, value in info.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key == "parameters":
+            value = f"{value:,}"
+        click.echo(f"{key}: {value}")

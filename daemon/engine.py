@@ -1,0 +1,322 @@
+"""The inference engine: line art (+ an optional reference) as numpy arrays in, a colour layer out.
+
+The engine owns the generator and the device and never sees ZeroMQ: the daemon's server, the CLI
+and the benchmark all call `Engine.colorize` / `Engine.colorize_batch`. One job reads:
+
+    check -> flatten on white -> line mask -> working sketch + reference (imaging.py)
+          -> generator forward at the working size (batched with same-shaped jobs)
+          -> crop -> upsample under the canvas's lines -> lines on top -> RGBA
+
+Device: CUDA, then MPS, then the CPU unless one is named. On CUDA the weights are bfloat16 and the
+forward runs under `inference_mode` and bf16 autocast; the fast path compiles the generator with
+`torch.compile(mode="reduce-overhead", dynamic=False)` (CUDA graphs; one compile per working
+shape, since dynamic shapes crashed inductor, see DESIGN.md) and falls back to eager, with a
+logged warning, if compiling fails. Loading runs one warm-up forward at the default working size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import colord.model
+
+from . import imaging
+from .devices import DeviceError, describe, pick_device
+from .imaging import DEFAULT_WORKING_SIZE, EngineError, InputError
+
+__all__ = [
+    "DEFAULT_WORKING_SIZE",
+    "ColorizeResult",
+    "DeviceError",
+    "Engine",
+    "EngineError",
+    "InputError",
+    "Job",
+    "NoModelError",
+    "default_checkpoint",
+]
+
+log = logging.getLogger("colord.engine")
+
+# Where the shipped default checkpoint will live, inside the colord.model package (a later issue
+# ships it).
+DEFAULT_CHECKPOINT = Path(colord.model.__file__).resolve().parent / "weights/default.safetensors"
+
+NO_MODEL_MESSAGE = (
+    "no model loaded: colord does not ship a default model yet. Pass a checkpoint written by "
+    "`colord train` (a .safetensors file) with --model PATH"
+)
+
+
+class NoModelError(EngineError):
+    """Colorizing was asked of an engine that has no model."""
+
+    def __init__(self, message: str = NO_MODEL_MESSAGE) -> None:
+        super().__init__(message)
+
+
+def default_checkpoint() -> Path | None:
+    """The shipped default checkpoint, or None while none ships."""
+    return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
+
+
+@dataclass
+class Job:
+    """One colorize request."""
+
+    line_art: np.ndarray  # (H, W) or (H, W, C), C in 1..4, uint8 or uint16
+    reference: np.ndarray | None = None  # likewise, any size; None = no-reference mode
+    working_size: int | None = None  # long side at which the model runs; None = the engine's
+    keep_lines: bool = True  # lay the original lines over the colours
+
+
+@dataclass
+class ColorizeResult:
+    image: np.ndarray  # (H, W, 4) uint8 RGBA, the line art's size, alpha 255
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds: prepare, forward, ...
+
+
+@dataclass
+class _Prepared:
+    """A job after the CPU-side preparation, waiting for its forward pass."""
+
+    job: Job
+    geometry: imaging.Geometry
+    flat: np.ndarray  # the line art flattened on white, (H, W) or (H, W, 3) uint8
+    lines: np.ndarray  # (H, W) uint8 line mask
+    sketch: np.ndarray  # (h, w) float32, 1 on lines
+    reference: np.ndarray | None  # (hr, wr, 3) float32 in [0, 1]
+    prepare_ms: float
+
+    @property
+    def batch_key(self) -> tuple:
+        reference_shape = None if self.reference is None else self.reference.shape
+        return self.sketch.shape, reference_shape
+
+
+class Engine:
+    """Owns one generator on one device; thread-safe (forward passes are serialised)."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike | nn.Module | None = None,
+        *,
+        device: str | torch.device | None = None,
+        working_size: int = DEFAULT_WORKING_SIZE,
+        fast: bool | None = None,
+        warmup: bool = True,
+    ) -> None:
+        """`model`: a checkpoint path, a generator-like module (`module(sketch, reference)`), or
+        None (no model: colorize raises NoModelError). `fast`: the compiled fast path; None = on
+        CUDA only. Raises CheckpointError, DeviceError or InputError."""
+        self.device = pick_device(device)
+        self.working_size = imaging.check_working_size(working_size)
+        self.model_path: Path | None = None
+        self.preset = None
+        self.checkpoint_dtype: str | None = None
+        self.metadata: dict = {}
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.fast = self.device.type == "cuda" if fast is None else bool(fast)
+        self._fast_failed = False
+        self._compiled: nn.Module | None = None
+        self._lock = threading.Lock()
+
+        module: nn.Module | None
+        if model is None:
+            module = None
+        elif isinstance(model, nn.Module):
+            module = model
+            self.preset = getattr(model, "preset", None)
+        else:
+            loaded = colord.model.load_checkpoint(model)
+            module = loaded.generator
+            self.model_path = loaded.path
+            self.preset = loaded.preset
+            self.checkpoint_dtype = loaded.dtype
+            self.metadata = dict(loaded.metadata)
+        self.model = None if module is None else module.eval().to(self.device, self.dtype)
+        if self.model is not None and warmup:
+            self.warm_up()
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def has_model(self) -> bool:
+        return self.model is not None
+
+    def colorize(
+        self,
+        line_art: np.ndarray,
+        reference: np.ndarray | None = None,
+        *,
+        working_size: int | None = None,
+        keep_lines: bool = True,
+    ) -> ColorizeResult:
+        """Colour `line_art` after `reference`: (H, W, 4) uint8 RGBA of the line art's size."""
+        return self.colorize_batch([Job(line_art, reference, working_size, keep_lines)])[0]
+
+    def colorize_batch(self, jobs: Sequence[Job]) -> list[ColorizeResult]:
+        """Colour several jobs; jobs of the same working shapes share one forward pass.
+
+        Every job is checked before any forward runs, so one bad job raises InputError for the
+        batch; callers that want per-job errors check jobs with `prepare` first.
+        """
+        if self.model is None:
+            raise NoModelError()
+        prepared = [self.prepare(job) for job in jobs]
+        groups: dict[tuple, list[int]] = {}
+        for index, item in enumerate(prepared):
+            groups.setdefault(item.batch_key, []).append(index)
+        results: list[ColorizeResult | None] = [None] * len(prepared)
+        for indices in groups.values():
+            start = time.perf_counter()
+            colours = self._forward_numpy(
+                np.stack([prepared[i].sketch for i in indices]),
+                None
+                if prepared[indices[0]].reference is None
+                else np.stack([prepared[i].reference for i in indices]),
+            )
+            forward_ms = (time.perf_counter() - start) * 1000
+            for row, index in enumerate(indices):
+                results[index] = self._finish(prepared[index], colours[row], forward_ms)
+        return results  # type: ignore[return-value]
+
+    def prepare(self, job: Job) -> _Prepared:
+        """Check and pre-process one job on the CPU (raises InputError)."""
+        start = time.perf_counter()
+        line_art = imaging.check_image(job.line_art, "line art")
+        reference = None
+        if job.reference is not None:
+            reference = imaging.check_image(job.reference, "reference")
+        working_size = self.working_size if job.working_size is None else job.working_size
+        geometry = imaging.plan_geometry(line_art.shape[0], line_art.shape[1], working_size)
+        flat = imaging.flatten_on_white(line_art)
+        lines = imaging.line_mask(flat)
+        sketch = imaging.working_sketch(lines, geometry)
+        if reference is not None:
+            reference = imaging.working_reference(reference, geometry.long_side)
+        prepare_ms = (time.perf_counter() - start) * 1000
+        return _Prepared(job, geometry, flat, lines, sketch, reference, prepare_ms)
+
+    def forward(self, sketch: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """The bare generator on model tensors: sketch (B, 1, H, W) in [-1, 1] (lines -1),
+        reference (B, 3, Hr, Wr) in [-1, 1] or None; returns (B, 3, H, W) float32 in [-1, 1] on
+        the engine's device. Used by `colorize` and by the benchmark."""
+        if self.model is None:
+            raise NoModelError()
+        sketch = sketch.to(self.device, self.dtype)
+        if reference is None:  # the generator's no-reference mode, built here so that one
+            # compiled graph serves both modes
+            reference = sketch.new_zeros(sketch.shape[0], 3, *sketch.shape[-2:])
+        reference = reference.to(self.device, self.dtype)
+        with self._lock, torch.inference_mode(), self._autocast():
+            return self._run(sketch, reference).float()
+
+    def warm_up(self, size: int | None = None) -> float:
+        """One forward at `size` x `size` (default: the working size); returns milliseconds."""
+        size = size or self.working_size
+        start = time.perf_counter()
+        sketch = torch.ones(1, 1, size, size)
+        self.forward(sketch, torch.zeros(1, 3, size, size))
+        self._synchronize()
+        elapsed = (time.perf_counter() - start) * 1000
+        log.info("warm-up at %dx%d on %s: %.0f ms", size, size, self.device, elapsed)
+        return elapsed
+
+    def info(self) -> dict:
+        """What runs here: model file, preset, parameters, device, dtype, working size."""
+        parameters = None
+        if self.model is not None:
+            parameters = sum(p.numel() for p in self.model.parameters())
+        return {
+            "model": None if self.model_path is None else str(self.model_path),
+            "loaded": self.model is not None,
+            "preset": None if self.preset is None else self.preset.name,
+            "parameters": parameters,
+            "checkpoint_dtype": self.checkpoint_dtype,
+            "device": describe(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "fast_path": self._fast_path_state(),
+            "working_size": self.working_size,
+            "metadata": self.metadata,
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _finish(self, item: _Prepared, colours: np.ndarray, forward_ms: float) -> ColorizeResult:
+        start = time.perf_counter()
+        colours = imaging.crop_colours(colours, item.geometry)
+        image = imaging.upsample_colours(colours, item.lines)
+        if item.job.keep_lines:
+            image = imaging.draw_lines(image, item.flat)
+        finish_ms = (time.perf_counter() - start) * 1000
+        timings = {
+            "prepare": item.prepare_ms,
+            "forward": forward_ms,
+            "finish": finish_ms,
+            "total": item.prepare_ms + forward_ms + finish_ms,
+        }
+        return ColorizeResult(image, timings)
+
+    def _forward_numpy(self, sketches: np.ndarray, references: np.ndarray | None) -> np.ndarray:
+        """(B, h, w) float sketches (1 = line) and (B, hr, wr, 3) [0, 1] references ->
+        (B, h, w, 3) uint8 colours."""
+        sketch = 1.0 - 2.0 * torch.from_numpy(sketches)[:, None]  # lines -1, paper +1
+        reference = None
+        if references is not None:
+            reference = torch.from_numpy(references).permute(0, 3, 1, 2) * 2.0 - 1.0
+        output = self.forward(sketch, reference)
+        with torch.inference_mode():
+            output = ((output + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8)
+            return output.permute(0, 2, 3, 1).cpu().numpy()
+
+    def _run(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if self.fast and not self._fast_failed:
+            try:
+                output = self._compiled_model()(sketch, reference)
+                return output.clone()  # CUDA graph outputs are overwritten by the next replay
+            except Exception as error:  # inductor and CUDA graphs fail in many ways
+                self._fast_failed = True
+                log.warning(
+                    "compiled fast path failed (%s: %s); running eagerly from now on",
+                    type(error).__name__,
+                    str(error).splitlines()[0] if str(error) else "",
+                )
+        return self.model(sketch, reference)
+
+    def _compiled_model(self) -> nn.Module:
+        if self._compiled is None:
+            config = torch._dynamo.config
+            for name in ("recompile_limit", "cache_size_limit"):  # renamed in torch 2.6
+                if hasattr(config, name):
+                    setattr(config, name, max(getattr(config, name), 64))
+            self._compiled = torch.compile(self.model, mode="reduce-overhead", dynamic=False)
+        mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+        if mark_step is not None and self.device.type == "cuda":
+            mark_step()
+        return self._compiled
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _fast_path_state(self) -> str:
+        if not self.fast:
+            return "off"
+        return "failed, eager" if self._fast_failed else "torch.compile reduce-overhead"

@@ -1,0 +1,274 @@
+"""The inference engine on what artists really have, with the `tiny` model and a fake generator."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import draw_line_art, draw_reference
+from torch import nn
+
+from colord.daemon import engine as engine_module
+from colord.daemon.devices import DeviceError, pick_device
+from colord.daemon.engine import Engine, InputError, Job, NoModelError
+from colord.model import CheckpointError
+
+SIZE = 64  # working size for the tiny model: fast, and small canvases still get shrunk
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint: Path) -> Engine:
+    return Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False)
+
+
+def assert_layer(image: np.ndarray, height: int, width: int) -> None:
+    assert image.shape == (height, width, 4)
+    assert image.dtype == np.uint8
+    assert (image[..., 3] == 255).all()
+
+
+def black_lines_on_white(height: int, width: int, *, colour=(0, 0, 0), thickness=2) -> np.ndarray:
+    image = np.full((height, width, 3), 255, np.uint8)
+    cv2.circle(image, (width // 2, height // 2), min(height, width) // 3, colour, thickness)
+    cv2.line(image, (0, height // 4), (width - 1, height // 4), colour, thickness)
+    return image
+
+
+# -- inputs artists have -----------------------------------------------------------------------
+
+
+def test_transparent_line_art_with_reference(engine):
+    line_art = draw_line_art(96, 128)  # black anti-aliased strokes on a transparent layer
+    result = engine.colorize(line_art, draw_reference(80, 112))
+    assert_layer(result.image, 96, 128)
+    assert set(result.timings) == {"prepare", "forward", "finish", "total"}
+
+
+def test_soft_antialiased_grey_lines(engine):
+    line_art = np.full((90, 120, 3), 255, np.uint8)
+    cv2.circle(line_art, (60, 45), 30, (150, 150, 150), 1, cv2.LINE_AA)
+    assert_layer(engine.colorize(line_art).image, 90, 120)
+
+
+def test_coloured_lines(engine):
+    line_art = black_lines_on_white(70, 100, colour=(220, 0, 0))  # full-strength red ink
+    result = engine.colorize(line_art, draw_reference())
+    assert_layer(result.image, 70, 100)
+    on_line = np.all(line_art == (220, 0, 0), axis=2)
+    assert np.array_equal(result.image[on_line][:, :3], line_art[on_line])  # red ink kept
+    assert engine.prepare(Job(line_art)).sketch.any()  # and seen as lines by the model
+
+
+def test_sixteen_bit_equals_eight_bit(engine):
+    line_art = draw_line_art(64, 80)
+    reference = draw_reference(50, 60)
+    eight = engine.colorize(line_art, reference).image
+    sixteen = engine.colorize(
+        line_art.astype(np.uint16) * 257, reference.astype(np.uint16) * 257
+    ).image
+    assert np.array_equal(eight, sixteen)
+
+
+@pytest.mark.parametrize(("height", "width"), [(333, 517), (517, 333), (17, 23), (1, 1), (48, 64)])
+def test_odd_sizes(engine, height, width):
+    line_art = black_lines_on_white(height, width, thickness=1)
+    assert_layer(engine.colorize(line_art, draw_reference()).image, height, width)
+
+
+def test_grey_inputs(engine):
+    line_art = cv2.cvtColor(black_lines_on_white(60, 90), cv2.COLOR_RGB2GRAY)
+    reference = cv2.cvtColor(draw_reference()[..., :3], cv2.COLOR_RGB2GRAY)
+    assert line_art.ndim == 2
+    assert_layer(engine.colorize(line_art, reference).image, 60, 90)
+    assert_layer(engine.colorize(line_art[..., None], reference[..., None]).image, 60, 90)
+
+
+def test_reference_of_another_size_and_aspect(engine):
+    line_art = black_lines_on_white(100, 60)  # portrait
+    for shape in [(30, 200, 3), (400, 50, 4), (1, 1, 3)]:  # wide, tall, a single pixel
+        reference = np.full(shape, 120, np.uint8)
+        assert_layer(engine.colorize(line_art, reference).image, 100, 60)
+
+
+def test_no_reference(engine):
+    assert_layer(engine.colorize(black_lines_on_white(50, 50)).image, 50, 50)
+
+
+def test_working_size_per_job(engine):
+    line_art = black_lines_on_white(200, 300)
+    small = engine.colorize(line_art, working_size=32)
+    large = engine.colorize(line_art, working_size=128)
+    assert_layer(small.image, 200, 300)
+    assert_layer(large.image, 200, 300)
+    assert engine.prepare(Job(line_art, working_size=32)).sketch.shape == (32, 32)
+    assert engine.prepare(Job(line_art, working_size=128)).sketch.shape == (96, 128)
+
+
+# -- lines -------------------------------------------------------------------------------------
+
+
+def test_lines_kept_on_top(engine):
+    line_art = black_lines_on_white(80, 120)
+    on_line = np.all(line_art == 0, axis=2)
+    kept = engine.colorize(line_art, draw_reference(), keep_lines=True).image
+    assert (kept[on_line][:, :3] == 0).all()  # line pixels dark in the output
+    bare = engine.colorize(line_art, draw_reference(), keep_lines=False).image
+    assert (bare[on_line][:, :3] > 0).any()  # without them, colours run under the lines
+    assert np.array_equal(kept[~on_line], bare[~on_line])  # white paper changes nothing
+
+
+class HalvesGenerator(nn.Module):
+    """A fake generator: the reference resized onto the sketch, lines painted black, as a trained
+    model draws them. Pure logic, for checking what happens around the model."""
+
+    def forward(self, sketch: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        colours = F.interpolate(reference, size=sketch.shape[-2:], mode="nearest")
+        return torch.where(sketch < 0, torch.full_like(colours, -1.0), colours)
+
+
+RED = (220, 40, 40)
+BLUE = (40, 60, 220)
+
+
+@pytest.mark.parametrize("keep_lines", [True, False])
+def test_colour_does_not_bleed_across_a_line(keep_lines):
+    # two regions of different reference colour, separated by a vertical line, on an odd canvas
+    height, width = 333, 517
+    line_art = np.full((height, width, 3), 255, np.uint8)
+    line_art[:, 257:260] = 0
+    reference = np.empty((height, width, 3), np.uint8)
+    reference[:, : width // 2 + 1] = RED
+    reference[:, width // 2 + 1 :] = BLUE
+    engine = Engine(HalvesGenerator(), device="cpu", working_size=128, warmup=False)
+    image = engine.colorize(line_art, reference, keep_lines=keep_lines).image
+    assert_layer(image, height, width)
+    assert (image[:, :257, :3] == RED).all()
+    assert (image[:, 260:, :3] == BLUE).all()
+    if keep_lines:
+        assert (image[:, 257:260, :3] == 0).all()
+
+
+# -- bad inputs, no model ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line_art", "message"),
+    [
+        (np.zeros((8, 8, 3), np.float32), "uint8 or uint16"),
+        (np.zeros((8, 8, 5), np.uint8), "5 channels"),
+        (np.zeros((0, 8, 4), np.uint8), "empty"),
+        (np.zeros((16385, 2), np.uint8), "at most 16384"),
+    ],
+)
+def test_bad_line_art_raises_input_error(engine, line_art, message):
+    with pytest.raises(InputError, match=message):
+        engine.colorize(line_art)
+
+
+def test_bad_reference_and_working_size(engine):
+    line_art = black_lines_on_white(20, 20)
+    with pytest.raises(InputError, match="reference"):
+        engine.colorize(line_art, np.zeros((4, 4, 3), np.int32))
+    with pytest.raises(InputError, match="working size"):
+        engine.colorize(line_art, working_size=50)
+    assert issubclass(InputError, ValueError)  # the daemon maps ValueError to a bad-image reply
+
+
+def test_no_model():
+    engine = Engine(device="cpu")
+    assert not engine.has_model
+    with pytest.raises(NoModelError, match="--model"):
+        engine.colorize(black_lines_on_white(20, 20))
+    with pytest.raises(NoModelError):
+        engine.colorize_batch([])
+    info = engine.info()
+    assert info["loaded"] is False
+    assert info["model"] is None
+    assert engine_module.default_checkpoint() is None  # none ships yet
+
+
+def test_corrupt_checkpoint(tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CheckpointError, match=r"broken\.safetensors"):
+        Engine(broken, device="cpu")
+    with pytest.raises(CheckpointError, match="no such file"):
+        Engine(tmp_path / "missing.safetensors", device="cpu")
+
+
+# -- batching, loading, devices ----------------------------------------------------------------
+
+
+def test_colorize_batch_equals_colorize_per_job(engine):
+    jobs = [
+        Job(black_lines_on_white(64, 64), draw_reference(80, 112)),
+        Job(draw_line_art(96, 128), draw_reference(80, 112)),
+        Job(black_lines_on_white(64, 64), draw_reference(80, 112), keep_lines=False),
+        Job(black_lines_on_white(40, 90)),
+        Job(black_lines_on_white(64, 64)),
+        Job(draw_line_art(96, 128), draw_reference(40, 300), working_size=32),
+    ]
+    batched = engine.colorize_batch(jobs)
+    assert len(batched) == len(jobs)
+    for job, result in zip(jobs, batched, strict=True):
+        alone = engine.colorize(
+            job.line_art, job.reference, working_size=job.working_size, keep_lines=job.keep_lines
+        )
+        assert result.image.shape == alone.image.shape
+        difference = np.abs(result.image.astype(int) - alone.image.astype(int))
+        assert difference.max() <= 2  # batched convolutions may round differently
+        assert (difference > 0).mean() < 0.01
+
+
+def test_warm_up_and_info(tiny_checkpoint):
+    engine = Engine(tiny_checkpoint, device="cpu", working_size=32, warmup=True)
+    info = engine.info()
+    assert info["model"] == str(tiny_checkpoint)
+    assert info["preset"] == "tiny"
+    assert info["parameters"] > 0
+    assert info["device"] == "cpu"
+    assert info["dtype"] == "float32"
+    assert info["working_size"] == 32
+    assert info["fast_path"] == "off"
+    assert info["metadata"] == {"purpose": "tests"}
+
+
+def test_fast_path_falls_back_to_eager(tiny_checkpoint, monkeypatch, caplog):
+    def broken_compile(model, **options):
+        assert options == {"mode": "reduce-overhead", "dynamic": False}
+
+        def run(*args):
+            raise RuntimeError("inductor exploded\nlong details")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    reference_engine = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False)
+    with caplog.at_level(logging.WARNING, logger="colord.engine"):
+        engine = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, fast=True)
+    assert "running eagerly" in caplog.text
+    assert "inductor exploded" in caplog.text
+    assert engine.info()["fast_path"] == "failed, eager"
+    line_art = draw_line_art()
+    assert np.array_equal(
+        engine.colorize(line_art).image, reference_engine.colorize(line_art).image
+    )
+
+
+def test_devices():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None).type in ("cuda", "mps", "cpu")
+    with pytest.raises(DeviceError, match="unknown device"):
+        pick_device("abacus")
+    with pytest.raises(DeviceError, match="unsupported device"):
+        pick_device("xla")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            pick_device("cuda")
+        with pytest.raises(DeviceError):
+            Engine(device="cuda")
