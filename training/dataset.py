@@ -190,8 +190,11 @@ def _scale_box(box, from_hw, to_hw) -> tuple[int, int, int, int]:
 
 def _signed_unit(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W) or (H, W, C) -> float32 (C, H, W) in [-1, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).float() / 127.5 - 1.0
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    channels_first = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    values = np.ascontiguousarray(channels_first, dtype=np.float32)
+    values *= 1 / 127.5
+    values -= 1.0
+    return torch.from_numpy(values)
 
 
 class ColorizationDataset(Dataset):
