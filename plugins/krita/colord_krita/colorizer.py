@@ -53,6 +53,8 @@ class _Request:
         self.image: colord_wire.Image | None = None
         self.timings: dict = {}
         self.error: str | None = None
+        self.sent_at = time.perf_counter()
+        self.answered_at = 0.0
         self._options = options
         self._connect = connect
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
@@ -73,6 +75,7 @@ class _Request:
         except Exception as error:  # a message in Krita, never a traceback
             self.error = messages.unexpected(error)
         finally:
+            self.answered_at = time.perf_counter()
             self.finished.set()
 
 
@@ -87,7 +90,7 @@ class Colorizer:
         self._connect = connect
         self._on_change = on_change
         self._request: _Request | None = None
-        self._started_at = 0.0
+        self._started_at = 0.0  # when the action ran, for the timings in the log
         self.status = ""  # the last thing said to the artist, for the docker's status line
 
     @property
@@ -151,14 +154,17 @@ class Colorizer:
         )
         check_size(result)
         self._host.insert_below(request.inputs.target, name, result)
-        elapsed_ms = (time.perf_counter() - self._started_at) * 1000.0
+        done_at = time.perf_counter()
         self._say(f"Added “{name}”.", show=False)
         messages.record(
             "inserted",
             layer=name,
             width=image.width,
             height=image.height,
-            elapsed_ms=elapsed_ms,
+            elapsed_ms=(done_at - self._started_at) * 1000.0,
+            read_ms=(request.sent_at - self._started_at) * 1000.0,
+            round_trip_ms=(request.answered_at - request.sent_at) * 1000.0,
+            insert_ms=(done_at - request.answered_at) * 1000.0,
             timings=dict(request.timings),
         )
 

@@ -1,0 +1,227 @@
+"""Runs inside the real Krita (GUI): plays the scenario in $COLORD_E2E_SCENARIO, records, quits.
+
+For each step it builds a document from raw pixel files, makes the line art active, writes the
+plug-in's settings, triggers the plug-in's real action (as a menu click or a shortcut does), waits
+for the plug-in to insert a layer or report a message, and dumps every layer's pixels before and
+after. What it saw goes to report.json in the scenario's output folder; the test reads that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+from colord_krita.qt import QtCore, QtWidgets
+from krita import Extension, Krita
+
+SCENARIO_ENV = "COLORD_E2E_SCENARIO"
+PLUGIN_LOG_ENV = "COLORD_KRITA_LOG"
+ACTION_ID = "colord_colorize"
+WAIT_S = 120.0
+
+
+def _walk(node, parent_name=""):
+    children = node.childNodes()
+    for index, child in enumerate(children):
+        yield child, parent_name, index
+        yield from _walk(child, child.name())
+
+
+class Driver:
+    def __init__(self, scenario_path: str) -> None:
+        self.scenario = json.loads(Path(scenario_path).read_text())
+        self.out = Path(self.scenario["output"])
+        self.report = {
+            "modules": {
+                name: importlib.util.find_spec(name) is not None for name in ("zmq", "msgpack")
+            },
+            "qt": QtCore.qVersion(),
+            "steps": {},
+        }
+        self.log_path = Path(os.environ[PLUGIN_LOG_ENV])
+        self.steps = self.play()
+        self.waiting = None
+        self.deadline = 0.0
+        self.timer = QtCore.QTimer()
+        self.timer.setInterval(20)
+        self.timer.timeout.connect(self.tick)
+
+    # -- a tiny cooperative scheduler: play() yields "wait until this is true" ------------------
+
+    def start(self, *_: object) -> None:
+        self.timer.start()
+
+    def tick(self) -> None:
+        try:
+            if self.waiting is not None and not self.waiting():
+                if time.monotonic() > self.deadline:
+                    raise TimeoutError("a step waited too long")
+                return
+            self.waiting = next(self.steps)
+            self.deadline = time.monotonic() + WAIT_S
+        except StopIteration:
+            self.finish()
+        except Exception:
+            self.report["error"] = traceback.format_exc()
+            self.finish()
+
+    def finish(self) -> None:
+        self.timer.stop()
+        (self.out / "report.json").write_text(json.dumps(self.report, indent=1))
+        for document in Krita.instance().documents():
+            document.setModified(False)
+        Krita.instance().action("file_quit").trigger()
+
+    # -- the scenario ---------------------------------------------------------------------------
+
+    def play(self):
+        yield lambda: Krita.instance().activeWindow() is not None
+        for step in self.scenario["steps"]:
+            record = self.report["steps"][step["name"]] = {}
+            yield from self.play_step(step, record)
+
+    def play_step(self, step: dict, record: dict):
+        krita = Krita.instance()
+        spec = step["document"]
+        document = krita.createDocument(
+            spec["width"], spec["height"], step["name"], spec["model"], spec["depth"],
+            spec["profile"], 72.0,
+        )  # fmt: skip
+        nodes = {}
+        for layer in step["layers"]:
+            parent = nodes[layer["parent"]] if layer.get("parent") else document.rootNode()
+            node = document.createNode(layer["name"], layer.get("type", "paintlayer"))
+            if "file" in layer:
+                data = (self.out / layer["file"]).read_bytes()
+                node.setPixelData(data, layer["x"], layer["y"], layer["width"], layer["height"])
+            parent.addChildNode(node, None)
+            nodes[layer["name"]] = node
+        window = krita.activeWindow()
+        window.addView(document)
+        yield (
+            lambda: (
+                krita.activeDocument() is not None and krita.activeDocument().name() == step["name"]
+            )
+        )
+        document.setActiveNode(nodes[step["active"]])
+        yield (
+            lambda: (
+                document.activeNode() is not None and document.activeNode().name() == step["active"]
+            )
+        )
+        document.refreshProjection()
+        document.waitForDone()
+
+        for key, value in step.get("settings", {}).items():
+            krita.writeSetting("colord_krita", key, value)
+        os.environ["COLORD_CONNECTION_FILE"] = step["connection_file"]
+        dump = step.get("dump", True)
+        record["before"] = self.dump(document, step["name"], "before") if dump else []
+        record["docker"] = self.docker_state()
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        action = krita.action(ACTION_ID)
+        record["action_text"] = action.text()
+        for round_number in range(step.get("repeat", 1)):
+            for _ in range(step.get("clicks", 1)):
+                action.trigger()
+            yield lambda count=round_number + 1: len(self.log_events(log_start)) >= count
+        yield from self.settle()
+        record["events"] = self.log_events(log_start)
+        record["message_boxes"] = self.close_message_boxes()
+        record["after"] = self.dump(document, step["name"], "after") if dump else []
+        if step.get("undo"):
+            layer_count = len(record["before"])
+            krita.action("edit_undo").trigger()
+            yield lambda: len(list(_walk(document.rootNode()))) == layer_count
+            record["after_undo"] = [node.name() for node, _, _ in _walk(document.rootNode())]
+
+    def settle(self, seconds: float = 0.3):
+        """Give Krita a moment, so that anything else the click caused would show up too."""
+        until = time.monotonic() + seconds
+        yield lambda: time.monotonic() > until
+
+    def log_events(self, start: int) -> list:
+        if not self.log_path.exists():
+            return []
+        with open(self.log_path, encoding="utf-8") as log:
+            log.seek(start)
+            return [json.loads(line) for line in log if line.strip()]
+
+    def dump(self, document, step: str, phase: str) -> list:
+        """Every node: name, kind, place, bounds, and its pixels over the whole canvas (raw)."""
+        width, height = document.width(), document.height()
+        nodes = []
+        for number, (node, parent, index) in enumerate(_walk(document.rootNode())):
+            bounds = node.bounds()
+            name = f"{step}-{phase}-{number}.raw"
+            if node.type() == "paintlayer":
+                pixels = node.pixelData(0, 0, width, height)
+            else:
+                pixels = node.projectionPixelData(0, 0, width, height)
+            (self.out / name).write_bytes(bytes(pixels))
+            nodes.append(
+                {
+                    "name": node.name(),
+                    "type": node.type(),
+                    "parent": parent,
+                    "index": index,
+                    "uid": node.uniqueId().toString(),
+                    "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
+                    "space": [node.colorModel(), node.colorDepth(), node.colorProfile()],
+                    "file": name,
+                }
+            )
+        return nodes
+
+    def docker_state(self) -> dict:
+        """The colord docker's reference chooser, as the artist would see it."""
+        window = Krita.instance().activeWindow().qwindow()
+        for dock in window.findChildren(QtWidgets.QDockWidget):
+            panel = getattr(dock, "panel", None)
+            if panel is None:
+                continue
+            panel.refresh_layers()
+            for button in panel.findChildren(QtWidgets.QPushButton):
+                if button.text() == "Check":
+                    button.click()  # the daemon status, for this step's connection file
+            box = panel.reference_box
+            return {
+                "title": dock.windowTitle(),
+                "layers": [box.itemData(i) for i in range(box.count())],
+                "reference": box.currentData(),
+                "daemon": panel.daemon_label.text(),
+            }
+        return {}
+
+    def close_message_boxes(self) -> list:
+        texts = []
+        for widget in QtWidgets.QApplication.topLevelWidgets():
+            if isinstance(widget, QtWidgets.QMessageBox) and widget.isVisible():
+                texts.append(widget.text())
+                widget.close()
+        return texts
+
+
+class DriverExtension(Extension):
+    def __init__(self, parent) -> None:
+        super().__init__(parent)
+        self.driver = None
+
+    def setup(self) -> None:
+        scenario = os.environ.get(SCENARIO_ENV)
+        if not scenario:
+            return
+        self.driver = Driver(scenario)
+        notifier = Krita.instance().notifier()
+        notifier.setActive(True)
+        notifier.windowCreated.connect(self.driver.start)
+
+    def createActions(self, window) -> None:
+        pass
+
+
+Krita.instance().addExtension(DriverExtension(Krita.instance()))
