@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -12,6 +15,8 @@ from PIL import Image
 
 from colord.daemon.cli import main
 from colord.training import evaluate, metrics
+from colord.training.sketch import xdog
+from colord.training.spair import load_spair_split
 
 SIZE = 32
 
@@ -91,7 +96,8 @@ def test_eval_writes_table_json_and_contact_sheet(
     report = evaluate.evaluate(colorizer, options, load_features=lambda: fid_features)
 
     summary = json.loads(report.paths["json"].read_text())
-    assert summary["images"] == 4 and summary["skipped_files"] == ["broken.png"]
+    assert summary["examples"] == {"self": 4, "cross": 4}
+    assert summary["skipped_files"] == ["broken.png"]
     assert summary["feature_backbone"] == "efficientnet_lite0"
     self_rows, cross_rows = summary["settings"]["self"], summary["settings"]["cross"]
     methods = ["model", "no_reference", "mean_color", "reference"]
@@ -156,3 +162,104 @@ def test_eval_command_names_an_unknown_metric(tiny_checkpoint, held_out_folder, 
     )  # fmt: skip
     assert result.exit_code != 0
     assert "unknown metric" in result.output and "fid50k" in result.output
+
+
+def write_spair(root, rng: np.random.Generator, count: int = 3, shift: int = 8):
+    """A small SPair-71k folder: each target is its source moved right by `shift` px (64 x 48
+    images), with keypoints that say so."""
+    images = root / "JPEGImages" / "cat"
+    annotations = root / "PairAnnotation" / "test"
+    images.mkdir(parents=True)
+    annotations.mkdir(parents=True)
+    for i in range(count):
+        source = cv2.resize(draw_picture(rng), (64, 48), interpolation=cv2.INTER_NEAREST)
+        target = np.roll(source, shift, axis=1)
+        Image.fromarray(source).save(images / f"s{i}.png")
+        Image.fromarray(target).save(images / f"t{i}.png")
+        source_kps = [[x, y] for x in (20, 30, 40) for y in (14, 24, 34)]
+        record = {
+            "category": "cat",
+            "src_imname": f"s{i}.png",
+            "trg_imname": f"t{i}.png",
+            "src_kps": source_kps,
+            "trg_kps": [[x + shift, y] for x, y in source_kps],
+        }
+        (annotations / f"{i:04d}-s{i}-t{i}:cat.json").write_text(json.dumps(record))
+
+
+class SourceOracle:
+    """Returns, for each sketch, the picture it was drawn from: a perfect colourisation."""
+
+    name = "oracle"
+
+    def __init__(self, pictures):
+        self.by_sketch = {xdog(p).tobytes(): p for p in pictures}
+
+    def __call__(self, sketches, references):
+        return [self.by_sketch[s.tobytes()] for s in sketches]
+
+
+def test_spair_setting_scores_sc_psnr_on_the_annotated_keypoints(tmp_path):
+    write_spair(tmp_path / "spair", np.random.default_rng(3))
+    setting = evaluate.build_spair_setting(load_spair_split(tmp_path / "spair"), SIZE)
+    oracle = SourceOracle(setting.real_images)  # the resized sources
+    options = evaluate.EvalOptions(
+        images=None, out=tmp_path / "out", size=SIZE, spair=tmp_path / "spair", patch_size=3,
+        metrics=("sc_psnr_db", "color_distance"),
+    )  # fmt: skip
+    summary = evaluate.evaluate(oracle, options).summary
+    assert summary["examples"] == {"spair": 3}
+    rows = summary["settings"]["spair"]
+    # Resized from 64 x 48 to 32 x 32, the 8 px shift becomes 4 px: only keypoints scaled the same
+    # way land on the same content, and the oracle's output then matches the reference there.
+    assert rows["model"]["sc_psnr_db"]["value"] > 30
+    assert rows["model"]["sc_psnr_db"]["value"] > rows["mean_color"]["sc_psnr_db"]["value"] + 10
+    assert "## SPair-71k" in (tmp_path / "out" / "eval.md").read_text()
+
+
+def test_eval_asks_for_something_to_evaluate(tiny_checkpoint, tmp_path):
+    result = CliRunner().invoke(main, ["eval", "--model", str(tiny_checkpoint)])
+    assert result.exit_code != 0 and "--images DIR, --spair DIR" in result.output
+
+
+@pytest.mark.slow
+def test_eval_through_a_running_daemon_matches_the_checkpoint(
+    tiny_checkpoint, held_out_folder, tmp_path
+):
+    connection = tmp_path / "daemon.json"
+    serve = ["serve", "--model", str(tiny_checkpoint), "--bind", "tcp://127.0.0.1:*",
+             "--connection-file", str(connection), "--device", "cpu"]  # fmt: skip
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", "from colord.daemon.cli import main; main()", *serve],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not connection.exists():
+            assert daemon.poll() is None, daemon.stderr.read().decode()
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.2)
+        common = ["--images", str(held_out_folder), "--size", str(SIZE), "--metrics",
+                  "psnr_db,ssim_gt,color_distance"]  # fmt: skip
+        runner = CliRunner()
+        via_daemon = runner.invoke(
+            main, ["eval", "--daemon", "--connection-file", str(connection),
+                   "--out", str(tmp_path / "daemon"), *common],
+        )  # fmt: skip
+        assert via_daemon.exit_code == 0, via_daemon.output
+        direct = runner.invoke(
+            main, ["eval", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "direct"),
+                   *common],
+        )  # fmt: skip
+        assert direct.exit_code == 0, direct.output
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    served = json.loads((tmp_path / "daemon" / "eval.json").read_text())
+    loaded = json.loads((tmp_path / "direct" / "eval.json").read_text())
+    assert served["model"].startswith("daemon: ")
+    for setting in ("self", "cross"):
+        for name, result in loaded["settings"][setting]["model"].items():
+            daemon_value = served["settings"][setting]["model"][name]["value"]
+            assert daemon_value == pytest.approx(result["value"], rel=0.05, abs=0.02), name

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from colord.training import metrics
+from colord.training.spair import SPAIR_SPLITS
 
 
 def _metric_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -50,10 +51,29 @@ inception_option = click.option(
     help="Evaluate the model of the running `colord serve` instead of a checkpoint.",
 )
 @click.option(
+    "--connection-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --daemon: the daemon's connection file; default: the per-user location.",
+)
+@click.option(
     "--images",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Held-out folder of colour images (searched recursively).",
+    default=None,
+    help="Held-out folder of colour images (searched recursively): self and cross reference.",
+)
+@click.option(
+    "--spair",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="SPair-71k folder: adds SC-PSNR on its annotated keypoint pairs (paper Table 2).",
+)
+@click.option("--spair-split", type=click.Choice(SPAIR_SPLITS), default="test", show_default=True)
+@click.option(
+    "--spair-category",
+    "spair_categories",
+    multiple=True,
+    help="Only this SPair-71k category (repeatable; the paper uses cat, dog and car).",
 )
 @click.option(
     "--out",
@@ -84,7 +104,11 @@ inception_option = click.option(
 def eval_command(
     model_path: Path | None,
     use_daemon: bool,
-    images: Path,
+    connection_file: Path | None,
+    images: Path | None,
+    spair: Path | None,
+    spair_split: str,
+    spair_categories: tuple[str, ...],
     out: Path,
     size: int,
     limit: int,
@@ -102,8 +126,10 @@ def eval_command(
 
     if (model_path is None) == (not use_daemon):
         raise click.UsageError("give exactly one of --model PATH and --daemon")
+    if images is None and spair is None:
+        raise click.UsageError("give --images DIR, --spair DIR, or both")
     colorizer = (
-        evaluate.load_daemon_colorizer()
+        evaluate.load_daemon_colorizer(connection_file)
         if use_daemon
         else evaluate.load_checkpoint_colorizer(model_path, device=device)
     )
@@ -119,6 +145,9 @@ def eval_command(
         contact_rows=contact_rows,
         inception_weights=inception_weights,
         device=device,
+        spair=spair,
+        spair_split=spair_split,
+        spair_categories=spair_categories or None,
     )
     try:
         report = evaluate.evaluate(colorizer, options)

@@ -4,6 +4,8 @@ Self reference: the sketch of image i with a jittered, TPS-warped copy of i as r
 augmented-self reference of training); the jittered image is the ground truth and the warp says
 which reference pixel matches which output pixel (SC-PSNR keypoints). Cross reference: the sketch
 of image i with another image j as reference; no ground truth, so only FID and colour distance.
+With an SPair-71k folder, a third setting pairs annotated images and scores SC-PSNR on their
+keypoints, as the paper's Table 2 does.
 
 The model is always measured next to baselines computed in the same run on the same inputs: the
 no-reference mode, the line art filled with the reference's mean colour, and the reference itself.
@@ -27,7 +29,12 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from colord.training import metrics
 from colord.training.augment import jitter_colors, thin_plate_spline_warp
 from colord.training.sketch import xdog
-from colord.training.spair import KeypointPairs, keypoints_from_correspondence
+from colord.training.spair import (
+    KeypointPairs,
+    SPairPair,
+    keypoints_from_correspondence,
+    load_spair_split,
+)
 
 if TYPE_CHECKING:
     from colord.daemon.client import Client
@@ -187,6 +194,7 @@ class Setting:
     ground_truths: list[np.ndarray] | None
     keypoints: list[KeypointPairs] | None
     labels: list[str]
+    real_images: list[np.ndarray]  # what FID compares the outputs with
 
 
 def build_settings(
@@ -210,7 +218,9 @@ def build_settings(
     shift = int(rng.integers(1, count))  # each image takes image i + shift as its reference
     partners = [(i + shift) % count for i in range(count)]
     return {
-        "self": Setting("self", sketches, warped, truths, keypoints, list(held_out.names)),
+        "self": Setting(
+            "self", sketches, warped, truths, keypoints, list(held_out.names), held_out.images
+        ),
         "cross": Setting(
             "cross",
             sketches,
@@ -218,8 +228,43 @@ def build_settings(
             None,
             None,
             [f"{held_out.names[i]} <- {held_out.names[j]}" for i, j in enumerate(partners)],
+            held_out.images,
         ),
     }
+
+
+def build_spair_setting(pairs: Sequence[SPairPair], size: int) -> Setting:
+    """Sketch of each pair's source image, its target image as reference, and the annotated
+    keypoints: SC-PSNR as the paper measures it (Table 2). Both images are resized to size x size
+    whole (no crop, so every keypoint stays in the picture) and the keypoints scaled with them."""
+    if not pairs:
+        raise ValueError("no SPair-71k pairs to evaluate (check the split and categories)")
+    sources, targets, keypoints = [], [], []
+    for pair in pairs:
+        try:
+            source, target = Image.open(pair.source_image), Image.open(pair.target_image)
+            scales = [(size / image.width, size / image.height) for image in (source, target)]
+            sources.append(resized_rgb(source, size))
+            targets.append(resized_rgb(target, size))
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(
+                f"SPair-71k pair {pair.name}: cannot read its images ({error})"
+            ) from None
+        keypoints.append(pair.keypoints.scaled(*scales))
+    return Setting(
+        "spair",
+        [xdog(image) for image in sources],
+        targets,
+        None,
+        keypoints,
+        [f"{pair.category}: {pair.name}" for pair in pairs],
+        sources,
+    )
+
+
+def resized_rgb(image: Image.Image, size: int) -> np.ndarray:
+    image = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +318,7 @@ def measure(
 
 @dataclass
 class EvalOptions:
-    images: Path  # held-out folder
+    images: Path | None  # held-out folder (self and cross reference)
     out: Path  # where eval.md, eval.json and contact_sheet.png go
     size: int = 256  # evaluation resolution (paper: 256)
     limit: int = 0  # use at most this many images (0 = all)
@@ -284,6 +329,9 @@ class EvalOptions:
     contact_rows: int = 6  # examples per setting on the contact sheet
     inception_weights: Path | None = None  # InceptionV3 state dict; else the named FID proxy
     device: str = "cpu"
+    spair: Path | None = None  # an SPair-71k folder: adds the annotated-keypoint setting
+    spair_split: str = "test"
+    spair_categories: tuple[str, ...] | None = None  # e.g. ("cat", "dog", "car"); None = all
 
 
 @dataclass
@@ -303,10 +351,21 @@ def evaluate(
     unknown = [name for name in options.metrics if not metrics.is_valid_metric(name)]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(metrics.list_metrics())}")
-    held_out = load_held_out(options.images, options.size, options.limit)
-    settings = build_settings(
-        held_out, seed=options.seed, keypoint_count=options.keypoints, patch_size=options.patch_size
-    )
+    settings: dict[str, Setting] = {}
+    held_out = None
+    if options.images is not None:
+        held_out = load_held_out(options.images, options.size, options.limit)
+        settings |= build_settings(
+            held_out,
+            seed=options.seed,
+            keypoint_count=options.keypoints,
+            patch_size=options.patch_size,
+        )
+    if options.spair is not None:
+        pairs = load_spair_split(options.spair, options.spair_split, options.spair_categories)
+        settings["spair"] = build_spair_setting(pairs[: options.limit or None], options.size)
+    if not settings:
+        raise ValueError("nothing to evaluate: give a held-out folder, an SPair-71k folder or both")
     features = None
     if "fid" in options.metrics:
         features = (
@@ -322,7 +381,7 @@ def evaluate(
             method: measure(
                 setting,
                 images,
-                real_images=held_out.images,
+                real_images=setting.real_images,
                 features=features,
                 metric_names=options.metrics,
                 patch_size=options.patch_size,
@@ -338,8 +397,8 @@ def evaluate(
 
     summary = {
         "model": colorizer.name,
-        "images": len(held_out.images),
-        "skipped_files": held_out.skipped,
+        "examples": {name: len(setting.sketches) for name, setting in settings.items()},
+        "skipped_files": [] if held_out is None else held_out.skipped,
         "size": options.size,
         "seed": options.seed,
         "feature_backbone": None if features is None else features.name,
@@ -381,6 +440,7 @@ def _result_json(result: metrics.MetricResult) -> dict:
 SETTING_TITLES = {
     "self": "Self reference (sketch of i, jittered + TPS-warped i as reference; ground truth)",
     "cross": "Cross reference (sketch of i, another image j as reference)",
+    "spair": "SPair-71k (sketch of the source, target as reference, annotated keypoints)",
 }
 SHEET_COLUMNS = ("sketch", "reference", "model", "no reference", "mean colour", "ground truth")
 
@@ -410,7 +470,9 @@ def markdown_report(summary: dict) -> str:
     lines = [
         f"# colord evaluation: {summary['model']}",
         "",
-        f"{summary['images']} held-out images at {summary['size']} px, seed {summary['seed']}.",
+        f"At {summary['size']} px, seed {summary['seed']}; examples per setting: "
+        + ", ".join(f"{name} {count}" for name, count in summary["examples"].items())
+        + ".",
     ]
     if summary["feature_backbone"]:
         lines.append(f"FID features: {summary['feature_backbone']}.")
