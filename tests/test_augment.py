@@ -139,6 +139,29 @@ def test_zero_displacement_gives_the_identity() -> None:
     np.testing.assert_allclose(correspondence, coordinate_image(48, 64), atol=1e-4)
 
 
+def test_warps_that_could_fold_are_refused() -> None:
+    random_thin_plate_spline(np.random.default_rng(0), grid_size=4, max_displacement=1 / 6)
+    with pytest.raises(ValueError, match="max_displacement"):
+        random_thin_plate_spline(np.random.default_rng(0), grid_size=4, max_displacement=0.3)
+    with pytest.raises(ValueError, match="grid_size"):
+        random_thin_plate_spline(np.random.default_rng(0), grid_size=1)
+
+
+def test_random_warps_do_not_fold() -> None:
+    """The Jacobian determinant of the map stays positive over and around the frame."""
+    axis = np.linspace(-1.2, 1.2, 121)
+    points = np.stack(np.meshgrid(axis, axis), axis=-1)
+    spacing = axis[1] - axis[0]
+    for seed in range(50):
+        mapped = random_thin_plate_spline(np.random.default_rng(seed), max_displacement=1 / 6)(
+            points
+        )
+        along_x = np.diff(mapped, axis=1)[:-1]
+        along_y = np.diff(mapped, axis=0)[:, :-1]
+        determinant = along_x[..., 0] * along_y[..., 1] - along_x[..., 1] * along_y[..., 0]
+        assert determinant.min() / spacing**2 > 0.05
+
+
 def test_warp_is_reproducible_and_keeps_the_image_type() -> None:
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     first = thin_plate_spline_warp(image, np.random.default_rng(11))

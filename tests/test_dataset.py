@@ -264,6 +264,8 @@ def test_bad_manifest_and_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     write_folder(tmp_path / "images", count=1)
     with pytest.raises(ValueError, match="multiples of 16"):
         ColorizationDataset(tmp_path / "images", size=100)
+    with pytest.raises(ValueError, match="max_displacement"):
+        ColorizationDataset(tmp_path / "images", warp_max_displacement=0.5)
     with pytest.raises(FileNotFoundError, match="missing"):
         ColorizationDataset(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

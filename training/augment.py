@@ -86,26 +86,38 @@ def control_grid(grid_size: int) -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
+def check_warp_settings(grid_size: int, max_displacement: float) -> None:
+    """Raise ValueError unless the settings make a fold-free `random_thin_plate_spline`."""
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be at least 2, got {grid_size}")
+    limit = 0.5 / (grid_size - 1)
+    if not 0 <= max_displacement <= limit:
+        raise ValueError(
+            f"max_displacement must lie in [0, {limit:.3g}] for a {grid_size}x{grid_size} grid "
+            f"(a quarter of its spacing; more folds the warp), got {max_displacement}"
+        )
+
+
 def random_thin_plate_spline(
     rng: np.random.Generator, *, grid_size: int = 4, max_displacement: float = 0.15
 ) -> ThinPlateSpline:
     """A random smooth warp: a control grid whose points move by U[-max_displacement, …] each axis.
 
-    Units are the [-1, 1] frame, so 0.15 moves a point by up to 7.5 % of the image side. Moves
-    well below half the grid spacing, 1 / (grid_size − 1), keep the map from folding over itself.
+    Units are the [-1, 1] frame, so 0.15 moves a point by up to 7.5 % of the image side. Moves of
+    up to a quarter of the grid spacing keep the map from folding over itself (larger ones fold
+    it, and the correspondence would then be ill-defined), so larger values are refused.
     """
-    if grid_size < 2:
-        raise ValueError(f"grid_size must be at least 2, got {grid_size}")
+    check_warp_settings(grid_size, max_displacement)
     grid = control_grid(grid_size)
     moves = rng.uniform(-max_displacement, max_displacement, grid.shape)
     return ThinPlateSpline.fit(grid, grid + moves)
 
 
 def _upsample(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear float32 read of a (h, w, 2) grid at positions on its half-cell lattice.
+    """Bilinear float32 read of a (h, w, 2) grid, for an upsampling by 2 or 4.
 
-    OpenCV rounds sampling positions to 1/32 of a cell, so this is exact only for positions on a
-    coarse lattice like that of an integer upsampling; `_bilinear` serves arbitrary positions.
+    OpenCV rounds sampling positions to 1/32 of a cell, so this is exact only for positions on
+    such a lattice, as an integer upsampling's are; `_bilinear` serves arbitrary positions.
     """
     return cv2.remap(
         grid.astype(np.float32),

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from colord.training.augment import jitter_colors, thin_plate_spline_warp
+from colord.training.augment import check_warp_settings, jitter_colors, thin_plate_spline_warp
 from colord.training.sketch import binarize_line_art, xdog
 
 logger = logging.getLogger(__name__)
@@ -233,6 +233,7 @@ class ColorizationDataset(Dataset):
             raise ValueError("zero_reference_probability must lie in [0, 1]")
         if not 0.0 < min_crop_fraction <= 1.0:
             raise ValueError("min_crop_fraction must lie in (0, 1]")
+        check_warp_settings(warp_grid_size, warp_max_displacement)
         self.size_hw = (height, width)
         self.seed = seed
         self.zero_reference_probability = zero_reference_probability
