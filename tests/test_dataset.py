@@ -153,6 +153,8 @@ def test_unreadable_and_tiny_files_are_skipped_with_a_count(tmp_path, caplog) ->
     write_folder(folder)
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (folder / "notes.txt").write_text("not an image, not counted")
+    (folder / ".thumbnails").mkdir()
+    save(clip_art(8), folder / ".thumbnails" / "art0.png")  # hidden: not counted either
     save(clip_art(9, 20, 30), folder / "tiny.png")
     with caplog.at_level(logging.WARNING, logger="colord.training.dataset"):
         dataset = ColorizationDataset(folder, size=64)
@@ -313,3 +315,13 @@ def test_about_one_reference_in_ten_is_dropped(tmp_path: Path) -> None:
             tmp_path / "images", size=16, min_side=16, zero_reference_probability=probability
         )
         assert all(dataset[i]["has_reference"].item() is has_reference for i in range(2))
+
+
+def test_line_art_folder_inside_the_image_folder_is_not_read_as_pictures(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    write_folder(images, count=2)
+    (images / "lines").mkdir()
+    save(np.full((96, 128), 255, np.uint8), images / "lines" / "art1.png")
+    dataset = ColorizationDataset(images, size=64, line_art_dir=images / "lines")
+    assert [entry.image.name for entry in dataset.entries] == ["art0.jpg", "art1.png"]
+    assert [entry.line_art for entry in dataset.entries] == [None, images / "lines" / "art1.png"]

@@ -93,9 +93,15 @@ class Entry:
     line_art: Path | None = None
 
 
-def _is_image(path: Path) -> bool:
-    visible = not path.name.startswith(".")
-    return visible and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+def _images_under(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively and sorted, leaving out hidden files and folders."""
+    return [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    ]
 
 
 def scan_folder(folder: Path, line_art_dir: Path | None = None) -> list[Entry]:
@@ -111,13 +117,12 @@ def scan_folder(folder: Path, line_art_dir: Path | None = None) -> list[Entry]:
     if line_art_dir is not None:
         if not line_art_dir.is_dir():
             raise FileNotFoundError(f"line art folder not found: {line_art_dir}")
-        for path in sorted(line_art_dir.rglob("*"), reverse=True):  # first name wins on a tie
-            if _is_image(path):
-                line_arts[path.relative_to(line_art_dir).with_suffix("")] = path
+        for path in reversed(_images_under(line_art_dir)):  # first name wins on a tie
+            line_arts[path.relative_to(line_art_dir).with_suffix("")] = path
         line_art_dir = line_art_dir.resolve()
     entries = []
-    for path in sorted(folder.rglob("*")):
-        if not _is_image(path) or (line_art_dir and path.resolve().is_relative_to(line_art_dir)):
+    for path in _images_under(folder):
+        if line_art_dir and path.resolve().is_relative_to(line_art_dir):
             continue
         entries.append(Entry(path, line_arts.get(path.relative_to(folder).with_suffix(""))))
     return entries
