@@ -159,6 +159,7 @@ class PeerTracker:
     """
 
     def __init__(self, router: zmq.Socket):
+        self._router = router
         self.monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self._generation: collections.defaultdict[int, int] = collections.defaultdict(int)
         self._jobs: collections.defaultdict[tuple[int, int], set[Job]] = collections.defaultdict(
@@ -195,6 +196,8 @@ class PeerTracker:
                     del self._jobs[job.peer]
 
     def close(self) -> None:
+        # Stop the events first: libzmq's I/O thread can block on a monitor nobody reads.
+        self._router.disable_monitor()
         self.monitor.close(linger=0)
 
 
