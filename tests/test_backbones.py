@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from train_helpers import single_thread
 
 from colord.training.backbones import (
     VGG19_FILE,
@@ -17,9 +18,13 @@ from colord.training.backbones import (
     load_feature_backbone,
 )
 
-pytestmark = pytest.mark.skipif(
-    efficientnet_lite0_weights_path() is None, reason="needs the train extra (EfficientNet-Lite0)"
-)
+pytestmark = [
+    pytest.mark.usefixtures(single_thread.__name__),
+    pytest.mark.skipif(
+        efficientnet_lite0_weights_path() is None,
+        reason="needs the train extra (EfficientNet-Lite0)",
+    ),
+]
 
 
 @pytest.fixture

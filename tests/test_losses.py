@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from train_helpers import single_thread
 
 from colord.model import Discriminator, Generator, get_preset
 from colord.training.backbones import load_feature_backbone
@@ -22,6 +23,8 @@ from colord.training.losses import (
     style_loss,
     triplet_loss,
 )
+
+pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 MARGIN = 12.0
 

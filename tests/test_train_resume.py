@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import tiny_config, write_art_folder
+from train_helpers import single_thread, tiny_config, write_art_folder
 
 from colord.training.config import ConfigError
 from colord.training.loop import RESUME_FILE, train
+
+pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 STEPS = 6  # 8 images, 2 a step: 4 steps an epoch, so the resumed half starts mid-epoch
 

@@ -6,9 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from colord.training.config import TrainConfig, load_config
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread: on a small shared machine, OpenMP threads that wait on each other
+    make tiny training steps ten times slower, and the results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_art_folder(folder: Path, count: int = 8, seed: int = 0) -> Path:
