@@ -94,6 +94,7 @@ class _Prepared:
     job: Job
     geometry: imaging.Geometry
     flat: np.ndarray  # the line art flattened on white, (H, W) or (H, W, 3) uint8
+    darkest: np.ndarray  # (H, W) uint8, its darkest channel
     lines: np.ndarray  # (H, W) uint8 line mask
     sketch: np.ndarray  # (h, w) float32, 1 on lines
     reference: np.ndarray | None  # (hr, wr, 3) float32 in [0, 1]
@@ -202,12 +203,13 @@ class Engine:
         working_size = self.working_size if job.working_size is None else job.working_size
         geometry = imaging.plan_geometry(line_art.shape[0], line_art.shape[1], working_size)
         flat = imaging.flatten_on_white(line_art)
-        lines = imaging.line_mask(flat)
+        darkest = imaging.darkest_channel(flat)
+        lines = imaging.line_mask(flat, darkest=darkest)
         sketch = imaging.working_sketch(lines, geometry)
         if reference is not None:
             reference = imaging.working_reference(reference, geometry.long_side)
         prepare_ms = (time.perf_counter() - start) * 1000
-        return _Prepared(job, geometry, flat, lines, sketch, reference, prepare_ms)
+        return _Prepared(job, geometry, flat, darkest, lines, sketch, reference, prepare_ms)
 
     def forward(self, sketch: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """The bare generator on model tensors: sketch (B, 1, H, W) in [-1, 1] (lines -1),
@@ -259,7 +261,7 @@ class Engine:
         colours = imaging.crop_colours(colours, item.geometry)
         image = imaging.upsample_colours(colours, item.lines)
         if item.job.keep_lines:
-            image = imaging.draw_lines(image, item.flat)
+            image = imaging.draw_lines(image, item.flat, item.darkest)
         finish_ms = (time.perf_counter() - start) * 1000
         timings = {
             "prepare": item.prepare_ms,

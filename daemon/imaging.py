@@ -82,12 +82,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def flatten_on_white(image: np.ndarray) -> np.ndarray:
     """(H, W, C) uint8/uint16 -> (H, W) grey or (H, W, 3) RGB uint8, composited on white."""
     image = to_uint8(check_image(image))
-    channels = image.shape[2]
-    colour = np.ascontiguousarray(image[:, :, 0] if channels <= 2 else image[:, :, :3])
-    if channels in (2, 4):
-        alpha = np.ascontiguousarray(image[:, :, -1])
-        if alpha.min() < 255:
-            colour = _over_white(colour, alpha)
+    height, width, channels = image.shape
+    if channels == 1:
+        return np.ascontiguousarray(image.reshape(height, width))
+    if channels == 3:
+        return np.ascontiguousarray(image)
+    image = np.ascontiguousarray(image)
+    alpha = cv2.extractChannel(image, channels - 1)
+    if channels == 2:
+        colour = cv2.extractChannel(image, 0)
+    else:
+        colour = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    if alpha.min() < 255:
+        colour = _over_white(colour, alpha)
     return colour
 
 
@@ -112,9 +119,12 @@ def darkest_channel(flat: np.ndarray) -> np.ndarray:
     return cv2.min(cv2.min(r, g), b)
 
 
-def line_mask(flat: np.ndarray, threshold: int = LINE_THRESHOLD) -> np.ndarray:
+def line_mask(
+    flat: np.ndarray, threshold: int = LINE_THRESHOLD, darkest: np.ndarray | None = None
+) -> np.ndarray:
     """(H, W) uint8, 1 on line pixels: darkest channel below `threshold` (see module doc)."""
-    return cv2.threshold(darkest_channel(flat), threshold - 1, 1, cv2.THRESH_BINARY_INV)[1]
+    darkest = darkest_channel(flat) if darkest is None else darkest
+    return cv2.threshold(darkest, threshold - 1, 1, cv2.THRESH_BINARY_INV)[1]
 
 
 # -- working geometry --------------------------------------------------------------------------
@@ -251,8 +261,8 @@ def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
        of its nearest reliable pixel (a Euclidean distance transform with labels).
     3. A non-line pixel whose nearest reliable pixel lies in another line-enclosed region (4-
        connected paper; a region too thin to hold reliable pixels of its own) takes its own
-       region's colour instead: the mean of its upsampled colours, weighted by distance from the
-       lines.
+       region's colour instead: the mean of its upsampled colours, weighted towards the pixels
+       away from its lines.
 
     Pixels of one region thus never take a colour from across a line; line pixels take the colour
     of the nearer side, so the layer is coloured beneath the lines too.
@@ -285,9 +295,12 @@ def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
         stray = own != 0
     strays = todo[stray]
     if strays.size:  # measured on the upsampled colours, before any is replaced
-        distance = cv2.distanceTransform(paper, cv2.DIST_L1, 3, dstType=cv2.CV_8U)
-        step = max(1, int(scale // 2))
-        own_colours = _region_colours(packed, distance, regions, regions_count, strays, step)
+        # weights: 1 next to a line, 4 a pixel off it, 8 on reliable pixels
+        off_line = cv2.dilate(lines, np.ones((3, 3), np.uint8)) ^ np.uint8(1)
+        weights = cv2.add(cv2.multiply(off_line, 3), cv2.bitwise_xor(unreliable, 1) * np.uint8(4))
+        weights += np.uint8(1)
+        step = max(1, int(scale))  # about one sample per working pixel
+        own_colours = _region_colours(packed, weights, regions, regions_count, strays, step)
     packed[todo] = packed[source]
     if strays.size:
         packed[strays] = own_colours
@@ -306,37 +319,37 @@ def _near_lines(lines: np.ndarray, radius: float) -> np.ndarray:
 
 def _region_colours(
     packed: np.ndarray,
-    distance: np.ndarray,
+    weights: np.ndarray,
     regions: np.ndarray,
     count: int,
     pixels: np.ndarray,
     step: int,
 ) -> np.ndarray:
-    """Packed colours for `pixels`: their region's mean, weighted by distance from the lines.
+    """Packed colours for `pixels`: their region's mean colour, weighted by `weights`.
 
     The means are taken over every `step`-th pixel in each direction (the colours are smooth at
     that scale), and over `pixels` themselves for the small regions the sample misses.
     """
-    height, width = distance.shape
+    height, width = weights.shape
     wanted = np.zeros(count, bool)
     wanted[regions[pixels]] = True
     grid = np.arange(0, height, step)[:, None] * width + np.arange(0, width, step)[None, :]
     members = grid.reshape(-1)
     members = members[wanted[regions[members]]]
-    total, means = _weighted_means(packed, distance, regions, count, members)
+    total, means = _weighted_means(packed, weights, regions, count, members)
     missed = wanted & (total == 0)
     if missed.any():
         members = pixels[missed[regions[pixels]]]
-        _, means_missed = _weighted_means(packed, distance, regions, count, members)
+        _, means_missed = _weighted_means(packed, weights, regions, count, members)
         means[missed] = means_missed[missed]
     return means.view(np.uint32).reshape(-1)[regions[pixels]]
 
 
 def _weighted_means(
-    packed: np.ndarray, distance: np.ndarray, regions: np.ndarray, count: int, members: np.ndarray
+    packed: np.ndarray, weights: np.ndarray, regions: np.ndarray, count: int, members: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     labels = regions[members]
-    weights = distance.reshape(-1)[members].astype(np.float64)
+    weights = weights.reshape(-1)[members].astype(np.float64)
     rgba = packed[members].view(np.uint8).reshape(-1, 4)
     total = np.bincount(labels, weights=weights, minlength=count)
     means = np.zeros((count, 4), np.uint8)
@@ -347,19 +360,22 @@ def _weighted_means(
     return total, means
 
 
-def draw_lines(colours: np.ndarray, flat_line_art: np.ndarray) -> np.ndarray:
+def draw_lines(
+    colours: np.ndarray, flat_line_art: np.ndarray, darkest: np.ndarray | None = None
+) -> np.ndarray:
     """Lay the line art over RGBA colours as ink over paper: (H, W, 4) uint8, alpha kept.
 
     The flattened line art L is read as ink of coverage 1 - m over white paper, m its darkest
     channel; removing the paper and laying the ink over the colours C gives
     out = L - m * (1 - C) (values in [0, 1]). White paper leaves C untouched, black ink stays
     black, coloured ink keeps its colour, and anti-aliased edges blend smoothly (for grey line
-    art this is exactly a multiply blend).
+    art this is exactly a multiply blend). `darkest` is `darkest_channel(flat_line_art)`, if
+    already at hand.
     """
     if flat_line_art.ndim == 2:
         line_rgba = cv2.cvtColor(flat_line_art, cv2.COLOR_GRAY2RGBA)
     else:
         line_rgba = cv2.cvtColor(flat_line_art, cv2.COLOR_RGB2RGBA)
-    paper = darkest_channel(flat_line_art)
+    paper = darkest_channel(flat_line_art) if darkest is None else darkest
     shade = cv2.multiply(cv2.bitwise_not(colours), cv2.merge([paper] * 4), scale=1 / 255)
     return cv2.subtract(line_rgba, shade)  # alpha: 255 - 0 * m = 255
