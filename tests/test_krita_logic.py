@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -22,19 +23,28 @@ from daemon_helpers import start_daemon
 
 from colord.daemon.plugin_install import install
 
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's; Krita embeds the same Python and its PyQt5
+PANEL_PROBE = Path(__file__).with_name("hosts") / "krita_panel_probe.py"
+
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def pykrita(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pykrita folder of a fresh `colord plugin install krita`."""
     folder = tmp_path_factory.mktemp("krita")
     install("krita", folder, kritarc=folder / "kritarc")
-    sys.path.insert(0, str(folder / "pykrita"))
+    return folder / "pykrita"
+
+
+@pytest.fixture(scope="module")
+def plugin(pykrita: Path) -> SimpleNamespace:
+    sys.path.insert(0, str(pykrita))
     try:
         names = ("colorizer", "colord_wire", "messages", "options", "pixels")
         return SimpleNamespace(
             **{name: importlib.import_module(f"colord_krita.{name}") for name in names}
         )
     finally:
-        sys.path.remove(str(folder / "pykrita"))
+        sys.path.remove(str(pykrita))
 
 
 def layer(plugin, name: str, rgba: np.ndarray, x: int = 0, y: int = 0):
@@ -298,3 +308,39 @@ def test_message_log_only_when_asked(plugin, tmp_path, monkeypatch) -> None:
     [line] = log.read_text().splitlines()
     assert json.loads(line)["text"] == "hello"
     assert plugin.messages.result_layer_name("Sky") == "Colorized (Sky)"
+
+
+def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
+    """The docker's widget under the PyQt that Krita uses, driven the way clicks drive it."""
+    has_qt = (
+        SYSTEM_PYTHON.exists()
+        and subprocess.run(
+            [str(SYSTEM_PYTHON), "-c", "import PyQt5.QtWidgets"], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not has_qt:
+        pytest.skip("no system Python with PyQt5 (installed with Krita, see tests/run.sh)")
+    env = {
+        "QT_QPA_PLATFORM": "offscreen",
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [str(SYSTEM_PYTHON), str(PANEL_PROBE), str(pykrita)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["binding"] == "PyQt5"
+    assert seen["items"] == [["Inks", "Inks"], ["Colours", "Colours"], ["    Sky", "Sky"]]
+    assert (seen["current"], seen["size"], seen["keep_lines"]) == ("Sky", 768, False)
+    assert seen["missing"] == ["Sky (not in this document)", "Sky"]
+    assert seen["busy"] == [False, True] and seen["idle"] == [True, False]
+    assert seen["status"] == "Added “Colorized (Sky)”."
+    assert seen["calls"] == [
+        ["options", "Colours", 768, False],
+        ["options", "Colours", 768, True],
+        ["colorize"],
+        ["check"],
+    ]

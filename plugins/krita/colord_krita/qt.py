@@ -23,8 +23,6 @@ def _binding_name() -> str:
     raise ImportError("colord needs PyQt6 or PyQt5, the Qt bindings that Krita ships.")
 
 
-BINDING = _binding_name()
-QtCore = importlib.import_module(f"{BINDING}.QtCore")
-QtGui = importlib.import_module(f"{BINDING}.QtGui")
-QtWidgets = importlib.import_module(f"{BINDING}.QtWidgets")
-QT_MAJOR = int(BINDING[-1])
+_BINDING = _binding_name()
+QtCore = importlib.import_module(f"{_BINDING}.QtCore")
+QtWidgets = importlib.import_module(f"{_BINDING}.QtWidgets")
