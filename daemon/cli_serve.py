@@ -36,13 +36,21 @@ def is_local_endpoint(endpoint: str) -> bool:
 
 
 def open_engine(model_path: Path | None, *, device: str | None, working_size: int) -> EngineAdapter:
-    """Load the model onto the device; without a path, the default model (NoModelError if none)."""
-    from colord.daemon import engine
+    """Load the model onto the device (without a path: the default model, if one ships).
 
-    path = model_path or engine.default_checkpoint()
-    if path is None:
-        raise engine.NoModelError()
-    return EngineAdapter(engine.Engine(path, device=device, working_size=working_size))
+    torch is imported only here, after the endpoint and the connection file are claimed, so a
+    daemon that cannot start says so at once. Raises DaemonStartError with the engine's sentence.
+    """
+    from colord.daemon import engine
+    from colord.model import CheckpointError
+
+    try:
+        path = model_path or engine.default_checkpoint()
+        if path is None:
+            raise engine.NoModelError()
+        return EngineAdapter(engine.Engine(path, device=device, working_size=working_size))
+    except (engine.EngineError, CheckpointError) as error:
+        raise DaemonStartError(str(error)) from None
 
 
 @click.command()
@@ -118,8 +126,6 @@ def serve(
             "token travels unencrypted.",
             err=True,
         )
-    from colord.daemon.engine import EngineError
-    from colord.model import CheckpointError
 
     def load() -> EngineAdapter:
         return open_engine(model_path, device=device, working_size=working_size)
@@ -131,7 +137,7 @@ def serve(
     )
     try:
         run_daemon(config, load, on_ready=lambda ready: click.echo(ready, err=True))
-    except (DaemonStartError, EngineError, CheckpointError) as error:
+    except DaemonStartError as error:
         raise click.ClickException(str(error)) from None
 
 
