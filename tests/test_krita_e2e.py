@@ -37,6 +37,8 @@ SUCCESS_STEPS = {"srgb8": (64, True), "rgba16-group": (128, False)}
 FAILURE_STEPS = {
     "no-daemon": ["not running", "colord serve"],
     "wrong-token": ["token"],
+    "mask-active": ["transparency mask", "not a layer"],
+    "no-reference": ["No reference layer chosen", "colord docker"],
 }
 
 
@@ -89,6 +91,11 @@ def build_steps(run: KritaRun, connection_file: Path) -> None:
                   "connection_file": str(run.data / "absent" / "daemon.json")},
         common | {"name": "wrong-token", "document": document | SRGB8, "layers": flat8,
                   "connection_file": str(run.data / "wrong-token.json")},
+        common | {"name": "mask-active", "document": document | SRGB8, "active": "Mask",
+                  "layers": [*flat8, {"name": "Mask", "type": "transparencymask",
+                                      "parent": LINE_ART}]},
+        common | {"name": "no-reference", "document": document | SRGB8, "layers": flat8,
+                  "settings": {"reference": ""}},
     ]  # fmt: skip
 
 

@@ -341,6 +341,7 @@ def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
     assert seen["calls"] == [
         ["options", "Colours", 768, False],
         ["options", "Colours", 768, True],
+        ["options", "Colours", 1024, True],
         ["colorize"],
         ["check"],
     ]

@@ -37,6 +37,7 @@ seen["keep_lines"] = panel.keep_lines_box.isChecked()
 box.setCurrentIndex(1)
 box.activated.emit(1)  # what a click on "Colours" in the list does
 panel.keep_lines_box.setChecked(True)
+panel.working_size_box.setValue(1024)
 
 layers.remove(("Sky", 1))
 panel.set_options(ColorizeOptions(reference="Sky"))

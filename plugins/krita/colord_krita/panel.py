@@ -67,13 +67,18 @@ class ColordPanel(QtWidgets.QWidget):
         layout.addStretch(1)
 
         self.reference_box.activated.connect(self._emit_options)
-        self.working_size_box.editingFinished.connect(self._emit_options)
+        self.working_size_box.valueChanged.connect(self._emit_options)
         self.keep_lines_box.toggled.connect(self._emit_options)
 
     def set_options(self, options: ColorizeOptions) -> None:
+        """Show `options` (stored ones, not a change by the artist: nothing is emitted)."""
         self._reference = options.reference
+        for widget in (self.working_size_box, self.keep_lines_box):
+            widget.blockSignals(True)
         self.working_size_box.setValue(options.working_size)
         self.keep_lines_box.setChecked(options.keep_lines)
+        for widget in (self.working_size_box, self.keep_lines_box):
+            widget.blockSignals(False)
         self.refresh_layers()
 
     def options(self) -> ColorizeOptions:
