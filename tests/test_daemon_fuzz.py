@@ -1,0 +1,189 @@
+"""Hypothesis throws random frames, truncated requests and random field values at a real daemon:
+every message gets a well-formed reply with a stable code, and the daemon still answers ping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from daemon_helpers import RunningDaemon, start_daemon
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from colord.daemon import protocol
+
+FUZZ_SETTINGS = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_checkpoint: Path) -> Iterator[RunningDaemon]:
+    with start_daemon(tiny_checkpoint) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def sock(daemon: RunningDaemon) -> Iterator[zmq.Socket]:
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.RCVTIMEO, 60_000)
+    dealer.connect(daemon.endpoint)
+    yield dealer
+    dealer.close()
+
+
+def exchange(sock: zmq.Socket, frames: list[bytes]) -> protocol.Reply:
+    """Send one message and return its reply, which must be a valid protocol reply."""
+    sock.send_multipart(frames)
+    reply = protocol.decode_reply(sock.recv_multipart()[-1])
+    if not reply.ok:
+        assert reply.error_code in protocol.ERROR_CODES
+        assert reply.error_message
+    return reply
+
+
+def assert_still_serving(sock: zmq.Socket, token: str) -> None:
+    reply = exchange(sock, [protocol.encode_request("alive?", "ping", token)])
+    assert (reply.id, reply.ok) == ("alive?", True)
+
+
+@FUZZ_SETTINGS
+@given(frames=st.lists(st.binary(max_size=300), min_size=1, max_size=3))
+def test_random_frames(daemon: RunningDaemon, sock: zmq.Socket, frames: list[bytes]) -> None:
+    reply = exchange(sock, frames)
+    assert not reply.ok  # random bytes are never a valid request
+
+
+def valid_requests(token: str) -> st.SearchStrategy[bytes]:
+    line_art = protocol.array_to_image(np.full((8, 8, 4), 255, np.uint8))
+    colorize = protocol.ColorizeArgs(line_art, working_size=16)
+    return st.sampled_from(
+        [
+            protocol.encode_request(1, "ping", token),
+            protocol.encode_request("info", "info", token),
+            protocol.encode_request(2, "colorize", token, colorize),
+        ]
+    )
+
+
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_truncated_requests(daemon: RunningDaemon, sock: zmq.Socket, data: st.DataObject) -> None:
+    body = data.draw(valid_requests(daemon.token))
+    cut = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
+    reply = exchange(sock, [body[:cut]])
+    assert (reply.ok, reply.error_code) == (False, "malformed")
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+sides = st.one_of(
+    st.integers(min_value=-2, max_value=12), st.sampled_from([16385, 1 << 40]), scalars
+)
+formats = st.one_of(st.sampled_from([*protocol.FORMATS, "RGBA32", ""]), scalars)
+
+
+@st.composite
+def images(draw: st.DrawFn) -> object:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(scalars)
+    image = {"width": draw(sides), "height": draw(sides), "format": draw(formats)}
+    exact = (
+        isinstance(image["width"], int)
+        and isinstance(image["height"], int)
+        and image["format"] in protocol.FORMATS
+        and 0 < image["width"] <= 12
+        and 0 < image["height"] <= 12
+    )
+    if exact and draw(st.booleans()):
+        size = image["width"] * image["height"] * protocol.bytes_per_pixel(image["format"])
+        image["data"] = draw(st.binary(min_size=size, max_size=size))
+    else:
+        image["data"] = draw(st.one_of(st.binary(max_size=600), scalars))
+    for key in draw(st.sets(st.sampled_from(list(image)), max_size=1)):
+        del image[key]
+    return image
+
+
+@st.composite
+def requests(draw: st.DrawFn, token: str) -> dict:
+    options = {
+        "working_size": draw(st.one_of(st.sampled_from([16, 32, 48, 100]), scalars)),
+        "keep_lines": draw(st.one_of(st.booleans(), scalars)),
+        "result_format": draw(st.one_of(st.sampled_from(["RGBA8", "BGRA8", "RGB8"]), scalars)),
+    }
+    args = {"line_art": draw(images()), "reference": draw(images()), "options": options}
+    message = {
+        "v": draw(st.sampled_from([1, 1, 1, 2, "1", None, True])),
+        "id": draw(st.one_of(st.integers(), st.text(max_size=300), scalars)),
+        "op": draw(st.sampled_from(["colorize", "colorize", "ping", "info", "Ping", 7])),
+        "token": draw(st.sampled_from([token, token, token, token.upper(), "", None])),
+        "args": draw(st.one_of(st.just(args), st.just(args), scalars)),
+    }
+    for key in draw(st.sets(st.sampled_from(list(message)), max_size=1)):
+        del message[key]
+    return message
+
+
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_random_field_values(daemon: RunningDaemon, sock: zmq.Socket, data: st.DataObject) -> None:
+    message = data.draw(requests(daemon.token))
+    reply = exchange(sock, [msgpack.packb(message)])
+    event(f"{message.get('op')}: {'ok' if reply.ok else reply.error_code}")
+    assert reply.ok or reply.error_code != "internal", reply.error_message
+    if reply.ok and message.get("op") == "colorize":
+        line_art = message["args"]["line_art"]
+        result = reply.result["image"]
+        assert (result["width"], result["height"]) == (line_art["width"], line_art["height"])
+
+
+@st.composite
+def valid_images(draw: st.DrawFn) -> dict:
+    width, height = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    image_format = draw(st.sampled_from(list(protocol.FORMATS)))
+    size = width * height * protocol.bytes_per_pixel(image_format)
+    data = draw(st.binary(min_size=size, max_size=size))
+    return {"width": width, "height": height, "format": image_format, "data": data}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    line_art=valid_images(),
+    reference=st.one_of(st.none(), valid_images()),
+    options=st.fixed_dictionaries(
+        {},
+        optional={
+            "working_size": st.sampled_from([16, 32, 64]),
+            "keep_lines": st.booleans(),
+            "result_format": st.sampled_from(protocol.RESULT_FORMATS),
+        },
+    ),
+)
+def test_random_valid_colorize_requests_succeed(
+    daemon: RunningDaemon, sock: zmq.Socket, line_art: dict, reference: dict | None, options: dict
+) -> None:
+    args = {"line_art": line_art, "reference": reference, "options": options}
+    message = {"v": 1, "id": 9, "op": "colorize", "token": daemon.token, "args": args}
+    reply = exchange(sock, [msgpack.packb(message)])
+    assert reply.ok, reply.error_message
+    image = reply.result["image"]
+    assert (image["width"], image["height"]) == (line_art["width"], line_art["height"])
+    assert image["format"] == options.get("result_format", "RGBA8")
+    assert len(image["data"]) == line_art["width"] * line_art["height"] * 4
+
+
+def test_daemon_survives_the_fuzzing(daemon: RunningDaemon, sock: zmq.Socket) -> None:
+    assert_still_serving(sock, daemon.token)
+    assert daemon.process.poll() is None
