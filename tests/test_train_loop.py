@@ -20,6 +20,7 @@ from colord.training.config import ConfigError, LossConfig, load_config
 from colord.training.dataset import ColorizationDataset
 from colord.training.loop import learning_rate_factor, train, training_step
 from colord.training.losses import SCFTLoss, reconstruction_loss
+from colord.training.visualize import attention_figure
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
@@ -122,3 +123,19 @@ def test_too_few_images_for_a_batch_is_a_clean_error(art: Path, tmp_path: Path) 
     cfg = tiny_config(art, tmp_path / "run", optim__batch_size=64)
     with pytest.raises(ConfigError, match="no full batch of 64"):
         train(cfg)
+
+
+def test_attention_figure_heats_the_attended_reference_cell() -> None:
+    sketch = torch.ones(1, 64, 64)
+    reference = torch.zeros(3, 64, 64)  # flat grey, so only the heat map colours the overlay
+    attention = torch.zeros(16, 16)
+    attention[5, 2 * 4 + 3] = 1.0  # sketch cell (1, 1) looks at reference cell (2, 3)
+    figure = attention_figure(sketch, reference, attention, (4, 4), (4, 4), [(1, 1)], gap=2)
+    assert figure.shape == (64, 64 + 2 + 64, 3)
+    overlay = figure[:, 66:].astype(int)
+    warmth = overlay[..., 0] - overlay[..., 2]  # red minus blue
+    attended = warmth[32:48, 48:64]
+    assert attended.min() > warmth.max() - 1  # the hottest pixels are exactly that cell
+    assert (warmth[:32] < attended.min()).all()
+    boxed = figure[:, :64]
+    assert (boxed[16, 16:32] == (255, 0, 0)).all()  # the sketch cell is outlined in red

@@ -130,6 +130,8 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
         autocast=autocast_factory(device, bf16=cuda and cfg.run.bf16),
     )
     run_logger = RunLogger(run_dir, enabled=is_main)
+    if is_main:
+        logger.info("logging to %s in %s", run_logger.backend, run_dir)
     progress = Progress(total=stop_at, initial=step, enabled=is_main)
     window_start, window_steps = time.perf_counter(), 0
 

@@ -65,7 +65,7 @@ def attention_figure(
         bottom_right = (int((col + 1) * cell_w) - 1, int((row + 1) * cell_h) - 1)
         cv2.rectangle(marked, top_left, bottom_right, (255, 0, 0), thickness=2)
         weights = attention[row * w + col].detach().float().cpu().reshape(hr, wr).numpy()
-        weights = weights / max(float(weights.max()), 1e-12)
+        weights = (weights - weights.min()) / max(float(weights.max() - weights.min()), 1e-12)
         size = (reference_rgb.shape[1], reference_rgb.shape[0])
         heat = cv2.resize(weights, size, interpolation=cv2.INTER_NEAREST)
         colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
