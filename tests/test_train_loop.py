@@ -139,3 +139,17 @@ def test_attention_figure_heats_the_attended_reference_cell() -> None:
     assert (warmth[:32] < attended.min()).all()
     boxed = figure[:, :64]
     assert (boxed[16, 16:32] == (255, 0, 0)).all()  # the sketch cell is outlined in red
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_a_folder_without_usable_images_is_a_clean_error(tmp_path: Path, make: str) -> None:
+    folder = tmp_path / "art"
+    if make == "empty":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("no pictures here")
+    result = CliRunner().invoke(
+        train_command, ["--data", str(folder), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 1
+    assert "image folder not found" in result.output or "no usable training images" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -212,13 +212,16 @@ def autocast_factory(device: torch.device, *, bf16: bool) -> Callable[[], Abstra
 def make_dataset(cfg: TrainConfig) -> ColorizationDataset:
     if not cfg.data.images:
         raise ConfigError("no training images: set data.images (colord train --data DIR)")
-    return ColorizationDataset(
-        cfg.data.images,
-        size=cfg.data.size,
-        line_art_dir=cfg.data.lineart or None,
-        seed=cfg.run.seed,
-        zero_reference_probability=cfg.data.zero_reference_ratio,
-    )
+    try:
+        return ColorizationDataset(
+            cfg.data.images,
+            size=cfg.data.size,
+            line_art_dir=cfg.data.lineart or None,
+            seed=cfg.run.seed,
+            zero_reference_probability=cfg.data.zero_reference_ratio,
+        )
+    except (FileNotFoundError, ValueError) as error:  # missing folder, no usable image, ...
+        raise ConfigError(str(error)) from error
 
 
 def make_generator(cfg: TrainConfig) -> tuple[Generator, TrainConfig]:
