@@ -42,15 +42,16 @@ def _space(node_or_doc: Any) -> tuple[str, str, str]:
     return (node_or_doc.colorModel(), node_or_doc.colorDepth(), node_or_doc.colorProfile())
 
 
-def _convert(raw: bytes, width: int, height: int, source: tuple, target: tuple) -> bytes:
-    """Pixels from one colour space to another, through a scratch document that is then closed."""
+def _convert(raw: Any, width: int, height: int, source: tuple, target: tuple) -> Any:
+    """Pixels (a QByteArray or bytes) from one colour space to another, as a QByteArray, through
+    a scratch document that is then closed."""
     scratch = Krita.instance().createDocument(width, height, "colord scratch", *source, 72.0)
     try:
         node = scratch.createNode("pixels", "paintlayer")
         node.setColorSpace(*source)
         node.setPixelData(raw, 0, 0, width, height)
         node.setColorSpace(*target)
-        return bytes(node.pixelData(0, 0, width, height))
+        return node.pixelData(0, 0, width, height)
     finally:
         scratch.setModified(False)
         scratch.close()
@@ -89,13 +90,14 @@ class KritaHost:
         if rect is None:
             raise PluginError(messages.empty_layer(node.name()))
         if node.type() == "paintlayer":
-            raw = bytes(node.pixelData(*rect))
+            raw = node.pixelData(*rect)
         else:  # group, vector, file, fill, filter and clone layers: what they show
-            raw = bytes(node.projectionPixelData(*rect))
+            raw = node.projectionPixelData(*rect)
         space = _space(node)
         if not is_srgb8(*space):
             raw = _convert(raw, rect.width, rect.height, space, SRGB8)
-        return LayerPixels(node.name(), rect.width, rect.height, raw, rect.x, rect.y)
+        # A view of the QByteArray, not a copy: it goes to the socket as it is.
+        return LayerPixels(node.name(), rect.width, rect.height, memoryview(raw), rect.x, rect.y)
 
     def insert_below(self, target: Any, name: str, pixels: LayerPixels) -> None:
         document, line_art = target

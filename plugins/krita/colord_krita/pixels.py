@@ -23,7 +23,7 @@ class LayerPixels(NamedTuple):
     name: str
     width: int
     height: int
-    data: bytes
+    data: bytes | memoryview
     x: int
     y: int
 
