@@ -202,9 +202,7 @@ class Engine:
             reference = imaging.check_image(job.reference, "reference")
         working_size = self.working_size if job.working_size is None else job.working_size
         geometry = imaging.plan_geometry(line_art.shape[0], line_art.shape[1], working_size)
-        flat = imaging.flatten_on_white(line_art)
-        darkest = imaging.darkest_channel(flat)
-        lines = imaging.line_mask(flat, darkest=darkest)
+        flat, darkest, lines = imaging.read_line_art(line_art)
         sketch = imaging.working_sketch(lines, geometry)
         if reference is not None:
             reference = imaging.working_reference(reference, geometry.long_side)

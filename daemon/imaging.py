@@ -115,8 +115,7 @@ def darkest_channel(flat: np.ndarray) -> np.ndarray:
     """(H, W) uint8: min over R, G, B of a flattened image (the grey itself for grey)."""
     if flat.ndim == 2:
         return flat
-    r, g, b = cv2.split(flat)
-    return cv2.min(cv2.min(r, g), b)
+    return np.minimum(np.minimum(flat[:, :, 0], flat[:, :, 1]), flat[:, :, 2])
 
 
 def line_mask(
@@ -125,6 +124,30 @@ def line_mask(
     """(H, W) uint8, 1 on line pixels: darkest channel below `threshold` (see module doc)."""
     darkest = darkest_channel(flat) if darkest is None else darkest
     return cv2.threshold(darkest, threshold - 1, 1, cv2.THRESH_BINARY_INV)[1]
+
+
+BAND_PIXELS = 1 << 21  # canvas pixels per band of rows in the full-resolution passes
+
+
+def bands(height: int, width: int) -> list[slice]:
+    """Row bands of about BAND_PIXELS pixels: large canvases are processed band by band, so the
+    temporaries stay small (reused by the allocator instead of faulted in afresh)."""
+    rows = max(64, BAND_PIXELS // max(1, width))
+    return [slice(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+
+def read_line_art(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A checked line-art array -> (flattened on white, its darkest channel, line mask)."""
+    image = check_image(image, "line art")
+    height, width, channels = image.shape
+    flat = np.empty((height, width) if channels <= 2 else (height, width, 3), np.uint8)
+    darkest = np.empty((height, width), np.uint8)
+    lines = np.empty((height, width), np.uint8)
+    for rows in bands(height, width):
+        flat[rows] = flatten_on_white(image[rows])
+        darkest[rows] = darkest_channel(flat[rows])
+        lines[rows] = line_mask(flat[rows], darkest=darkest[rows])
+    return flat, darkest, lines
 
 
 # -- working geometry --------------------------------------------------------------------------
@@ -211,11 +234,11 @@ def working_sketch(lines: np.ndarray, geometry: Geometry) -> np.ndarray:
     """
     target = (geometry.scaled_width, geometry.scaled_height)
     if (geometry.height, geometry.width) == (geometry.scaled_height, geometry.scaled_width):
-        small = lines.astype(np.float32)
-    else:
-        coverage = cv2.resize(lines.astype(np.float32), target, interpolation=cv2.INTER_AREA)
-        threshold = min(0.5, 0.5 / geometry.scale)
-        small = (coverage >= threshold - 1e-6).astype(np.float32)
+        small = lines
+    else:  # coverage in 8 bits (a float copy of a 16384^2 canvas would take a gigabyte)
+        coverage = cv2.resize(lines * np.uint8(255), target, interpolation=cv2.INTER_AREA)
+        threshold = max(1, int(255 * min(0.5, 0.5 / geometry.scale)))
+        small = coverage >= threshold
     sketch = np.zeros(geometry.working_shape, np.float32)
     sketch[: geometry.scaled_height, : geometry.scaled_width] = small
     return sketch
@@ -265,18 +288,42 @@ def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
        away from its lines.
 
     Pixels of one region thus never take a colour from across a line; line pixels take the colour
-    of the nearer side, so the layer is coloured beneath the lines too.
+    of the nearer side, so the layer is coloured beneath the lines too. Large canvases are done in
+    bands of rows (each with a margin wider than the reliable radius); a region is then judged
+    within its band, which can only send more pixels to step 3, never across a line.
     """
     height, width = lines.shape
-    upsampled = cv2.resize(colours, (width, height), interpolation=cv2.INTER_LINEAR)
-    rgba = cv2.cvtColor(upsampled, cv2.COLOR_RGB2RGBA)
+    small = cv2.cvtColor(colours, cv2.COLOR_RGB2RGBA)  # upsampling RGBA keeps alpha at 255
+    rgba = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     if not lines.any():
         return rgba
     scale = max(height / colours.shape[0], width / colours.shape[1], 1.0)
-    unreliable = _near_lines(lines, reliable_radius(scale))
+    radius = reliable_radius(scale)
+    row_bands = bands(height, width)
+    if len(row_bands) == 1:
+        _fill_near_lines(rgba, lines, radius, scale)
+        return rgba
+    margin = int(radius) + 2
+    above = rgba[:0].copy()  # the original colours of the rows above the current band
+    for rows in row_bands:
+        top, bottom = rows.start, rows.stop
+        end = min(height, bottom + margin)
+        window = np.concatenate([above, rgba[top:end]])
+        start = top - len(above)
+        above = window[max(0, bottom - margin) - start : bottom - start].copy()
+        _fill_near_lines(window, lines[start:end], radius, scale)
+        rgba[top:bottom] = window[top - start : bottom - start]
+    return rgba
+
+
+def _fill_near_lines(rgba: np.ndarray, lines: np.ndarray, radius: float, scale: float) -> None:
+    """Steps 2 and 3 of `upsample_colours`, in place on a contiguous (H, W, 4) array."""
+    unreliable = _near_lines(lines, radius)
     # one uint32 per pixel (its RGBA bytes), so that gathers move whole pixels
     packed = rgba.view(np.uint32).reshape(-1)
     todo = np.flatnonzero(unreliable)
+    if todo.size == 0:
+        return
     paper = lines ^ np.uint8(1)  # 1 off the lines
     regions_count, regions = cv2.connectedComponents(paper, connectivity=4)  # 0 = lines
     regions = regions.reshape(-1)
@@ -288,6 +335,7 @@ def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
         reliable = np.flatnonzero(unreliable == 0)
         # the labels number the zero (reliable) pixels from 1, in raster order
         source = reliable[nearest.reshape(-1)[todo] - 1]
+        del nearest, reliable
         stray = own != regions[source]
         stray &= own != 0
     else:  # no reliable pixel anywhere: every region takes its own mean colour
@@ -304,7 +352,6 @@ def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
     packed[todo] = packed[source]
     if strays.size:
         packed[strays] = own_colours
-    return rgba
 
 
 def _near_lines(lines: np.ndarray, radius: float) -> np.ndarray:
@@ -363,19 +410,22 @@ def _weighted_means(
 def draw_lines(
     colours: np.ndarray, flat_line_art: np.ndarray, darkest: np.ndarray | None = None
 ) -> np.ndarray:
-    """Lay the line art over RGBA colours as ink over paper: (H, W, 4) uint8, alpha kept.
+    """Lay the line art over RGBA colours as ink over paper, in place: (H, W, 4) uint8.
 
     The flattened line art L is read as ink of coverage 1 - m over white paper, m its darkest
     channel; removing the paper and laying the ink over the colours C gives
     out = L - m * (1 - C) (values in [0, 1]). White paper leaves C untouched, black ink stays
     black, coloured ink keeps its colour, and anti-aliased edges blend smoothly (for grey line
     art this is exactly a multiply blend). `darkest` is `darkest_channel(flat_line_art)`, if
-    already at hand.
+    already at hand. Alpha stays 255.
     """
-    if flat_line_art.ndim == 2:
-        line_rgba = cv2.cvtColor(flat_line_art, cv2.COLOR_GRAY2RGBA)
-    else:
-        line_rgba = cv2.cvtColor(flat_line_art, cv2.COLOR_RGB2RGBA)
-    paper = darkest_channel(flat_line_art) if darkest is None else darkest
-    shade = cv2.multiply(cv2.bitwise_not(colours), cv2.merge([paper] * 4), scale=1 / 255)
-    return cv2.subtract(line_rgba, shade)  # alpha: 255 - 0 * m = 255
+    for rows in bands(*colours.shape[:2]):
+        flat = flat_line_art[rows]
+        if flat.ndim == 2:
+            line_rgba = cv2.cvtColor(flat, cv2.COLOR_GRAY2RGBA)
+        else:
+            line_rgba = cv2.cvtColor(flat, cv2.COLOR_RGB2RGBA)
+        paper = darkest_channel(flat) if darkest is None else darkest[rows]
+        shade = cv2.multiply(cv2.bitwise_not(colours[rows]), cv2.merge([paper] * 4), scale=1 / 255)
+        colours[rows] = cv2.subtract(line_rgba, shade)  # alpha: 255 - 0 * m = 255
+    return colours

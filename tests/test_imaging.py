@@ -257,3 +257,29 @@ def test_draw_lines_grey_line_art():
     out = imaging.draw_lines(colours, flat)
     assert out[0, 0].tolist() == [0, 0, 0, 255]
     assert out[1, 1].tolist() == [100, 255, 255, 255]
+
+
+def test_bands_do_not_change_the_result(monkeypatch):
+    rng = np.random.default_rng(3)
+    line_art = np.full((300, 200), 255, np.uint8)
+    for _ in range(12):
+        centre = tuple(int(v) for v in rng.integers(0, 200, 2))
+        cv2.circle(line_art, centre, int(rng.integers(10, 90)), 0, int(rng.integers(1, 4)))
+    lines = imaging.line_mask(line_art)
+    colours = cv2.resize(
+        rng.integers(0, 256, (6, 4, 3), dtype=np.uint8), (50, 75), interpolation=cv2.INTER_CUBIC
+    )
+    whole = imaging.upsample_colours(colours, lines)
+    monkeypatch.setattr(imaging, "BAND_PIXELS", 200 * 64)  # five bands of 64 rows
+    banded = imaging.upsample_colours(colours, lines)
+    assert banded.shape == whole.shape
+    same = (banded == whole).all(axis=2)
+    far = cv2.distanceTransform(lines ^ 1, cv2.DIST_L2, 3) > imaging.reliable_radius(4)
+    assert same[far].all()  # reliable pixels keep their bilinear colour either way
+    # near the lines, only thin regions' colours (measured per band) may differ
+    assert same.mean() > 0.9
+
+
+def test_no_bleeding_across_bands(monkeypatch):
+    monkeypatch.setattr(imaging, "BAND_PIXELS", 403 * 64)
+    test_colour_does_not_bleed_across_a_line()
