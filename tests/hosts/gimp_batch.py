@@ -1,0 +1,168 @@
+"""Runs inside GIMP 3 (python-fu-eval batch mode): builds images, calls colord's procedure, records.
+
+The job file named by $COLORD_GIMP_JOB lists cases. For each case this script builds an image from
+raw RGBA8 layer files, writes (or removes) the connection file named by $COLORD_CONNECTION_FILE,
+calls `python-fu-colord-colorize` non-interactively with the selected drawables and arguments, and
+writes what it saw into the case's output folder: `observations.json` (statuses, messages, call
+times, the layer tree before and after) and every layer's pixels before and after, as R'G'B'A u8.
+
+Only the standard library and GIMP's own PyGObject are available here.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp  # noqa: E402
+
+PROCEDURE = "python-fu-colord-colorize"
+PIXEL_FORMAT = "R'G'B'A u8"
+LAYER_TYPES = {"rgb": Gimp.ImageType.RGBA_IMAGE, "gray": Gimp.ImageType.GRAYA_IMAGE}
+
+
+def build_layers(image, entries, parent, by_name, pixel_dir):
+    """Insert `entries` (top first) under `parent`; a group entry holds its own `layers`."""
+    for position, entry in enumerate(entries):
+        if "layers" in entry:
+            layer = Gimp.GroupLayer.new(image, entry["name"])
+            image.insert_layer(layer, parent, position)
+            build_layers(image, entry["layers"], layer, by_name, pixel_dir)
+        else:
+            width, height = entry["width"], entry["height"]
+            layer = Gimp.Layer.new(
+                image,
+                entry["name"],
+                width,
+                height,
+                LAYER_TYPES[entry.get("base_type", "rgb")],
+                100.0,
+                Gimp.LayerMode.NORMAL,
+            )
+            image.insert_layer(layer, parent, position)
+            layer.set_offsets(entry["x"], entry["y"])
+            buffer = layer.get_buffer()
+            data = (pixel_dir / entry["pixels"]).read_bytes()
+            buffer.set(Gegl.Rectangle.new(0, 0, width, height), PIXEL_FORMAT, data)
+            buffer.flush()
+        by_name[entry["name"]] = layer
+
+
+def layer_tree(image):
+    """Every layer in depth-first order (top first), with its place in the tree and geometry."""
+    records = []
+
+    def walk(layers, parent_name):
+        for position, layer in enumerate(layers):
+            _, x, y = layer.get_offsets()
+            records.append(
+                {
+                    "name": layer.get_name(),
+                    "parent": parent_name,
+                    "position": position,
+                    "group": layer.is_group(),
+                    "x": x,
+                    "y": y,
+                    "width": layer.get_width(),
+                    "height": layer.get_height(),
+                    "layer": layer,
+                }
+            )
+            if layer.is_group():
+                walk(layer.get_children(), layer.get_name())
+
+    walk(image.get_layers(), None)
+    return records
+
+
+def snapshot(image, out_dir, tag):
+    """The layer tree as JSON-able dicts; each non-group layer's pixels go to `<tag>_<i>.rgba`."""
+    tree = layer_tree(image)
+    for index, record in enumerate(tree):
+        layer = record.pop("layer")
+        if not record["group"]:
+            rect = Gegl.Rectangle.new(0, 0, record["width"], record["height"])
+            pixels = layer.get_buffer().get(rect, 1.0, PIXEL_FORMAT, Gegl.AbyssPolicy.CLAMP)
+            name = f"{tag}_{index}.rgba"
+            (out_dir / name).write_bytes(bytes(pixels))
+            record["pixels"] = name
+    return tree
+
+
+def set_connection(text):
+    path = Path(os.environ["COLORD_CONNECTION_FILE"])
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(text)
+        path.chmod(0o600)
+
+
+def call_procedure(image, drawables, case):
+    procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    if procedure is None:
+        raise RuntimeError(f"GIMP has no procedure {PROCEDURE}: the plug-in was not registered")
+    config = procedure.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", drawables)
+    config.set_property("reference", case["by_name"].get(case["reference"]))
+    for name, value in case.get("options", {}).items():
+        config.set_property(name, value)
+    started = time.perf_counter()
+    result = procedure.run(config)
+    elapsed = time.perf_counter() - started
+    status = result.index(0)
+    message = result.index(1) if result.length() > 1 else None
+    return status.value_nick, message, elapsed
+
+
+def run_case(case, pixel_dir, out_root):
+    out_dir = out_root / case["name"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    width, height = case["canvas"]
+    base_type = case.get("base_type", "rgb")
+    image = Gimp.Image.new_with_precision(
+        width,
+        height,
+        getattr(Gimp.ImageBaseType, base_type.upper()),
+        getattr(Gimp.Precision, case.get("precision", "u8_non_linear").upper()),
+    )
+    by_name = {}
+    build_layers(image, case["layers"], None, by_name, pixel_dir)
+    case["by_name"] = by_name
+    before = snapshot(image, out_dir, "before")
+    set_connection(case.get("connection"))
+    drawables = [by_name[name] for name in case["select"]]
+    statuses, messages, elapsed = [], [], []
+    for _ in range(case.get("repeat", 1)):
+        status, message, seconds = call_procedure(image, drawables, case)
+        statuses.append(status)
+        messages.append(message)
+        elapsed.append(seconds)
+    after = snapshot(image, out_dir, "after")
+    observations = {
+        "statuses": statuses,
+        "messages": messages,
+        "elapsed_s": elapsed,
+        "before": before,
+        "after": after,
+    }
+    (out_dir / "observations.json").write_text(json.dumps(observations, indent=1))
+    image.delete()
+
+
+def main():
+    job = json.loads(Path(os.environ["COLORD_GIMP_JOB"]).read_text())
+    pixel_dir = Path(job["pixel_dir"])
+    out_root = Path(job["out_dir"])
+    for case in job["cases"]:
+        run_case(case, pixel_dir, out_root)
+    (out_root / "done").write_text("ok")
+
+
+main()

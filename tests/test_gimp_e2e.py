@@ -1,0 +1,213 @@
+"""End to end in the real GIMP 3 (Debian trixie chroot): the plug-in, called from batch mode.
+
+One GIMP run (a fresh profile with the plug-in installed by `colord plugin install`'s code) executes
+every case below against a real daemon process; the tests then read what GIMP recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+from conftest import draw_line_art, draw_reference
+from daemon_helpers import start_daemon
+from hosts.gimp_harness import GimpRun, chroot_dir, chroot_problem, chroot_python
+
+from colord.daemon.client import Client
+
+pytestmark = pytest.mark.host
+
+REFERENCE = "Reference"
+LINE_ART = "Line art"
+SUCCESS_CASES = {
+    # name: (working size, keep lines)
+    "rgb8-offset": (64, True),
+    "rgb16-in-group": (128, False),
+}
+
+
+@pytest.fixture(scope="module")
+def gimp_root():
+    root = chroot_dir()
+    problem = chroot_problem(root)
+    if problem is not None:
+        if os.environ.get("COLORD_REQUIRE_HOSTS") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return root
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def paper(height: int, width: int) -> np.ndarray:
+    return np.full((height, width, 4), 255, np.uint8)
+
+
+def notes(height: int, width: int) -> np.ndarray:
+    """A half-transparent red scribble layer that sits beside the line art in its group."""
+    layer = np.zeros((height, width, 4), np.uint8)
+    layer[height // 3 : height // 2, :, :] = (200, 30, 30, 128)
+    return layer
+
+
+def build_cases(run: GimpRun, connection_text: str) -> None:
+    line_art = run.add_pixels("line_art", draw_line_art(72, 96))
+    reference = run.add_pixels("reference", draw_reference(100, 140))
+    background = run.add_pixels("paper", paper(128, 160))
+    scribble = run.add_pixels("notes", notes(40, 60))
+    flat = [
+        {"name": LINE_ART, "x": 40, "y": 24, **line_art},
+        {"name": REFERENCE, "x": 10, "y": 5, **reference},
+        {"name": "Paper", "x": 0, "y": 0, **background},
+    ]
+    grouped = [
+        {
+            "name": "Inks",
+            "layers": [
+                {"name": "Notes", "x": 3, "y": 90, **scribble},
+                {"name": LINE_ART, "x": 61, "y": 7, **line_art},
+            ],
+        },
+        {"name": REFERENCE, "x": 0, "y": 0, **reference},
+        {"name": "Paper", "x": 0, "y": 0, **background},
+    ]
+    wrong_token = json.loads(connection_text) | {"token": "0" * 32}
+    nobody_listens = wrong_token | {
+        "endpoint": f"tcp://127.0.0.1:{free_loopback_port()}",
+        "pid": os.getpid(),
+    }
+    common = {"canvas": [160, 128], "select": [LINE_ART], "reference": REFERENCE}
+    run.cases = [
+        common
+        | {
+            "name": "rgb8-offset",
+            "layers": flat,
+            "connection": connection_text,
+            "options": {"working-size": 64, "keep-lines": True},
+        },
+        common
+        | {
+            "name": "rgb16-in-group",
+            "precision": "u16_non_linear",
+            "layers": grouped,
+            "connection": connection_text,
+            "options": {"working-size": 128, "keep-lines": False},
+        },
+        common | {"name": "no-daemon", "layers": flat, "connection": None},
+        common | {"name": "wrong-token", "layers": flat, "connection": json.dumps(wrong_token)},
+        common | {"name": "no-listener", "layers": flat, "connection": json.dumps(nobody_listens)},
+        common
+        | {
+            "name": "grey-image",
+            "base_type": "gray",
+            "layers": [entry | {"base_type": "gray"} for entry in flat],
+            "connection": connection_text,
+        },
+        common
+        | {"name": "group-selected", "layers": grouped, "select": ["Inks"], "connection": None},
+    ]
+
+
+@pytest.fixture(scope="module")
+def daemon(gimp_root, tiny_checkpoint):
+    with start_daemon(tiny_checkpoint) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gimp_run(gimp_root, daemon):
+    run = GimpRun(gimp_root)
+    build_cases(run, daemon.connection_file.read_text())
+    result = run.run()
+    assert result.returncode == 0 and run.completed(), f"GIMP batch run failed:\n{result.output}"
+    yield run
+    run.remove()
+
+
+def test_chroot_has_neither_pyzmq_nor_msgpack(gimp_root) -> None:
+    assert chroot_python(gimp_root, "import gi").returncode == 0
+    for module in ("zmq", "msgpack"):
+        probe = chroot_python(gimp_root, f"import {module}")
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
+
+
+def layout(record: dict) -> dict:
+    """A layer's name, parent, kind and geometry (its position among siblings left out)."""
+    return {k: v for k, v in record.items() if k not in ("position", "pixels")}
+
+
+def pixels_by_name(run: GimpRun, case: str, tree: list[dict]) -> dict[str, np.ndarray]:
+    return {r["name"]: run.layer_pixels(case, r) for r in tree if not r["group"]}
+
+
+@pytest.mark.parametrize("case", sorted(SUCCESS_CASES))
+def test_result_layer_is_the_daemons_answer_directly_below_the_line_art(
+    gimp_run: GimpRun, daemon, case: str
+) -> None:
+    observed = gimp_run.observations(case)
+    assert observed["statuses"] == ["success"], observed["messages"]
+    before, after = observed["before"], observed["after"]
+    index = next(i for i, r in enumerate(after) if r["name"] == LINE_ART)
+    line_art, new = after[index], after[index + 1]
+    assert new["name"] == f"Colorized ({REFERENCE})"
+    assert not new["group"]
+    assert new["parent"] == line_art["parent"]
+    assert new["position"] == line_art["position"] + 1
+    geometry = ("x", "y", "width", "height")
+    assert [new[key] for key in geometry] == [line_art[key] for key in geometry]
+    assert line_art["x"] != 0 and line_art["y"] != 0
+
+    # The originals: same tree, same places, same pixels.
+    originals = [layout(r) for r in after]
+    del originals[index + 1]
+    assert originals == [layout(r) for r in before]
+    pixels_before = pixels_by_name(gimp_run, case, before)
+    pixels_after = pixels_by_name(gimp_run, case, after)
+    for name, pixels in pixels_before.items():
+        np.testing.assert_array_equal(pixels_after[name], pixels, err_msg=name)
+    np.testing.assert_array_equal(pixels_before[LINE_ART], draw_line_art(72, 96))
+
+    # The new layer holds exactly what the daemon answers for the pixels the plug-in read.
+    working_size, keep_lines = SUCCESS_CASES[case]
+    with Client.from_connection_file(daemon.connection_file) as client:
+        expected = client.colorize(
+            pixels_before[LINE_ART],
+            pixels_before[REFERENCE],
+            working_size=working_size,
+            keep_lines=keep_lines,
+        ).image
+    np.testing.assert_array_equal(pixels_after[new["name"]], expected)
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("no-daemon", ["not running", "colord serve"]),
+        ("no-listener", ["colord"]),
+        ("wrong-token", ["token"]),
+        ("grey-image", ["Grayscale", "Image › Mode › RGB"]),
+        ("group-selected", ["layer group"]),
+    ],
+)
+def test_failure_is_a_readable_error_and_changes_nothing(
+    gimp_run: GimpRun, case: str, words: list[str]
+) -> None:
+    observed = gimp_run.observations(case)
+    assert observed["statuses"] == ["execution-error"]
+    message = observed["messages"][0]
+    for word in words:
+        assert word.lower() in message.lower(), message
+    assert "Traceback" not in message and "\n" not in message.strip()
+    assert [layout(r) for r in observed["after"]] == [layout(r) for r in observed["before"]]
+    for before, after in zip(observed["before"], observed["after"], strict=True):
+        if not before["group"]:
+            np.testing.assert_array_equal(
+                gimp_run.layer_pixels(case, after), gimp_run.layer_pixels(case, before)
+            )
