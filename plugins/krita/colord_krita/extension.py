@@ -156,6 +156,9 @@ class Controller:
         krita = Krita.instance()
         for key, value in dump(options).items():
             krita.writeSetting(SETTINGS_GROUP, key, value)
+        for panel in self._panels:  # the dockers of other windows show the change too
+            if panel.options() != options:
+                panel.set_options(options)
 
     def colorize(self) -> None:
         if self.colorizer.start(self.options()):
