@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from colord.daemon.cli import main
+from colord.model import load_checkpoint
 from colord.training import ablation, metrics
 from colord.training.config import ConfigError, load_config
 from colord.training.evaluate import EvalOptions
@@ -96,6 +98,13 @@ def test_ablation_trains_each_row_and_writes_tables_shaped_like_the_papers(folde
     # Six distinct trainings: Table 3's full model is Table 4's SCFT row.
     assert set(summary["runs"]) == {"rec", "rec_adv", "rec_adv_perc_style", "full", "add", "adain"}
     assert all(run["steps"] == 2 for run in summary["runs"].values())
+    generators = {
+        key: load_checkpoint(out / key / "generator.safetensors") for key in summary["runs"]
+    }
+    aggregation = {key: g.preset.aggregation for key, g in generators.items()}
+    assert aggregation == {**dict.fromkeys(summary["runs"], "scft"), "add": "add", "adain": "adain"}
+    rec, rec_adv = (generators[key].generator.state_dict() for key in ("rec", "rec_adv"))
+    assert any(not torch.equal(rec[name], rec_adv[name]) for name in rec)  # L_adv changed it
     for key in summary["runs"]:
         assert (out / key / "generator.safetensors").is_file()
         assert (out / key / "eval" / "contact_sheet.png").is_file()
