@@ -6,7 +6,8 @@ line-art layer and a reference layer, triggers "Colorize with Reference…" --wa
 (each once the previous layer is in; the warm-up ones are not counted), and prints, per run and as
 the median: the time from the action to the inserted layer, the daemon's engine_ms and total_ms, the
 plug-in's own share (elapsed minus engine_ms, elapsed minus total_ms), and where that went (reading
-the layers, the round trip to the daemon, inserting the layer).
+the layers, the round trip to the daemon, inserting the layer), and the longest time Krita's
+event loop stalled while the daemon worked (a 20 ms timer's ticks, ideally 20 ms apart).
 
     .venv/bin/python bench/bench_krita.py --size 2048 --repeat 5
 """
@@ -70,7 +71,10 @@ def measure(model: Path, size: int, actions: int, working_size: int) -> list[dic
             result = run.run()
             if result.report is None or "error" in result.report:
                 raise SystemExit(f"the Krita run failed:\n{result.report}\n{result.output[-3000:]}")
-            events = result.report["steps"]["bench"]["events"]
+            step = result.report["steps"]["bench"]
+            events = step["events"]
+            for event, (during, insertion) in zip(events, step["event_loop_gaps_ms"], strict=False):
+                event["ui_stall_ms"] = {"during_request": during, "insertion": insertion}
         finally:
             run.remove()
     inserted = [event for event in events if event["event"] == "inserted"]
@@ -93,6 +97,7 @@ def summarise(events: list[dict]) -> dict:
                 "read_ms": event["read_ms"],
                 "round_trip_ms": event["round_trip_ms"],
                 "insert_ms": event["insert_ms"],
+                "longest_ui_stall_during_request_ms": event["ui_stall_ms"]["during_request"],
             }
         )
     median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}

@@ -125,10 +125,15 @@ class Driver:
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         action = krita.action(ACTION_ID)
         record["action_text"] = action.text()
+        record["event_loop_gaps_ms"] = []
         for round_number in range(step.get("repeat", 1)):
             for _ in range(step.get("clicks", 1)):
                 action.trigger()
-            yield lambda count=round_number + 1: len(self.log_events(log_start)) >= count
+            gaps: list[float] = []
+            yield self.until_events(log_start, round_number + 1, gaps)
+            # the longest wait between two timer ticks while the daemon worked, then the last
+            # one, which holds the insertion of the layer
+            record["event_loop_gaps_ms"].append([max(gaps[:-1], default=0.0), gaps[-1]])
         yield from self.settle()
         record["events"] = self.log_events(log_start)
         record["message_boxes"] = self.close_message_boxes()
@@ -138,6 +143,18 @@ class Driver:
             krita.action("edit_undo").trigger()
             yield lambda: len(list(_walk(document.rootNode()))) == layer_count
             record["after_undo"] = [node.name() for node, _, _ in _walk(document.rootNode())]
+
+    def until_events(self, start: int, count: int, gaps: list[float]):
+        """A wait for `count` plug-in log events that notes how long Krita's event loop stalled."""
+        last = [time.perf_counter()]
+
+        def done() -> bool:
+            now = time.perf_counter()
+            gaps.append((now - last[0]) * 1000.0)
+            last[0] = now
+            return len(self.log_events(start)) >= count
+
+        return done
 
     def settle(self, seconds: float = 0.3):
         """Give Krita a moment, so that anything else the click caused would show up too."""
