@@ -15,7 +15,7 @@ from PIL import Image
 
 from colord.daemon.cli import main
 from colord.training import evaluate, metrics
-from colord.training.sketch import xdog
+from colord.training.sketch import binarize_line_art, xdog
 from colord.training.spair import load_spair_split
 
 SIZE = 32
@@ -66,6 +66,24 @@ def test_self_setting_keypoints_match_the_warped_reference(held_out_folder):
     assert not any(
         np.array_equal(a, b) for a, b in zip(held_out.images, cross.references, strict=True)
     )
+
+
+def test_drawn_line_art_replaces_xdog_where_paired(held_out_folder, tmp_path):
+    line_art = tmp_path / "line_art"
+    line_art.mkdir()
+    drawing = np.full((40, 40), 255, np.uint8)
+    cv2.rectangle(drawing, (8, 8), (31, 31), 0, 2)
+    drawing_rgba = np.dstack([drawing, drawing, drawing, np.full_like(drawing, 255)])
+    Image.fromarray(drawing_rgba).save(line_art / "picture_1.png")
+    held_out = evaluate.load_held_out(held_out_folder, SIZE, line_art_dir=line_art)
+    assert [a is not None for a in held_out.line_art] == [False, True, False, False]
+    sketches = evaluate.build_settings(held_out, seed=0, keypoint_count=4, patch_size=3)[
+        "self"
+    ].sketches
+    expected = binarize_line_art(evaluate.square_resize(drawing, SIZE))
+    np.testing.assert_array_equal(sketches[1], expected)
+    assert (expected == 0).sum() > 40 and expected[SIZE // 2, SIZE // 2] == 255  # the outline
+    np.testing.assert_array_equal(sketches[0], xdog(held_out.images[0]))
 
 
 def test_load_held_out_rejects_a_folder_with_fewer_than_two_images(tmp_path):

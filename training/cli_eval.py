@@ -63,6 +63,12 @@ inception_option = click.option(
     help="Held-out folder of colour images (searched recursively): self and cross reference.",
 )
 @click.option(
+    "--line-art",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Drawn line art for the held-out images (same relative path and stem); XDoG where absent.",
+)
+@click.option(
     "--spair",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
@@ -106,6 +112,7 @@ def eval_command(
     use_daemon: bool,
     connection_file: Path | None,
     images: Path | None,
+    line_art: Path | None,
     spair: Path | None,
     spair_split: str,
     spair_categories: tuple[str, ...],
@@ -145,6 +152,7 @@ def eval_command(
         contact_rows=contact_rows,
         inception_weights=inception_weights,
         device=device,
+        line_art=line_art,
         spair=spair,
         spair_split=spair_split,
         spair_categories=spair_categories or None,

@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from colord.training import metrics
 from colord.training.augment import jitter_colors, thin_plate_spline_warp
-from colord.training.sketch import xdog
+from colord.training.dataset import ImageReadError, load_line_art, load_rgb, scan_folder
+from colord.training.sketch import binarize_line_art, xdog
 from colord.training.spair import (
     KeypointPairs,
     SPairPair,
@@ -39,7 +41,6 @@ from colord.training.spair import (
 if TYPE_CHECKING:
     from colord.daemon.client import Client
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 SETTINGS = ("self", "cross")
 MODEL = "model"
 BASELINES = ("no_reference", "mean_color", "reference")
@@ -143,25 +144,37 @@ def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
 class HeldOutSet:
     names: list[str]
     images: list[np.ndarray]  # (size, size, 3) uint8, square crops
+    line_art: list[np.ndarray | None]  # drawn line art (binarized) where paired; None = XDoG
     skipped: list[str] = field(default_factory=list)  # files that could not be read
 
 
-def load_held_out(folder: Path, size: int, limit: int = 0) -> HeldOutSet:
-    """Every readable image under `folder` (sorted), centre-cropped square and resized to `size`."""
+def load_held_out(
+    folder: Path, size: int, limit: int = 0, line_art_dir: Path | None = None
+) -> HeldOutSet:
+    """Every readable image under `folder` (sorted), centre-cropped square and resized to `size`,
+    with its drawn line art from `line_art_dir` (same relative path and stem) where there is one."""
     if size <= 0 or size % 16:
         raise ValueError(f"the evaluation size must be a positive multiple of 16, got {size}")
-    if not Path(folder).is_dir():
-        raise ValueError(f"held-out folder not found: {folder}")
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    held_out = HeldOutSet([], [])
-    for path in paths:
+    try:
+        entries = scan_folder(Path(folder), Path(line_art_dir) if line_art_dir else None)
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    held_out = HeldOutSet([], [], [])
+    for entry in entries:
         if limit and len(held_out.images) >= limit:
             break
+        name = str(entry.image.relative_to(folder))
         try:
-            held_out.images.append(square_rgb(Image.open(path), size))
-            held_out.names.append(str(path.relative_to(folder)))
-        except (OSError, UnidentifiedImageError, ValueError):
-            held_out.skipped.append(str(path.relative_to(folder)))
+            image = square_resize(load_rgb(entry.image), size)
+            line_art = None
+            if entry.line_art is not None:
+                line_art = binarize_line_art(square_resize(load_line_art(entry.line_art), size))
+        except ImageReadError:
+            held_out.skipped.append(name)
+            continue
+        held_out.names.append(name)
+        held_out.images.append(image)
+        held_out.line_art.append(line_art)
     if len(held_out.images) < 2:
         raise ValueError(
             f"{folder} holds {len(held_out.images)} readable image(s); evaluation needs at least 2 "
@@ -170,18 +183,12 @@ def load_held_out(folder: Path, size: int, limit: int = 0) -> HeldOutSet:
     return held_out
 
 
-def square_rgb(image: Image.Image, size: int) -> np.ndarray:
-    """Composite over white, centre-crop to a square and resize: (size, size, 3) uint8."""
-    image.load()
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        image = image.convert("RGBA")
-        backdrop = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(backdrop, image)
-    image = image.convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to size x size (area filter when shrinking)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize_whole(np.ascontiguousarray(image[top : top + side, left : left + side]), size)
 
 
 @dataclass
@@ -202,7 +209,10 @@ def build_settings(
 ) -> dict[str, Setting]:
     """The self- and cross-reference inputs, reproducible from `seed`."""
     rng = np.random.default_rng(seed)
-    sketches = [xdog(image) for image in held_out.images]
+    sketches = [
+        xdog(image) if line_art is None else line_art
+        for image, line_art in zip(held_out.images, held_out.line_art, strict=True)
+    ]
     truths, warped, keypoints = [], [], []
     for image in held_out.images:
         truth, _ = jitter_colors(image, rng)
@@ -242,15 +252,17 @@ def build_spair_setting(pairs: Sequence[SPairPair], size: int) -> Setting:
     sources, targets, keypoints = [], [], []
     for pair in pairs:
         try:
-            source, target = Image.open(pair.source_image), Image.open(pair.target_image)
-            scales = [(size / image.width, size / image.height) for image in (source, target)]
-            sources.append(resized_rgb(source, size))
-            targets.append(resized_rgb(target, size))
-        except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(
-                f"SPair-71k pair {pair.name}: cannot read its images ({error})"
-            ) from None
-        keypoints.append(pair.keypoints.scaled(*scales))
+            source, target = load_rgb(pair.source_image), load_rgb(pair.target_image)
+        except ImageReadError as error:
+            raise ValueError(f"SPair-71k pair {pair.name}: {error}") from None
+        keypoints.append(
+            pair.keypoints.scaled(
+                (size / source.shape[1], size / source.shape[0]),
+                (size / target.shape[1], size / target.shape[0]),
+            )
+        )
+        sources.append(resize_whole(source, size))
+        targets.append(resize_whole(target, size))
     return Setting(
         "spair",
         [xdog(image) for image in sources],
@@ -262,9 +274,11 @@ def build_spair_setting(pairs: Sequence[SPairPair], size: int) -> Setting:
     )
 
 
-def resized_rgb(image: Image.Image, size: int) -> np.ndarray:
-    image = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
+def resize_whole(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size without cropping (the aspect ratio changes)."""
+    shrinking = min(image.shape[:2]) > size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +343,7 @@ class EvalOptions:
     contact_rows: int = 6  # examples per setting on the contact sheet
     inception_weights: Path | None = None  # InceptionV3 state dict; else the named FID proxy
     device: str = "cpu"
+    line_art: Path | None = None  # drawn line art paired with the held-out images; else XDoG
     spair: Path | None = None  # an SPair-71k folder: adds the annotated-keypoint setting
     spair_split: str = "test"
     spair_categories: tuple[str, ...] | None = None  # e.g. ("cat", "dog", "car"); None = all
@@ -354,7 +369,7 @@ def evaluate(
     settings: dict[str, Setting] = {}
     held_out = None
     if options.images is not None:
-        held_out = load_held_out(options.images, options.size, options.limit)
+        held_out = load_held_out(options.images, options.size, options.limit, options.line_art)
         settings |= build_settings(
             held_out,
             seed=options.seed,
@@ -399,6 +414,7 @@ def evaluate(
         "model": colorizer.name,
         "examples": {name: len(setting.sketches) for name, setting in settings.items()},
         "skipped_files": [] if held_out is None else held_out.skipped,
+        "drawn_line_art": 0 if held_out is None else sum(a is not None for a in held_out.line_art),
         "size": options.size,
         "seed": options.seed,
         "feature_backbone": None if features is None else features.name,
