@@ -444,7 +444,8 @@ def load_resume_state(
     path = run_dir / RESUME_FILE
     if not path.is_file():
         raise ConfigError(f"nothing to resume: {path} does not exist")
-    state = torch.load(path, map_location=dist_info.device, weights_only=True)
+    # on the CPU: random states must stay CPU tensors; load_state_dict moves the rest to the device
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != STATE_FORMAT:
         raise ConfigError(f"{path} has state format {state.get('format')}, expected {STATE_FORMAT}")
     saved, current = state["config"], cfg.to_dict()
