@@ -281,3 +281,21 @@ def test_eval_through_a_running_daemon_matches_the_checkpoint(
         for name, result in loaded["settings"][setting]["model"].items():
             daemon_value = served["settings"][setting]["model"][name]["value"]
             assert daemon_value == pytest.approx(result["value"], rel=0.05, abs=0.02), name
+
+
+def test_eval_reports_a_broken_checkpoint_and_a_missing_daemon_in_one_line(
+    held_out_folder, tmp_path
+):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", "--model", str(broken), "--images", str(held_out_folder)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "broken.safetensors" in result.output
+    result = runner.invoke(
+        main,
+        ["eval", "--daemon", "--connection-file", str(tmp_path / "none.json"),
+         "--images", str(held_out_folder)],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "Error:" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -18,6 +20,20 @@ def _metric_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
             f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(metrics.list_metrics())}"
         )
     return names
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input, a broken checkpoint, missing backbone weights or an absent daemon: one line
+    naming the problem instead of a traceback."""
+    from colord.daemon.client import DaemonError
+    from colord.model import CheckpointError
+    from colord.training.backbones import BackboneError
+
+    try:
+        yield
+    except (ValueError, CheckpointError, BackboneError, DaemonError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
 
 
 metrics_option = click.option(
@@ -135,11 +151,6 @@ def eval_command(
         raise click.UsageError("give exactly one of --model PATH and --daemon")
     if images is None and spair is None:
         raise click.UsageError("give --images DIR, --spair DIR, or both")
-    colorizer = (
-        evaluate.load_daemon_colorizer(connection_file)
-        if use_daemon
-        else evaluate.load_checkpoint_colorizer(model_path, device=device)
-    )
     options = evaluate.EvalOptions(
         images=images,
         out=out,
@@ -157,10 +168,13 @@ def eval_command(
         spair_split=spair_split,
         spair_categories=spair_categories or None,
     )
-    try:
+    with user_errors():
+        colorizer = (
+            evaluate.load_daemon_colorizer(connection_file)
+            if use_daemon
+            else evaluate.load_checkpoint_colorizer(model_path, device=device)
+        )
         report = evaluate.evaluate(colorizer, options)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
     click.echo(report.markdown)
     for path in report.paths.values():
         click.echo(f"wrote {path}")
@@ -235,7 +249,7 @@ def ablate_command(
     from colord.training.config import load_config
     from colord.training.evaluate import EvalOptions
 
-    try:
+    with user_errors():
         base = load_config(
             config_path,
             preset=None if config_path else (preset or "quick"),
@@ -259,7 +273,5 @@ def ablate_command(
                 ),
             )
         )
-    except ValueError as error:  # ConfigError included
-        raise click.ClickException(str(error)) from None
     click.echo(ablation_markdown(summary))
     click.echo(f"wrote {out / 'ablation.md'} and {out / 'ablation.json'}")

@@ -41,7 +41,6 @@ from colord.training.spair import (
 if TYPE_CHECKING:
     from colord.daemon.client import Client
 
-SETTINGS = ("self", "cross")
 MODEL = "model"
 BASELINES = ("no_reference", "mean_color", "reference")
 DEFAULT_METRICS = ("fid", "sc_psnr_db", "psnr_db", "ssim_gt", "color_distance")
@@ -78,11 +77,11 @@ class GeneratorColorizer:
         outputs: list[np.ndarray] = []
         for start in range(0, len(sketches), self.batch_size):
             stop = start + self.batch_size
-            sketch = _to_tensor(np.stack(sketches[start:stop])[..., None])
-            reference = None if references is None else _to_tensor(np.stack(references[start:stop]))
-            if reference is not None:
-                reference = reference.to(self.device)
-            image = self.generator(sketch.to(self.device), reference)
+            sketch = _to_tensor(np.stack(sketches[start:stop])[..., None]).to(self.device)
+            reference = None
+            if references is not None:
+                reference = _to_tensor(np.stack(references[start:stop])).to(self.device)
+            image = self.generator(sketch, reference)
             outputs.extend(_to_uint8(image.float().cpu()))
         return outputs
 
