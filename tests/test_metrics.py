@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -234,3 +235,13 @@ def test_registry_skips_metrics_whose_inputs_are_missing_and_rejects_unknown_nam
     assert [r.name for r in metrics.calc_metrics(names, without)] == ["color_distance"]
     with pytest.raises(ValueError, match="unknown metric"):
         metrics.calc_metrics(["fid50k"], without)
+
+
+def test_fid_features_name_the_missing_piece_for_the_real_inception(tmp_path):
+    with pytest.raises(FileNotFoundError, match="InceptionV3 weights not found"):
+        metrics.load_fid_features(tmp_path / "missing.pth")
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"not a state dict")
+    expected = "not an InceptionV3 state dict" if find_spec("torchvision") else "torchvision"
+    with pytest.raises(ValueError, match=expected):
+        metrics.load_fid_features(weights)

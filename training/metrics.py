@@ -233,17 +233,28 @@ class BackbonePooledFeatures:
 
 
 class InceptionPool3:
-    """The 2048-d pool3 features of torchvision's ImageNet InceptionV3, on which FID is defined."""
+    """The 2048-d pool3 features of torchvision's ImageNet InceptionV3, on which FID is defined.
+
+    These are torchvision's port of the Inception weights; FID on them is close to, but not the
+    same number as, the reference TensorFlow implementation's.
+    """
 
     name = "inception_v3"
-    _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
     def __init__(self, weights: Path, *, device: str = "cpu", batch_size: int = 16) -> None:
-        from torchvision.models import inception_v3
-
+        try:
+            from torchvision.models import inception_v3
+        except ImportError:
+            raise ValueError(
+                "InceptionV3 weights were given but torchvision is not installed; "
+                "install torchvision to compute the real FID"
+            ) from None
+        # transform_input=False: the ported weights expect [-1, 1] input, which is what we feed.
         network = inception_v3(weights=None, aux_logits=True, init_weights=False)
-        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        try:
+            network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, ValueError) as error:
+            raise ValueError(f"{weights} is not an InceptionV3 state dict: {error}") from None
         network.fc = torch.nn.Identity()
         self.network = network.eval().to(device)
         self.batch_size = batch_size
@@ -253,8 +264,8 @@ class InceptionPool3:
         device = next(self.network.parameters()).device
         pooled = []
         for start in range(0, len(images), self.batch_size):
-            batch = (images_to_tensor(images[start : start + self.batch_size], 299) + 1) / 2
-            pooled.append(self.network(((batch - self._MEAN) / self._STD).to(device)).cpu())
+            batch = images_to_tensor(images[start : start + self.batch_size], 299)
+            pooled.append(self.network(batch.to(device)).cpu())
         return torch.cat(pooled).double().numpy()
 
 
@@ -277,13 +288,7 @@ def load_fid_features(
     if inception_weights is not None:
         if not Path(inception_weights).is_file():
             raise FileNotFoundError(f"InceptionV3 weights not found: {inception_weights}")
-        try:
-            return InceptionPool3(Path(inception_weights), device=device)
-        except ImportError:
-            raise RuntimeError(
-                "InceptionV3 weights were given but torchvision is not installed; "
-                "install torchvision to compute the real FID"
-            ) from None
+        return InceptionPool3(Path(inception_weights), device=device)
     cached = cached_inception_weights()
     if cached is not None:
         return InceptionPool3(cached, device=device)
