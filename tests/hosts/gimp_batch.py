@@ -5,12 +5,14 @@ raw RGBA8 layer files, writes (or removes) the connection file named by $COLORD_
 calls `python-fu-colord-colorize` non-interactively with the selected drawables and arguments, and
 writes what it saw into the case's output folder: `observations.json` (statuses, messages, call
 times, the layer tree before and after) and every layer's pixels before and after, as R'G'B'A u8.
+A case with `direct_calls` also sends the daemon the same bytes itself after each call, for timing.
 
 Only the standard library and GIMP's own PyGObject are available here.
 """
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +123,30 @@ def call_procedure(image, drawables, case):
     return status.value_nick, message, elapsed
 
 
+def ask_daemon_directly(case, before, out_dir):
+    """Send the daemon the bytes the plug-in read, with the installed wire client; its timings.
+
+    Timing runs pair each procedure call with this request, made at once under the same load, to
+    tell the daemon's own processing time apart from what GIMP and the plug-in add.
+    """
+    import colord_wire  # the copy installed beside the plug-in (see main)
+
+    def wire_image(name):
+        record = next(r for r in before if r["name"] == name)
+        data = (out_dir / record["pixels"]).read_bytes()
+        return colord_wire.Image(record["width"], record["height"], "RGBA8", data)
+
+    options = case.get("options", {})
+    with colord_wire.WireClient.from_connection_file() as client:
+        _, timings = client.colorize(
+            wire_image(case["select"][0]),
+            wire_image(case["reference"]) if case["reference"] else None,
+            working_size=options.get("working-size"),
+            keep_lines=options.get("keep-lines", True),
+        )
+    return timings
+
+
 def run_case(case, pixel_dir, out_root):
     out_dir = out_root / case["name"]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,17 +164,20 @@ def run_case(case, pixel_dir, out_root):
     before = snapshot(image, out_dir, "before")
     set_connection(case.get("connection"))
     drawables = [by_name[name] for name in case["select"]]
-    statuses, messages, elapsed = [], [], []
+    statuses, messages, elapsed, direct_timings = [], [], [], []
     for _ in range(case.get("repeat", 1)):
         status, message, seconds = call_procedure(image, drawables, case)
         statuses.append(status)
         messages.append(message)
         elapsed.append(seconds)
+        if case.get("direct_calls"):
+            direct_timings.append(ask_daemon_directly(case, before, out_dir))
     after = snapshot(image, out_dir, "after")
     observations = {
         "statuses": statuses,
         "messages": messages,
         "elapsed_s": elapsed,
+        "direct_timings": direct_timings,
         "before": before,
         "after": after,
     }
@@ -158,6 +187,7 @@ def run_case(case, pixel_dir, out_root):
 
 def main():
     job = json.loads(Path(os.environ["COLORD_GIMP_JOB"]).read_text())
+    sys.path.insert(0, job["plugin_dir"])
     pixel_dir = Path(job["pixel_dir"])
     out_root = Path(job["out_dir"])
     for case in job["cases"]:

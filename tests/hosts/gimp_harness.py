@@ -68,7 +68,8 @@ class GimpRun:
         for name in ("home", "config", "cache", "data", "runtime", "tmp", "pixels", "out"):
             (self.work / name).mkdir()
         (self.work / "runtime").chmod(0o700)
-        install("gimp", self.work / "config" / "GIMP" / "3.0")
+        gimp_config = install("gimp", self.work / "config" / "GIMP" / "3.0").destination
+        self.plugin_dir = gimp_config / "plug-ins" / "colord_gimp"
         self.batch_script = Path(shutil.copy2(BATCH_SCRIPT, self.work / BATCH_SCRIPT.name))
         self.connection_file = self.work / "runtime" / "daemon.json"
         self.cases: list[dict] = []
@@ -96,6 +97,7 @@ class GimpRun:
                 {
                     "pixel_dir": self.inside(self.work / "pixels"),
                     "out_dir": self.inside(self.work / "out"),
+                    "plugin_dir": self.inside(self.plugin_dir),
                     "cases": self.cases,
                 }
             )

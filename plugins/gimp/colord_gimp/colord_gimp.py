@@ -16,11 +16,10 @@ import threading
 import gi
 
 gi.require_version("Gimp", "3.0")
-gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 import colord_gimp_logic as logic  # noqa: E402
 import colord_wire  # noqa: E402
-from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 PROCEDURE_NAME = "python-fu-colord-colorize"
 PROGRESS_PULSE_SECONDS = 0.1
@@ -103,6 +102,10 @@ def colorize_with_progress(
 
 
 def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
+    # Imported here: loading Gtk would cost every non-interactive call about 50 ms for nothing.
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
     GimpUi.init("colord_gimp")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Colorize with Reference")
     dialog.fill(None)
