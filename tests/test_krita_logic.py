@@ -187,6 +187,27 @@ def test_second_start_while_busy_does_nothing(plugin) -> None:
     assert len(host.inserted) == 2
 
 
+def test_on_reply_runs_once_in_the_worker_after_the_reply(plugin) -> None:
+    host = FakeHost(plugin)
+    release = threading.Event()
+    calls: list[tuple[int, bool]] = []
+    colorizer = plugin.colorizer.Colorizer(
+        host,
+        lambda: BlockingClient(lambda image: image, release),
+        on_reply=lambda: calls.append((threading.get_ident(), colorizer.poll())),
+    )
+    assert colorizer.start(options(plugin))
+    assert calls == []
+    release.set()
+    deadline = time.monotonic() + 30
+    while not calls:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    [(thread, finished)] = calls
+    assert thread != threading.get_ident() and finished  # the reply was in when it ran
+    assert len(host.inserted) == 1
+
+
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [

@@ -1,9 +1,10 @@
 """One colorize request from action to inserted layer, without Krita: the host is passed in.
 
 The GUI thread calls `start` (reads both layers through the host, then sends them from a worker
-thread so Krita stays responsive) and then `poll` from a timer until the reply is in; `poll`
-inserts the result through the host, again in the GUI thread, since Krita's API is not
-thread-safe. While a request runs, `start` refuses a second one.
+thread so Krita stays responsive). When the reply is in, the worker calls `on_reply` (in Krita: a
+queued Qt signal) and the GUI thread calls `poll`, which inserts the result through the host, again
+in the GUI thread, since Krita's API is not thread-safe. While a request runs, `start` refuses a
+second one.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ class _Request:
     """The wire call, run in a worker thread; the outcome is read once `finished` is set."""
 
     def __init__(
-        self, inputs: Inputs, options: ColorizeOptions, connect: Callable[[], Any]
+        self,
+        inputs: Inputs,
+        options: ColorizeOptions,
+        connect: Callable[[], Any],
+        on_reply: Callable[[], None],
     ) -> None:
         self.inputs = inputs
         self.finished = threading.Event()
@@ -57,6 +62,7 @@ class _Request:
         self.answered_at = 0.0
         self._options = options
         self._connect = connect
+        self._on_reply = on_reply
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
         self._thread.start()
 
@@ -77,6 +83,7 @@ class _Request:
         finally:
             self.answered_at = time.perf_counter()
             self.finished.set()
+            self._on_reply()
 
 
 class Colorizer:
@@ -85,10 +92,14 @@ class Colorizer:
         host: Host,
         connect: Callable[[], Any] = colord_wire.WireClient.from_connection_file,
         on_change: Callable[[], None] = lambda: None,
+        on_reply: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_reply` runs in the worker thread once a reply (or failure) is in: it must only
+        hand over to the GUI thread, which then calls `poll`."""
         self._host = host
         self._connect = connect
         self._on_change = on_change
+        self._on_reply = on_reply
         self._request: _Request | None = None
         self._started_at = 0.0  # when the action ran, for the timings in the log
         self.status = ""  # the last thing said to the artist, for the docker's status line
@@ -114,7 +125,7 @@ class Colorizer:
             self._say(messages.unexpected(error))
             return False
         self._started_at = started_at
-        self._request = _Request(inputs, options, self._connect)
+        self._request = _Request(inputs, options, self._connect, self._on_reply)
         self._say(
             f"Colouring “{inputs.line_art.name}” after “{inputs.reference.name}”…", show=False
         )

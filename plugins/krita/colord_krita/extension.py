@@ -8,7 +8,7 @@ result layer is the only change to it, added in one undo step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
@@ -24,7 +24,6 @@ from .qt import QtCore, QtWidgets
 ACTION_ID = "colord_colorize"
 ACTION_TEXT = "Colorize with Reference…"
 DOCKER_ID = "colord_docker"
-POLL_INTERVAL_MS = 10
 MASK_TYPES = {"transparencymask", "filtermask", "transformmask", "selectionmask", "colorizemask"}
 KIND_NAMES = {kind: kind.replace("mask", " mask") for kind in MASK_TYPES}
 
@@ -137,15 +136,31 @@ class KritaHost:
         return [(node.name(), depth) for node, depth in _walk(document.rootNode())]
 
 
+class _GuiThreadCall(QtCore.QObject):
+    """`trigger()` from any thread runs `callback` in the GUI thread (a queued Qt signal)."""
+
+    _arrived = QtCore.pyqtSignal()
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        super().__init__()  # created in the GUI thread, so it lives there
+        self._callback = callback
+        self._arrived.connect(self._run, QtCore.Qt.ConnectionType.QueuedConnection)
+
+    @QtCore.pyqtSlot()
+    def _run(self) -> None:
+        self._callback()
+
+    def trigger(self) -> None:
+        self._arrived.emit()
+
+
 class Controller:
     """Shared by the action and every docker: one request at a time, options in Krita's settings."""
 
     def __init__(self) -> None:
         self.host = KritaHost()
-        self.colorizer = Colorizer(self.host, on_change=self._changed)
-        self._timer = QtCore.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.timeout.connect(self._poll)
+        self._reply = _GuiThreadCall(self._finish)
+        self.colorizer = Colorizer(self.host, on_change=self._changed, on_reply=self._reply.trigger)
         self._panels: list[ColordPanel] = []
 
     def options(self) -> ColorizeOptions:
@@ -161,8 +176,7 @@ class Controller:
                 panel.set_options(options)
 
     def colorize(self) -> None:
-        if self.colorizer.start(self.options()):
-            self._timer.start()
+        self.colorizer.start(self.options())
 
     def add_panel(self, panel: ColordPanel) -> None:
         self._panels.append(panel)
@@ -176,10 +190,9 @@ class Controller:
         for panel in self._panels:
             panel.set_daemon_status(text)
 
-    def _poll(self) -> None:
-        if self.colorizer.poll():
-            self._timer.stop()
-            self.refresh_daemon_status()
+    def _finish(self) -> None:
+        self.colorizer.poll()
+        self.refresh_daemon_status()
 
     def _changed(self) -> None:
         for panel in self._panels:
