@@ -11,9 +11,10 @@ Three parts, in one run:
    autocast, `torch.compile(mode="reduce-overhead", dynamic=False)`), same preset, same size, same
    run; the speed-up is printed as eager / fast.
 3. **The engine's overhead** on a 2048x2048 canvas (transparent RGBA line art, a 1024x768
-   reference): the median `Engine.colorize` time minus the median bare forward of the same model
-   at the working shape the engine uses (512 on the long side), both measured alternately in this
-   run, printed as a ratio of the bare forward. The issue's bar: <= 30 % on the CPU.
+   reference): the `Engine.colorize` time minus the bare forward of the same model at the working
+   shapes the engine uses (512 on the long side), both measured alternately in this run, printed
+   as a ratio of the bare forward, from the fastest runs (the least disturbed by other load on the
+   machine) and from the medians. The issue's bar: <= 30 % on the CPU.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ def overhead(args: argparse.Namespace, device: str) -> None:
         f"{geometry.working_shape}, reference {reference_shape}) =="
     )
     print(
-        f"{'preset':<8} {'colorize':>10} {'bare fwd':>10} {'overhead':>10} {'ratio':>7}   "
-        f"in colorize: {'prepare':>8} {'forward':>10} {'finish':>8}   bar <= {OVERHEAD_BAR:.0%}"
+        f"{'preset':<8} {'stat':<8} {'colorize':>10} {'bare fwd':>10} {'overhead':>10} "
+        f"{'ratio':>7}   in colorize: {'prepare':>8} {'forward':>10} {'finish':>8}"
     )
     for preset in args.presets:
         engine = Engine(
@@ -208,15 +209,22 @@ def overhead(args: argparse.Namespace, device: str) -> None:
             engine.forward(sketch, ref)
             sync()
             forwards.append((time.perf_counter() - start) * 1000)
-        total, forward = statistics.median(totals), statistics.median(forwards)
-        ratio = (total - forward) / forward
-        verdict = "pass" if ratio <= OVERHEAD_BAR else "over"
-        inside = {key: statistics.median(t[key] for t in parts) for key in parts[0]}
+        for stat, pick in (("fastest", min), ("median", statistics.median)):
+            total, forward = pick(totals), pick(forwards)
+            ratio = (total - forward) / forward
+            inside = {key: pick([t[key] for t in parts]) for key in parts[0]}
+            print(
+                f"{preset:<8} {stat:<8} {total:7.1f} ms {forward:7.1f} ms "
+                f"{total - forward:7.1f} ms {ratio:6.1%}                "
+                f"{inside['prepare']:5.1f} ms {inside['forward']:7.1f} ms "
+                f"{inside['finish']:5.1f} ms",
+                flush=True,
+            )
+        ratio = (min(totals) - min(forwards)) / min(forwards)
+        verdict = "within" if ratio <= OVERHEAD_BAR else "OVER"
         print(
-            f"{preset:<8} {total:7.1f} ms {forward:7.1f} ms {total - forward:7.1f} ms "
-            f"{ratio:6.1%}                {inside['prepare']:5.1f} ms {inside['forward']:7.1f} ms "
-            f"{inside['finish']:5.1f} ms   {verdict}",
-            flush=True,
+            f"{preset:<8} overhead {ratio:.1%} of the bare forward (fastest runs): {verdict} "
+            f"the bar of {OVERHEAD_BAR:.0%}"
         )
         del engine
 

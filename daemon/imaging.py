@@ -136,15 +136,22 @@ def bands(height: int, width: int) -> list[slice]:
     return [slice(top, min(height, top + rows)) for top in range(0, height, rows)]
 
 
-def read_line_art(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A checked line-art array -> (flattened on white, its darkest channel, line mask)."""
-    image = check_image(image, "line art")
+def flatten_in_bands(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """`flatten_on_white` of a whole canvas, band by band."""
+    image = check_image(image, what)
     height, width, channels = image.shape
     flat = np.empty((height, width) if channels <= 2 else (height, width, 3), np.uint8)
-    darkest = np.empty((height, width), np.uint8)
-    lines = np.empty((height, width), np.uint8)
     for rows in bands(height, width):
         flat[rows] = flatten_on_white(image[rows])
+    return flat
+
+
+def read_line_art(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A line-art array -> (flattened on white, its darkest channel, line mask)."""
+    flat = flatten_in_bands(image, "line art")
+    darkest = np.empty(flat.shape[:2], np.uint8)
+    lines = np.empty(flat.shape[:2], np.uint8)
+    for rows in bands(*flat.shape[:2]):
         darkest[rows] = darkest_channel(flat[rows])
         lines[rows] = line_mask(flat[rows], darkest=darkest[rows])
     return flat, darkest, lines
@@ -246,7 +253,7 @@ def working_sketch(lines: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 def working_reference(reference: np.ndarray, long_side: int) -> np.ndarray:
     """The model's reference: (h, w, 3) float32 RGB in [0, 1], flattened on white, aspect kept."""
-    rgb = as_rgb(flatten_on_white(reference))
+    rgb = as_rgb(flatten_in_bands(reference, "reference"))
     height, width = reference_shape(rgb.shape[0], rgb.shape[1], long_side)
     shrinking = height * width < rgb.shape[0] * rgb.shape[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
