@@ -23,6 +23,7 @@ from colord.daemon.connection import ConnectionFileError, read_connection
 from colord.daemon.protocol import ColorizeArgs, ProtocolError
 
 DEFAULT_TIMEOUT = 120.0
+REUSE_MIN_BYTES = 1 << 20  # requests this large are written into one reused buffer
 
 
 class DaemonError(Exception):
@@ -81,6 +82,8 @@ class Client:
         self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(endpoint)
+        self._buffer = bytearray()
+        self._buffer_tracker: zmq.MessageTracker = zmq.MessageTracker()
 
     @classmethod
     def from_connection_file(
@@ -138,11 +141,26 @@ class Client:
 
     # -- one round trip ------------------------------------------------------------------------
 
+    def _reusable(self) -> bytearray | None:
+        """The send buffer, once ZeroMQ has let go of the previous message written into it."""
+        return self._buffer if self._buffer_tracker.done else None
+
+    def _send(self, body: bytes | memoryview) -> None:
+        if isinstance(body, memoryview):  # written into the reusable buffer
+            self._buffer_tracker = self._socket.send(body, copy=False, track=True)
+        elif len(body) >= REUSE_MIN_BYTES:  # too big for the buffer: it becomes the next one
+            self._buffer = bytearray(body)
+            self._buffer_tracker = self._socket.send(self._buffer, copy=False, track=True)
+        else:
+            self._socket.send(body)
+
     def request(self, op: str, args: ColorizeArgs | None = None) -> dict[str, Any]:
         """Send one request and wait for its reply; replies to earlier, abandoned requests are
         skipped. Raises ErrorReply for an error reply and DaemonTimeout after `timeout` seconds."""
         request_id = next(self._ids)
-        self._socket.send(protocol.encode_request(request_id, op, self._token, args), copy=False)
+        self._send(
+            protocol.encode_request(request_id, op, self._token, args, into=self._reusable())
+        )
         deadline = time.monotonic() + self.timeout
         while True:
             remaining_ms = (deadline - time.monotonic()) * 1000.0

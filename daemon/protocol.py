@@ -138,8 +138,12 @@ def _is_large_buffer(value: Any) -> bool:
     return isinstance(value, bytes | bytearray | memoryview) and len(value) >= _ZERO_COPY_MIN_BYTES
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """msgpack-encode a message; large bytes-like values are copied into the result exactly once."""
+def encode(message: dict[str, Any], into: bytearray | None = None) -> bytes | memoryview:
+    """msgpack-encode a message; large bytes-like values are copied into the result exactly once.
+
+    With `into` large enough, the message is written there and a view of it returned: a caller
+    that sends big messages repeatedly reuses one buffer instead of faulting in fresh memory.
+    """
     chunks: list[bytes | memoryview] = []
     packer = msgpack.Packer(autoreset=False)
 
@@ -159,16 +163,28 @@ def encode(message: dict[str, Any]) -> bytes:
 
     walk(message)
     chunks.append(packer.bytes())
-    return b"".join(chunks)
+    size = sum(len(chunk) for chunk in chunks)
+    if into is None or len(into) < size:
+        return b"".join(chunks)
+    offset = 0
+    for chunk in chunks:
+        into[offset : offset + len(chunk)] = chunk
+        offset += len(chunk)
+    return memoryview(into)[:size]
 
 
 def encode_request(
-    request_id: int | str, op: str, token: str, args: ColorizeArgs | None = None
-) -> bytes:
+    request_id: int | str,
+    op: str,
+    token: str,
+    args: ColorizeArgs | None = None,
+    *,
+    into: bytearray | None = None,
+) -> bytes | memoryview:
     message: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, "token": token}
     if args is not None:
         message["args"] = args.to_message()
-    return encode(message)
+    return encode(message, into)
 
 
 def encode_ok(request_id: int | str, result: dict[str, Any]) -> bytes:

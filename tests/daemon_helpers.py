@@ -63,14 +63,16 @@ class RunningDaemon:
         shutil.rmtree(self.log_file.parent, ignore_errors=True)
 
 
-def serve_command(model_path: Path, connection_file: Path, extra_args: Sequence[str] = ()) -> list:
+def serve_command(
+    model_path: Path, connection_file: Path, extra_args: Sequence[str] = (), device: str = "cpu"
+) -> list[str]:
     return [
         *CLI,
         "serve",
         "--model",
         str(model_path),
         "--device",
-        "cpu",
+        device,
         "--bind",
         "tcp://127.0.0.1:*",
         "--connection-file",
@@ -80,7 +82,11 @@ def serve_command(model_path: Path, connection_file: Path, extra_args: Sequence[
 
 
 def start_daemon(
-    model_path: Path, *, extra_args: Sequence[str] = (), timeout: float = START_TIMEOUT
+    model_path: Path,
+    *,
+    extra_args: Sequence[str] = (),
+    device: str = "cpu",
+    timeout: float = START_TIMEOUT,
 ) -> RunningDaemon:
     """Start `colord serve` on a free loopback port; return once its connection file is written."""
     folder = Path(tempfile.mkdtemp(prefix="colord-daemon-"))
@@ -89,7 +95,7 @@ def start_daemon(
     env = {**os.environ, "COLORD_CONNECTION_FILE": str(connection_file)}
     with open(log_file, "wb") as log:
         process = subprocess.Popen(
-            serve_command(model_path, connection_file, extra_args),
+            serve_command(model_path, connection_file, extra_args, device),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
