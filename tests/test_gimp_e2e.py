@@ -26,6 +26,7 @@ SUCCESS_CASES = {
     # name: (working size, keep lines)
     "rgb8-offset": (64, True),
     "rgb16-in-group": (128, False),
+    "f32-linear": (64, True),
 }
 
 
@@ -112,6 +113,28 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
         },
         common
         | {"name": "group-selected", "layers": grouped, "select": ["Inks"], "connection": None},
+        common
+        | {
+            "name": "mask-selected",
+            "layers": [flat[0] | {"mask": "Line art mask"}, *flat[1:]],
+            "select": ["Line art mask"],
+            "connection": None,
+        },
+        common
+        | {
+            "name": "two-selected",
+            "layers": flat,
+            "select": [LINE_ART, REFERENCE],
+            "connection": connection_text,
+        },
+        common
+        | {
+            "name": "f32-linear",
+            "precision": "float_linear",
+            "layers": flat,
+            "connection": connection_text,
+            "options": {"working-size": 64, "keep-lines": True},
+        },
     ]
 
 
@@ -124,11 +147,15 @@ def daemon(gimp_root, tiny_checkpoint):
 @pytest.fixture(scope="module")
 def gimp_run(gimp_root, daemon):
     run = GimpRun(gimp_root)
-    build_cases(run, daemon.connection_file.read_text())
-    result = run.run()
-    assert result.returncode == 0 and run.completed(), f"GIMP batch run failed:\n{result.output}"
-    yield run
-    run.remove()
+    try:
+        build_cases(run, daemon.connection_file.read_text())
+        result = run.run()
+        assert result.returncode == 0 and run.completed(), (
+            f"GIMP batch run failed:\n{result.output}"
+        )
+        yield run
+    finally:
+        run.remove()
 
 
 def test_chroot_has_neither_pyzmq_nor_msgpack(gimp_root) -> None:
@@ -194,6 +221,8 @@ def test_result_layer_is_the_daemons_answer_directly_below_the_line_art(
         ("wrong-token", ["token"]),
         ("grey-image", ["Grayscale", "Image › Mode › RGB"]),
         ("group-selected", ["layer group"]),
+        ("mask-selected", ["layer mask"]),
+        ("two-selected", ["exactly one layer", "2 are selected"]),
     ],
 )
 def test_failure_is_a_readable_error_and_changes_nothing(

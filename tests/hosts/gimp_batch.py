@@ -28,7 +28,10 @@ LAYER_TYPES = {"rgb": Gimp.ImageType.RGBA_IMAGE, "gray": Gimp.ImageType.GRAYA_IM
 
 
 def build_layers(image, entries, parent, by_name, pixel_dir):
-    """Insert `entries` (top first) under `parent`; a group entry holds its own `layers`."""
+    """Insert `entries` (top first) under `parent`.
+
+    A group entry holds its own `layers`; a layer entry with `mask` gets a white mask by that name.
+    """
     for position, entry in enumerate(entries):
         if "layers" in entry:
             layer = Gimp.GroupLayer.new(image, entry["name"])
@@ -51,6 +54,10 @@ def build_layers(image, entries, parent, by_name, pixel_dir):
             data = (pixel_dir / entry["pixels"]).read_bytes()
             buffer.set(Gegl.Rectangle.new(0, 0, width, height), PIXEL_FORMAT, data)
             buffer.flush()
+            if entry.get("mask"):
+                mask = layer.create_mask(Gimp.AddMaskType.WHITE)
+                layer.add_mask(mask)
+                by_name[entry["mask"]] = mask
         by_name[entry["name"]] = layer
 
 
