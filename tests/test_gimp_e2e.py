@@ -165,6 +165,22 @@ def test_chroot_has_neither_pyzmq_nor_msgpack(gimp_root) -> None:
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
 
 
+def test_procedure_sits_in_the_layer_menu_with_its_arguments(gimp_run: GimpRun) -> None:
+    registered = gimp_run.procedure()
+    assert registered["menu_label"] == "Colorize with Reference…"
+    assert registered["menu_paths"] == ["<Image>/Layer"]
+    arguments = {argument.pop("name"): argument for argument in registered["arguments"]}
+    assert list(arguments)[:3] == ["run-mode", "image", "drawables"]
+    assert arguments["reference"]["type"] == "GimpLayer"
+    assert arguments["working-size"] == {
+        "type": "gint",
+        "default_value": 512,
+        "minimum": 64,
+        "maximum": 4096,
+    }
+    assert arguments["keep-lines"] == {"type": "gboolean", "default_value": True}
+
+
 def layout(record: dict) -> dict:
     """A layer's name, parent, kind and geometry (its position among siblings left out)."""
     return {k: v for k, v in record.items() if k not in ("position", "pixels")}

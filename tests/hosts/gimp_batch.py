@@ -192,11 +192,31 @@ def run_case(case, pixel_dir, out_root):
     image.delete()
 
 
+def describe_procedure():
+    """How the procedure is registered: menu, image types and each argument's type and range."""
+    procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    arguments = []
+    for spec in procedure.get_arguments():
+        argument = {"name": spec.name, "type": spec.value_type.name}
+        for field in ("default_value", "minimum", "maximum"):
+            value = getattr(spec, field, None)
+            if isinstance(value, (bool, int, float, str)):
+                argument[field] = value
+        arguments.append(argument)
+    return {
+        "menu_label": procedure.get_menu_label(),
+        "menu_paths": list(procedure.get_menu_paths()),
+        "image_types": procedure.get_image_types(),
+        "arguments": arguments,
+    }
+
+
 def main():
     job = json.loads(Path(os.environ["COLORD_GIMP_JOB"]).read_text())
     sys.path.insert(0, job["plugin_dir"])
     pixel_dir = Path(job["pixel_dir"])
     out_root = Path(job["out_dir"])
+    (out_root / "procedure.json").write_text(json.dumps(describe_procedure(), indent=1))
     for case in job["cases"]:
         run_case(case, pixel_dir, out_root)
     (out_root / "done").write_text("ok")

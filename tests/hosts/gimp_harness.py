@@ -148,6 +148,10 @@ class GimpRun:
     def observations(self, case_name: str) -> dict:
         return json.loads((self.work / "out" / case_name / "observations.json").read_text())
 
+    def procedure(self) -> dict:
+        """The procedure's registration as GIMP reports it (menu, image types, arguments)."""
+        return json.loads((self.work / "out" / "procedure.json").read_text())
+
     def layer_pixels(self, case_name: str, record: dict) -> np.ndarray:
         data = (self.work / "out" / case_name / record["pixels"]).read_bytes()
         return np.frombuffer(data, np.uint8).reshape(record["height"], record["width"], 4)
