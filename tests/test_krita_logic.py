@@ -187,6 +187,24 @@ def test_second_start_while_busy_does_nothing(plugin) -> None:
     assert len(host.inserted) == 2
 
 
+def test_click_during_insertion_is_refused(plugin) -> None:
+    """Krita may run its event loop inside addChildNode, so a click can arrive mid-insertion."""
+    host = FakeHost(plugin)
+    release = threading.Event()
+    release.set()
+    colorizer = plugin.colorizer.Colorizer(host, lambda: BlockingClient(lambda i: i, release))
+    nested: list[bool] = []
+    insert = host.insert_below
+    host.insert_below = lambda *args: (
+        nested.append(colorizer.start(options(plugin))),
+        insert(*args),
+    )
+    assert colorizer.start(options(plugin))
+    finish(colorizer)
+    assert nested == [False] and len(host.inserted) == 1 and host.reads == ["Ref"]
+    assert not colorizer.busy
+
+
 def test_on_reply_runs_once_in_the_worker_after_the_reply(plugin) -> None:
     host = FakeHost(plugin)
     release = threading.Event()

@@ -52,8 +52,10 @@ class _Request:
         options: ColorizeOptions,
         connect: Callable[[], Any],
         on_reply: Callable[[], None],
+        started_at: float,
     ) -> None:
         self.inputs = inputs
+        self.started_at = started_at  # when the action ran
         self.finished = threading.Event()
         self.image: colord_wire.Image | None = None
         self.timings: dict = {}
@@ -101,12 +103,13 @@ class Colorizer:
         self._on_change = on_change
         self._on_reply = on_reply
         self._request: _Request | None = None
-        self._started_at = 0.0  # when the action ran, for the timings in the log
+        self._inserting = False
         self.status = ""  # the last thing said to the artist, for the docker's status line
 
     @property
     def busy(self) -> bool:
-        return self._request is not None
+        # Inserting counts: Krita may run its event loop (and so a click) while it adds the layer.
+        return self._request is not None or self._inserting
 
     def start(self, options: ColorizeOptions) -> bool:
         """Read the layers and send the request; False (with a message) when nothing was sent."""
@@ -124,8 +127,7 @@ class Colorizer:
         except Exception as error:
             self._say(messages.unexpected(error))
             return False
-        self._started_at = started_at
-        self._request = _Request(inputs, options, self._connect, self._on_reply)
+        self._request = _Request(inputs, options, self._connect, self._on_reply, started_at)
         self._say(
             f"Colouring “{inputs.line_art.name}” after “{inputs.reference.name}”…", show=False
         )
@@ -142,12 +144,16 @@ class Colorizer:
         if request.error is not None:
             self._say(request.error)
             return True
+        self._inserting = True
         try:
             self._insert(request)
         except PluginError as error:
             self._say(str(error))
         except Exception as error:
             self._say(messages.unexpected(error))
+        finally:
+            self._inserting = False
+            self._on_change()
         return True
 
     def _insert(self, request: _Request) -> None:
@@ -172,8 +178,8 @@ class Colorizer:
             layer=name,
             width=image.width,
             height=image.height,
-            elapsed_ms=(done_at - self._started_at) * 1000.0,
-            read_ms=(request.sent_at - self._started_at) * 1000.0,
+            elapsed_ms=(done_at - request.started_at) * 1000.0,
+            read_ms=(request.sent_at - request.started_at) * 1000.0,
             round_trip_ms=(request.answered_at - request.sent_at) * 1000.0,
             insert_ms=(done_at - request.answered_at) * 1000.0,
             timings=dict(request.timings),
