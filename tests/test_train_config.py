@@ -114,6 +114,7 @@ def test_ablation_flag_turns_the_triplet_loss_off() -> None:
     assert (printed["model"]["aggregation"], printed["loss"]["triplet"]) == ("adain", 0.0)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch
 def test_unknown_key_on_the_command_line_is_a_clean_error() -> None:
     # through the installed entry point, as a user runs it: one line, no traceback
     process = subprocess.run(
