@@ -104,6 +104,7 @@ def fid_features():
     )
 
 
+@pytest.mark.slow
 def test_eval_writes_table_json_and_contact_sheet(
     tiny_checkpoint, held_out_folder, tmp_path, fid_features
 ):

@@ -500,7 +500,9 @@ def markdown_report(summary: dict) -> str:
         "",
         "Baselines: `no_reference` = the model with a zero-filled reference; `mean_color` = the "
         "line art's regions filled with the reference's mean colour; `reference` = the reference "
-        "itself, unchanged.",
+        "itself, unchanged (in the cross setting the references are held-out images, so its FID "
+        "there is 0 by construction). FID compares with the held-out images (SPair: the source "
+        "images); on few images it is biased upwards, so compare FIDs only at equal counts.",
         "",
     ]
     return "\n".join(lines)
