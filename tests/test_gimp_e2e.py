@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 
 import numpy as np
 import pytest
 from conftest import draw_line_art, draw_reference
 from daemon_helpers import start_daemon
-from hosts.gimp_harness import GimpRun, chroot_dir, chroot_problem, chroot_python
+from hosts.gimp_harness import (
+    GimpRun,
+    chroot_dir,
+    chroot_problem,
+    chroot_python,
+    virtual_display,
+)
 
 from colord.daemon.client import Client
 
@@ -158,6 +165,28 @@ def gimp_run(gimp_root, daemon):
         run.remove()
 
 
+@pytest.fixture(scope="module")
+def gimp_dialog_run(gimp_root, daemon):
+    """The first success case again, run interactively: through the real procedure dialog."""
+    if shutil.which("Xvfb") is None:
+        message = "Xvfb is needed to show GIMP's procedure dialog"
+        if os.environ.get("COLORD_REQUIRE_HOSTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    run = GimpRun(gimp_root)
+    try:
+        build_cases(run, daemon.connection_file.read_text())
+        run.cases = [run.cases[0] | {"name": "interactive", "run_mode": "interactive"}]
+        with virtual_display() as display:
+            result = run.run(display=display)
+        assert result.returncode == 0 and run.completed(), (
+            f"GIMP batch run failed:\n{result.output}"
+        )
+        yield run
+    finally:
+        run.remove()
+
+
 def test_chroot_has_neither_pyzmq_nor_msgpack(gimp_root) -> None:
     assert chroot_python(gimp_root, "import gi").returncode == 0
     for module in ("zmq", "msgpack"):
@@ -256,3 +285,19 @@ def test_failure_is_a_readable_error_and_changes_nothing(
             np.testing.assert_array_equal(
                 gimp_run.layer_pixels(case, after), gimp_run.layer_pixels(case, before)
             )
+
+
+def test_interactive_run_shows_the_dialog_with_a_layer_chooser_and_colorizes(
+    gimp_dialog_run: GimpRun,
+) -> None:
+    dialog = gimp_dialog_run.dialog_record()
+    assert dialog == {
+        "title": "Colorize with Reference",
+        "visible": True,
+        "reference_widget": "DrawableChooser",
+        "reference_shown": True,
+    }
+    observed = gimp_dialog_run.observations("interactive")
+    assert observed["statuses"] == ["success"], observed["messages"]
+    names = [record["name"] for record in observed["after"]]
+    assert names == [LINE_ART, f"Colorized ({REFERENCE})", REFERENCE, "Paper"]

@@ -116,7 +116,8 @@ def call_procedure(image, drawables, case):
     if procedure is None:
         raise RuntimeError(f"GIMP has no procedure {PROCEDURE}: the plug-in was not registered")
     config = procedure.create_config()
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    run_mode = case.get("run_mode", "noninteractive")
+    config.set_property("run-mode", getattr(Gimp.RunMode, run_mode.upper()))
     config.set_property("image", image)
     config.set_core_object_array("drawables", drawables)
     config.set_property("reference", case["by_name"].get(case["reference"]))

@@ -14,6 +14,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from colord.daemon.plugin_install import install
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tests" / "hosts" / "build_gimp_chroot.sh"
 BATCH_SCRIPT = Path(__file__).with_name("gimp_batch.py")
+DIALOG_HOOK = Path(__file__).with_name("gimp_accept_dialog.py")
 DEFAULT_CHROOT = Path("/var/cache/colord/gimp-chroot")
 READY_MARKER = ".colord-gimp-chroot-ready"
 GIMP_TIMEOUT_S = 300
@@ -50,6 +53,42 @@ def chroot_python(root: Path, code: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+
+
+@contextmanager
+def virtual_display() -> Iterator[str]:
+    """An Xvfb server for the length of the block; yields its display name (":N").
+
+    The chroot shares the host's network namespace, so its X clients reach Xvfb's abstract socket.
+    """
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen(
+        [
+            "Xvfb",
+            "-displayfd",
+            str(write_end),
+            "-screen",
+            "0",
+            "1280x1024x24",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as announced:
+            number = announced.readline().strip()
+        if not number:
+            raise RuntimeError("Xvfb did not start")
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @dataclass
@@ -89,8 +128,12 @@ class GimpRun:
         height, width = rgba.shape[:2]
         return {"pixels": file_name, "width": width, "height": height}
 
-    def run(self, timeout: float = GIMP_TIMEOUT_S) -> GimpResult:
-        """Run GIMP once over all cases, in a fresh profile and with only this run's environment."""
+    def run(self, timeout: float = GIMP_TIMEOUT_S, display: str | None = None) -> GimpResult:
+        """Run GIMP once over all cases, in a fresh profile and with only this run's environment.
+
+        With `display` (an X display such as ":3"), plug-ins may open dialogs there, and the colord
+        plug-in's procedure dialog is recorded and accepted by `gimp_accept_dialog.py`.
+        """
         job = self.work / "job.json"
         job.write_text(
             json.dumps(
@@ -114,6 +157,15 @@ class GimpRun:
             "COLORD_CONNECTION_FILE": self.inside(self.connection_file),
             "COLORD_GIMP_JOB": self.inside(job),
         }
+        if display is not None:
+            hook = self.work / "pyhook"
+            hook.mkdir(exist_ok=True)
+            shutil.copy2(DIALOG_HOOK, hook / "sitecustomize.py")
+            env |= {
+                "DISPLAY": display,
+                "PYTHONPATH": self.inside(hook),
+                "COLORD_GIMP_DIALOG_RECORD": self.inside(self.work / "out" / "dialog.json"),
+            }
         batch = f"exec(open({self.inside(self.batch_script)!r}).read())"
         command = [
             "chroot",
@@ -151,6 +203,10 @@ class GimpRun:
     def procedure(self) -> dict:
         """The procedure's registration as GIMP reports it (menu, image types, arguments)."""
         return json.loads((self.work / "out" / "procedure.json").read_text())
+
+    def dialog_record(self) -> dict:
+        """What the procedure dialog showed in a run with a display."""
+        return json.loads((self.work / "out" / "dialog.json").read_text())
 
     def layer_pixels(self, case_name: str, record: dict) -> np.ndarray:
         data = (self.work / "out" / case_name / record["pixels"]).read_bytes()

@@ -161,7 +161,7 @@ class ColordPlugIn(Gimp.PlugIn):
         procedure.set_attribution("colord", "colord", "2026")
         procedure.add_layer_argument(
             "reference",
-            "_Reference",
+            "Re_ference",
             "The layer whose colours to follow (none: colour without a reference)",
             True,
             GObject.ParamFlags.READWRITE,

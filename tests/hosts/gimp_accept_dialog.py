@@ -1,0 +1,41 @@
+"""Installed as `sitecustomize` for GIMP runs that test the plug-in's interactive mode.
+
+Python imports it at the start of every plug-in process of such a run. In the colord plug-in's
+process it wraps `GimpUi.ProcedureDialog.run`: once the real dialog is up on the (virtual) display,
+it records what the dialog shows into $COLORD_GIMP_DIALOG_RECORD and presses OK, so the procedure
+goes on exactly as after a user's click.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+ACCEPT_AFTER_MS = 300
+
+if Path(sys.argv[0]).name == "colord_gimp.py":
+    import gi
+
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, GLib, GObject, Gtk
+
+    show_and_wait = GimpUi.ProcedureDialog.run
+
+    def run_then_accept(dialog):
+        def record_and_accept():
+            chooser = dialog.get_widget("reference", GObject.TYPE_NONE)
+            record = {
+                "title": dialog.get_title(),
+                "visible": dialog.get_visible(),
+                "reference_widget": type(chooser).__name__,
+                "reference_shown": chooser is not None and chooser.get_visible(),
+            }
+            Path(os.environ["COLORD_GIMP_DIALOG_RECORD"]).write_text(json.dumps(record))
+            dialog.response(Gtk.ResponseType.OK)
+            return False
+
+        GLib.timeout_add(ACCEPT_AFTER_MS, record_and_accept)
+        return show_and_wait(dialog)
+
+    GimpUi.ProcedureDialog.run = run_then_accept
