@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "serve": "colord.daemon.cli_serve:serve",
     "train": "colord.training.cli:train_command",
     "plugin": "colord.daemon.cli_plugin:plugin",
+    "data": "colord.training.cli_data:data",
 }
 
 
