@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -130,6 +131,9 @@ def serve(
     def load() -> EngineAdapter:
         return open_engine(model_path, device=device, working_size=working_size)
 
+    # The daemon mostly waits for requests: OpenMP threads spinning after each forward pass
+    # would take the CPU from the transport (and from the painting app). Set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     config = ServeConfig(
         endpoint=endpoint,
         limits=Limits(DEFAULT_MAX_SIDE, max_message_bytes, queue_size),

@@ -23,7 +23,6 @@ from colord.daemon.connection import ConnectionFileError, read_connection
 from colord.daemon.protocol import ColorizeArgs, ProtocolError
 
 DEFAULT_TIMEOUT = 120.0
-REUSE_MIN_BYTES = 1 << 20  # requests this large are written into one reused buffer
 
 
 class DaemonError(Exception):
@@ -82,7 +81,7 @@ class Client:
         self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(endpoint)
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None  # the last large request, reused when sent
         self._buffer_tracker: zmq.MessageTracker = zmq.MessageTracker()
 
     @classmethod
@@ -146,11 +145,9 @@ class Client:
         return self._buffer if self._buffer_tracker.done else None
 
     def _send(self, body: bytes | memoryview) -> None:
-        if isinstance(body, memoryview):  # written into the reusable buffer
+        if isinstance(body, memoryview):  # a large message in a reusable buffer
+            self._buffer = body.obj
             self._buffer_tracker = self._socket.send(body, copy=False, track=True)
-        elif len(body) >= REUSE_MIN_BYTES:  # too big for the buffer: it becomes the next one
-            self._buffer = bytearray(body)
-            self._buffer_tracker = self._socket.send(self._buffer, copy=False, track=True)
         else:
             self._socket.send(body)
 

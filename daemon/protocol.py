@@ -49,6 +49,7 @@ DEFAULT_MAX_SIDE = 16384
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 # Buffers at least this long are joined into the message once instead of being copied twice.
 _ZERO_COPY_MIN_BYTES = 1 << 16
+BUFFER_MIN_BYTES = 1 << 20  # messages this long are written into a reusable bytearray
 
 
 class ProtocolError(Exception):
@@ -141,8 +142,10 @@ def _is_large_buffer(value: Any) -> bool:
 def encode(message: dict[str, Any], into: bytearray | None = None) -> bytes | memoryview:
     """msgpack-encode a message; large bytes-like values are copied into the result exactly once.
 
-    With `into` large enough, the message is written there and a view of it returned: a caller
-    that sends big messages repeatedly reuses one buffer instead of faulting in fresh memory.
+    A message of at least BUFFER_MIN_BYTES is written into a bytearray and returned as a view of
+    it (`view.obj` is the buffer): into `into` when it is large enough, else into a new one. A
+    caller that sends big messages repeatedly passes the last buffer back once ZeroMQ has let go
+    of it, instead of faulting in fresh memory for every message. Smaller messages are bytes.
     """
     chunks: list[bytes | memoryview] = []
     packer = msgpack.Packer(autoreset=False)
@@ -164,13 +167,16 @@ def encode(message: dict[str, Any], into: bytearray | None = None) -> bytes | me
     walk(message)
     chunks.append(packer.bytes())
     size = sum(len(chunk) for chunk in chunks)
-    if into is None or len(into) < size:
+    if size < BUFFER_MIN_BYTES:
         return b"".join(chunks)
+    if into is None or len(into) < size:
+        into = bytearray(size)
+    view = memoryview(into)
     offset = 0
     for chunk in chunks:
-        into[offset : offset + len(chunk)] = chunk
+        view[offset : offset + len(chunk)] = chunk  # one memcpy (bytearray slices copy twice)
         offset += len(chunk)
-    return memoryview(into)[:size]
+    return view[:size]
 
 
 def encode_request(
@@ -187,11 +193,13 @@ def encode_request(
     return encode(message, into)
 
 
-def encode_ok(request_id: int | str, result: dict[str, Any]) -> bytes:
-    return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result})
+def encode_ok(
+    request_id: int | str, result: dict[str, Any], *, into: bytearray | None = None
+) -> bytes | memoryview:
+    return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result}, into)
 
 
-def encode_error(request_id: int | str | None, code: str, message: str) -> bytes:
+def encode_error(request_id: int | str | None, code: str, message: str) -> bytes | memoryview:
     error = {"code": code, "message": message}
     return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": error})
 

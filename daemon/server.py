@@ -112,7 +112,7 @@ class Outgoing:
     """A reply for the socket thread to send; body None: the job was dropped, only forget it."""
 
     envelope: list[bytes]
-    body: bytes | None
+    body: bytes | memoryview | None
     job: Job
 
 
@@ -148,6 +148,32 @@ class JobQueue:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+
+
+class ReplyBuffers:
+    """Buffers of large replies, reused once ZeroMQ has sent them (see protocol.encode).
+
+    The worker takes a free buffer to encode into; the socket thread hands it back with the
+    tracker of its send. Only the last few are kept.
+    """
+
+    def __init__(self, keep: int = 4):
+        self._lock = threading.Lock()
+        self._sent: collections.deque[tuple[bytearray, zmq.MessageTracker]] = collections.deque(
+            maxlen=keep
+        )
+
+    def take(self) -> bytearray | None:
+        with self._lock:
+            for index, (buffer, tracker) in enumerate(self._sent):
+                if tracker.done:
+                    del self._sent[index]
+                    return buffer
+        return None
+
+    def sent(self, buffer: bytearray, tracker: zmq.MessageTracker) -> None:
+        with self._lock:
+            self._sent.append((buffer, tracker))
 
 
 class PeerTracker:
@@ -239,6 +265,7 @@ class Server:
         self._wake_sender = self._context.socket(zmq.PAIR)  # used by the worker thread only
         self._wake_sender.connect(wake_address)
         self._outgoing: collections.deque[Outgoing] = collections.deque()
+        self._reply_buffers = ReplyBuffers()
         self._queue = JobQueue(limits.queue_size)
         self._stop_requested = threading.Event()
         self._stopping = False
@@ -387,9 +414,15 @@ class Server:
     ) -> None:
         self._send(envelope, protocol.encode_error(request_id, code, message))
 
-    def _send(self, envelope: list[bytes], body: bytes) -> None:
+    def _send(self, envelope: list[bytes], body: bytes | memoryview) -> None:
         try:
-            self._router.send_multipart([*envelope, body], zmq.NOBLOCK, copy=False)
+            if isinstance(body, memoryview):  # a large reply in a reusable buffer
+                tracker = self._router.send_multipart(
+                    [*envelope, body], zmq.NOBLOCK, copy=False, track=True
+                )
+                self._reply_buffers.sent(body.obj, tracker)
+            else:
+                self._router.send_multipart([*envelope, body], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as error:  # EHOSTUNREACH: the client has gone; EAGAIN: it reads no more
             log.info("dropped a reply to a client that is gone or not reading (%s)", error)
 
@@ -414,7 +447,7 @@ class Server:
                     self._outgoing.append(Outgoing(job.envelope, body, job))
             self._wake_sender.send(b"")
 
-    def _run_jobs(self, jobs: list[Job]) -> list[bytes]:
+    def _run_jobs(self, jobs: list[Job]) -> list[bytes | memoryview]:
         """Run the engine; return each job's encoded reply (errors become error replies)."""
         assert self._engine is not None
         started = time.perf_counter()
@@ -444,11 +477,9 @@ class Server:
                 "engine_ms": engine_ms,
                 "total_ms": (time.perf_counter() - job.received_at) * 1000.0,
             }
-            replies.append(
-                protocol.encode_ok(
-                    job.request_id, {"timings": timings, "image": image.to_message()}
-                )
-            )
+            result = {"timings": timings, "image": image.to_message()}  # pixels last: one copy
+            reply = protocol.encode_ok(job.request_id, result, into=self._reply_buffers.take())
+            replies.append(reply)
         return replies
 
 

@@ -277,3 +277,15 @@ def test_unpack_refuses_deep_nesting_and_lying_lengths() -> None:
         protocol.unpack(b"\xdd\xff\xff\xff\xff\x00")  # array32 claiming 4 G items
     with pytest.raises(ValueError, match="truncated"):
         protocol.unpack(b"\xc6\x7f\xff\xff\xff")  # bin32 claiming 2 GiB
+
+
+def test_large_messages_are_written_into_a_reusable_buffer() -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, 2 << 20, dtype=np.uint8)
+    message = {"id": 1, "image": {"data": memoryview(pixels)}}
+    first = protocol.encode(message)
+    assert isinstance(first, memoryview) and isinstance(first.obj, bytearray)
+    second = protocol.encode(message, into=first.obj)
+    assert second.obj is first.obj  # the same memory again
+    assert bytes(second) == msgpack.packb({"id": 1, "image": {"data": pixels.tobytes()}})
+    small = protocol.encode({"id": 1}, into=first.obj)
+    assert isinstance(small, bytes)
