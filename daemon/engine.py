@@ -11,7 +11,8 @@ Device: CUDA, then MPS, then the CPU unless one is named. On CUDA the weights ar
 forward runs under `inference_mode` and bf16 autocast; the fast path compiles the generator with
 `torch.compile(mode="reduce-overhead", dynamic=False)` (CUDA graphs; one compile per working
 shape, since dynamic shapes crashed inductor, see DESIGN.md) and falls back to eager, with a
-logged warning, if compiling fails. Loading runs one warm-up forward at the default working size.
+logged warning, if compiling fails; compiled, a batch runs one sample per call, so that batch
+sizes cost no further compiles. Loading runs one warm-up forward at the default working size.
 """
 
 from __future__ import annotations
@@ -284,8 +285,16 @@ class Engine:
     def _run(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         if self.fast and not self._fast_failed:
             try:
-                output = self._compiled_model()(sketch, reference)
-                return output.clone()  # CUDA graph outputs are overwritten by the next replay
+                compiled = self._compiled_model()
+                # one sample per call: each batch size would be another compile (seconds), and
+                # a compiled batch-1 forward is launch-free; clone, as CUDA graph outputs are
+                # overwritten by the next replay
+                outputs = []
+                for index in range(sketch.shape[0]):
+                    self._mark_step()
+                    one = compiled(sketch[index : index + 1], reference[index : index + 1])
+                    outputs.append(one.clone())
+                return torch.cat(outputs)
             except Exception as error:  # inductor and CUDA graphs fail in many ways
                 self._fast_failed = True
                 log.warning(
@@ -302,10 +311,13 @@ class Engine:
                 if hasattr(config, name):
                     setattr(config, name, max(getattr(config, name), 64))
             self._compiled = torch.compile(self.model, mode="reduce-overhead", dynamic=False)
+        return self._compiled
+
+    def _mark_step(self) -> None:
+        """Tell CUDA graph trees a new inference step begins (its outputs may be reused)."""
         mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
         if mark_step is not None and self.device.type == "cuda":
             mark_step()
-        return self._compiled
 
     def _autocast(self):
         if self.device.type == "cuda":

@@ -272,3 +272,23 @@ def test_devices():
             pick_device("cuda")
         with pytest.raises(DeviceError):
             Engine(device="cuda")
+
+
+def test_fast_path_runs_one_sample_per_call(tiny_checkpoint, monkeypatch):
+    batch_sizes = []
+
+    def recording_compile(model, **options):
+        def run(sketch, reference):
+            batch_sizes.append(sketch.shape[0])
+            return model(sketch, reference)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    eager = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False)
+    fast = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False, fast=True)
+    jobs = [Job(draw_line_art(), draw_reference()) for _ in range(3)]
+    for a, b in zip(fast.colorize_batch(jobs), eager.colorize_batch(jobs), strict=True):
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+    assert batch_sizes == [1, 1, 1]
+    assert fast.info()["fast_path"] == "torch.compile reduce-overhead"
