@@ -72,6 +72,7 @@ def insert_below(image: Gimp.Image, anchor: Gimp.Layer, record: logic.LayerRecor
 
 
 def colorize_with_progress(
+    client: colord_wire.WireClient,
     line_art: logic.LayerRecord,
     reference: logic.LayerRecord | None,
     working_size: int,
@@ -82,10 +83,9 @@ def colorize_with_progress(
 
     def round_trip() -> None:
         try:
-            with colord_wire.WireClient.from_connection_file() as client:
-                outcome["result"], _ = logic.colorize_layers(
-                    client, line_art, reference, working_size=working_size, keep_lines=keep_lines
-                )
+            outcome["result"], _ = logic.colorize_layers(
+                client, line_art, reference, working_size=working_size, keep_lines=keep_lines
+            )
         except BaseException as exc:  # handed to the main thread, which reports it
             outcome["error"] = exc
 
@@ -115,21 +115,26 @@ def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool
 
 
 def colorize(procedure, run_mode, image, drawables, config, _data):
-    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
-        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     try:
+        # Checked before the dialog opens: no point choosing options for a run that must fail.
         logic.check_image_mode(image.get_base_type().value_nick)
         logic.check_line_art_selection([drawable_kind(d) for d in drawables])
+        if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         line_art_layer = drawables[0]
         reference_layer = config.get_property("reference")
         if reference_layer is not None:
             logic.check_distinct_reference(line_art_layer.get_id(), reference_layer.get_id())
-        result = colorize_with_progress(
-            read_layer(line_art_layer),
-            read_layer(reference_layer) if reference_layer is not None else None,
-            config.get_property("working-size"),
-            config.get_property("keep-lines"),
-        )
+        # The connection file is read first, so a missing daemon is reported before any pixels
+        # are read.
+        with colord_wire.WireClient.from_connection_file() as client:
+            result = colorize_with_progress(
+                client,
+                read_layer(line_art_layer),
+                read_layer(reference_layer) if reference_layer is not None else None,
+                config.get_property("working-size"),
+                config.get_property("keep-lines"),
+            )
         insert_below(image, line_art_layer, result)
         Gimp.displays_flush()
     except Exception as exc:
