@@ -100,7 +100,7 @@ def open_engine(model_path: Path | None, *, device: str | None, working_size: in
     show_default=True,
     help="Largest request accepted (ZeroMQ drops larger messages).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log every request.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every request and every refusal.")
 def serve(
     model_path: Path | None,
     device: str | None,

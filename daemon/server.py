@@ -357,6 +357,7 @@ class Server:
             log.info("rejected a request: %s (%s)", error.code, error.message)
             self._reply_error(envelope, error.request_id, error.code, error.message)
             return
+        log.info("request %r: %s", request.id, request.op)
         self._handlers[request.op](request, envelope, frames[0])
 
     def _handle_ping(self, request: Request, envelope: list[bytes], frame: zmq.Frame) -> None:

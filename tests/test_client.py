@@ -283,7 +283,14 @@ def test_replies_are_matched_by_id_on_one_socket(daemon: RunningDaemon) -> None:
 
 @pytest.mark.slow
 def test_busy_under_overload_then_clean_exit_on_sigint(tiny_checkpoint: Path) -> None:
-    with start_daemon(tiny_checkpoint, extra_args=["--queue-size", "1"]) as daemon:
+    limits = ["--queue-size", "1", "--max-message-bytes", str(1 << 20)]
+    with start_daemon(tiny_checkpoint, extra_args=limits) as daemon:
+        oversized = dealer(daemon)  # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE
+        oversized.send(bytes(2 << 20))
+        assert oversized.poll(1000) == 0
+        oversized.close()
+        with daemon.client() as client:
+            assert client.info()["limits"]["max_message_bytes"] == 1 << 20
         sock = dealer(daemon)
         try:
             burst = 8
