@@ -24,6 +24,9 @@ Everything the engine does to pixels before and after the generator lives here:
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -311,16 +314,44 @@ def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
         _fill_near_lines(rgba, lines, radius, scale)
         return rgba
     margin = int(radius) + 2
-    above = rgba[:0].copy()  # the original colours of the rows above the current band
-    for rows in row_bands:
-        top, bottom = rows.start, rows.stop
-        end = min(height, bottom + margin)
-        window = np.concatenate([above, rgba[top:end]])
-        start = top - len(above)
-        above = window[max(0, bottom - margin) - start : bottom - start].copy()
-        _fill_near_lines(window, lines[start:end], radius, scale)
-        rgba[top:bottom] = window[top - start : bottom - start]
+    # each band sees its neighbours' original colours in its margins, and writes only its own
+    # rows, so the bands can run in parallel
+    margins = [
+        (
+            rgba[max(0, rows.start - margin) : rows.start].copy(),
+            rgba[rows.stop : rows.stop + margin].copy(),
+        )
+        for rows in row_bands
+    ]
+
+    def fill(index: int) -> None:
+        rows, (above, below) = row_bands[index], margins[index]
+        window = np.concatenate([above, rgba[rows], below])
+        start = rows.start - len(above)
+        _fill_near_lines(window, lines[start : rows.stop + len(below)], radius, scale)
+        rgba[rows] = window[len(above) : len(above) + rows.stop - rows.start]
+
+    _in_parallel(fill, len(row_bands))
     return rgba
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _in_parallel(task, count: int) -> None:
+    """task(0) .. task(count - 1) on a shared thread pool (OpenCV and numpy release the GIL)."""
+    global _POOL
+    workers = min(count, os.cpu_count() or 1, 8)
+    if workers <= 1:
+        for index in range(count):
+            task(index)
+        return
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(min(os.cpu_count() or 1, 8), "colord-bands")
+    for future in [_POOL.submit(task, index) for index in range(count)]:
+        future.result()
 
 
 def _fill_near_lines(rgba: np.ndarray, lines: np.ndarray, radius: float, scale: float) -> None:
