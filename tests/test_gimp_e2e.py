@@ -1,7 +1,8 @@
 """End to end in the real GIMP 3 (Debian trixie chroot): the plug-in, called from batch mode.
 
 One GIMP run (a fresh profile with the plug-in installed by `colord plugin install`'s code) executes
-every case below against a real daemon process; the tests then read what GIMP recorded.
+every case below against a real daemon process; the tests then read what GIMP recorded. A second run
+goes through the procedure's dialog on a virtual display.
 """
 
 from __future__ import annotations
@@ -37,15 +38,25 @@ SUCCESS_CASES = {
 }
 
 
+def skip_or_fail(problem: str) -> None:
+    """A missing host part skips the test, unless the run requires the real hosts."""
+    if os.environ.get("COLORD_REQUIRE_HOSTS") == "1":
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
 @pytest.fixture(scope="module")
 def gimp_root():
     root = chroot_dir()
     problem = chroot_problem(root)
     if problem is not None:
-        if os.environ.get("COLORD_REQUIRE_HOSTS") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        skip_or_fail(problem)
     return root
+
+
+def procedure_options(case: str) -> dict:
+    working_size, keep_lines = SUCCESS_CASES[case]
+    return {"working-size": working_size, "keep-lines": keep_lines}
 
 
 def free_loopback_port() -> int:
@@ -98,7 +109,7 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
             "name": "rgb8-offset",
             "layers": flat,
             "connection": connection_text,
-            "options": {"working-size": 64, "keep-lines": True},
+            "options": procedure_options("rgb8-offset"),
         },
         common
         | {
@@ -106,7 +117,7 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
             "precision": "u16_non_linear",
             "layers": grouped,
             "connection": connection_text,
-            "options": {"working-size": 128, "keep-lines": False},
+            "options": procedure_options("rgb16-in-group"),
         },
         common | {"name": "no-daemon", "layers": flat, "connection": None},
         common | {"name": "wrong-token", "layers": flat, "connection": json.dumps(wrong_token)},
@@ -140,9 +151,14 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
             "precision": "float_linear",
             "layers": flat,
             "connection": connection_text,
-            "options": {"working-size": 64, "keep-lines": True},
+            "options": procedure_options("f32-linear"),
         },
     ]
+
+
+def run_to_completion(run: GimpRun, display: str | None = None) -> None:
+    result = run.run(display=display)
+    assert result.returncode == 0 and run.completed(), f"GIMP batch run failed:\n{result.output}"
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +172,7 @@ def gimp_run(gimp_root, daemon):
     run = GimpRun(gimp_root)
     try:
         build_cases(run, daemon.connection_file.read_text())
-        result = run.run()
-        assert result.returncode == 0 and run.completed(), (
-            f"GIMP batch run failed:\n{result.output}"
-        )
+        run_to_completion(run)
         yield run
     finally:
         run.remove()
@@ -169,19 +182,13 @@ def gimp_run(gimp_root, daemon):
 def gimp_dialog_run(gimp_root, daemon):
     """The first success case again, run interactively: through the real procedure dialog."""
     if shutil.which("Xvfb") is None:
-        message = "Xvfb is needed to show GIMP's procedure dialog"
-        if os.environ.get("COLORD_REQUIRE_HOSTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("Xvfb is needed to show GIMP's procedure dialog")
     run = GimpRun(gimp_root)
     try:
         build_cases(run, daemon.connection_file.read_text())
         run.cases = [run.cases[0] | {"name": "interactive", "run_mode": "interactive"}]
         with virtual_display() as display:
-            result = run.run(display=display)
-        assert result.returncode == 0 and run.completed(), (
-            f"GIMP batch run failed:\n{result.output}"
-        )
+            run_to_completion(run, display)
         yield run
     finally:
         run.remove()

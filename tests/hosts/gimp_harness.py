@@ -39,7 +39,7 @@ def chroot_dir() -> Path:
 def chroot_problem(root: Path) -> str | None:
     """Why GIMP cannot be driven here (None when it can)."""
     if not (root / READY_MARKER).is_file():
-        return f"no GIMP chroot at {root} (build it with {BUILD_SCRIPT.name})"
+        return f"no GIMP chroot at {root} (build it with {BUILD_SCRIPT.relative_to(REPO)})"
     if os.geteuid() != 0:
         return "entering the GIMP chroot needs root"
     return None
