@@ -132,8 +132,10 @@ def latency(daemon: RunningDaemon, size: int, repeats: int) -> None:
           f"{statistics.median(totals):9.2f} ms")  # fmt: skip
     print(f"  transport overhead {statistics.median(overheads):7.2f} ms   bare pyzmq echo "
           f"{statistics.median(echoes):7.2f} ms   ratio {ratio:.2f}x")  # fmt: skip
-    print(f"  fastest of {repeats} (least disturbed by other load): overhead {min(overheads):7.2f} "
-          f"ms   echo {min(echoes):7.2f} ms   ratio {min(overheads) / min(echoes):.2f}x")  # fmt: skip
+    fastest_overhead, fastest_echo = min(overheads), min(echoes)
+    print(f"  fastest of {repeats} (least disturbed by other load): overhead "
+          f"{fastest_overhead:7.2f} ms   echo {fastest_echo:7.2f} ms   "
+          f"ratio {fastest_overhead / fastest_echo:.2f}x")  # fmt: skip
 
 
 # -- 3: throughput ----------------------------------------------------------------------------
