@@ -31,10 +31,11 @@ pytestmark = pytest.mark.host
 REFERENCE = "Reference"
 LINE_ART = "Line art"
 SUCCESS_CASES = {
-    # name: (working size, keep lines)
-    "rgb8-offset": (64, True),
-    "rgb16-in-group": (128, False),
-    "f32-linear": (64, True),
+    # name: (working size, keep lines, reference layer or None)
+    "rgb8-offset": (64, True, REFERENCE),
+    "rgb16-in-group": (128, False, REFERENCE),
+    "f32-linear": (64, True, REFERENCE),
+    "no-reference": (64, True, None),
 }
 
 
@@ -55,7 +56,7 @@ def gimp_root():
 
 
 def procedure_options(case: str) -> dict:
-    working_size, keep_lines = SUCCESS_CASES[case]
+    working_size, keep_lines, _ = SUCCESS_CASES[case]
     return {"working-size": working_size, "keep-lines": keep_lines}
 
 
@@ -153,6 +154,14 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
             "connection": connection_text,
             "options": procedure_options("f32-linear"),
         },
+        common
+        | {
+            "name": "no-reference",
+            "layers": flat,
+            "reference": None,
+            "connection": connection_text,
+            "options": procedure_options("no-reference"),
+        },
     ]
 
 
@@ -235,7 +244,8 @@ def test_result_layer_is_the_daemons_answer_directly_below_the_line_art(
     before, after = observed["before"], observed["after"]
     index = next(i for i, r in enumerate(after) if r["name"] == LINE_ART)
     line_art, new = after[index], after[index + 1]
-    assert new["name"] == f"Colorized ({REFERENCE})"
+    working_size, keep_lines, reference = SUCCESS_CASES[case]
+    assert new["name"] == f"Colorized ({reference or 'no reference'})"
     assert not new["group"]
     assert new["parent"] == line_art["parent"]
     assert new["position"] == line_art["position"] + 1
@@ -254,11 +264,10 @@ def test_result_layer_is_the_daemons_answer_directly_below_the_line_art(
     np.testing.assert_array_equal(pixels_before[LINE_ART], draw_line_art(72, 96))
 
     # The new layer holds exactly what the daemon answers for the pixels the plug-in read.
-    working_size, keep_lines = SUCCESS_CASES[case]
     with Client.from_connection_file(daemon.connection_file) as client:
         expected = client.colorize(
             pixels_before[LINE_ART],
-            pixels_before[REFERENCE],
+            pixels_before[reference] if reference else None,
             working_size=working_size,
             keep_lines=keep_lines,
         ).image
