@@ -6,7 +6,8 @@
 Three parts, in one run:
 
 1. **Forward latency on the CPU**: each preset's bare generator (random weights, fp32, batch 1,
-   `inference_mode`) at each size, sketch and reference both size x size; median of the timed runs.
+   `inference_mode`, denormals flushed as in the engine) at each size, sketch and reference both
+   size x size; median of the timed runs.
 2. **On a GPU, when one is present**: fp32 eager against the engine's fast path (bf16 weights and
    autocast, `torch.compile(mode="reduce-overhead", dynamic=False)`), same preset, same size, same
    run; the speed-up is printed as eager / fast.
@@ -238,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # as the engine does on the CPU: random weights make denormal activations, which a trained
+    # model does not, and which would time the CPU's slow path instead of the network
+    torch.set_flush_denormal(True)
     print(
         f"torch {torch.__version__}, numpy {np.__version__}, OpenCV {cv2.__version__}, "
         f"{torch.get_num_threads()} torch threads, {cv2.getNumThreads()} OpenCV threads"

@@ -123,6 +123,10 @@ class Engine:
         None (no model: colorize raises NoModelError). `fast`: the compiled fast path; None = on
         CUDA only. Raises CheckpointError, DeviceError or InputError."""
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            # denormal floats (tiny activations, e.g. of freshly initialised layers) slow CPU
+            # arithmetic by up to 50x; flushing them to zero changes no visible output
+            torch.set_flush_denormal(True)
         self.working_size = imaging.check_working_size(working_size)
         self.model_path: Path | None = None
         self.preset = None
