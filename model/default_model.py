@@ -44,7 +44,8 @@ def recorded_sha256(hash_path: Path) -> str:
     try:
         words = hash_path.read_text().split()
     except OSError as error:
-        raise CheckpointError(hash_path, f"its hash file cannot be read ({error.strerror})") from None
+        problem = f"the hash file cannot be read ({error.strerror})"
+        raise CheckpointError(hash_path, problem) from None
     if not words or len(words[0]) != 64:
         raise CheckpointError(hash_path, "the hash file holds no SHA-256")
     return words[0].lower()
