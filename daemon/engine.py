@@ -123,10 +123,6 @@ class Engine:
         None (no model: colorize raises NoModelError). `fast`: the compiled fast path; None = on
         CUDA only. Raises CheckpointError, DeviceError or InputError."""
         self.device = pick_device(device)
-        if self.device.type == "cpu":
-            # denormal floats (tiny activations, e.g. of freshly initialised layers) slow CPU
-            # arithmetic by up to 50x; flushing them to zero changes no visible output
-            torch.set_flush_denormal(True)
         self.working_size = imaging.check_working_size(working_size)
         self.model_path: Path | None = None
         self.preset = None
@@ -225,6 +221,11 @@ class Engine:
             # compiled graph serves both modes
             reference = sketch.new_zeros(sketch.shape[0], 3, *sketch.shape[-2:])
         reference = reference.to(self.device, self.dtype)
+        if self.device.type == "cpu":
+            # denormal floats (tiny activations, e.g. of freshly initialised layers) slow CPU
+            # arithmetic up to 50x; flushing them to zero changes no visible output. The flag is
+            # per thread (and inherited by the thread pools it starts), so set it where we run.
+            torch.set_flush_denormal(True)
         with self._lock, torch.inference_mode(), self._autocast():
             return self._run(sketch, reference).float()
 
