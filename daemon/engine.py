@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -70,6 +71,25 @@ class NoModelError(EngineError):
 def default_checkpoint() -> Path | None:
     """The shipped default checkpoint, or None while none ships."""
     return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
+
+
+@contextlib.contextmanager
+def _denormals_flushed():
+    """Flush denormal floats to zero on this thread for a while, then restore the mode.
+
+    Denormals (tiny activations, e.g. of freshly initialised layers) slow CPU arithmetic up to
+    50x, and flushing them changes no visible output; but the mode is per thread and other code
+    in the process (hypothesis, numpy users) expects IEEE behaviour, so it is put back.
+    """
+    smallest, epsilon = sys.float_info.min, sys.float_info.epsilon
+    already = smallest * epsilon == 0.0  # a subnormal result vanishes when flushing is on
+    if already or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 @dataclass
@@ -221,12 +241,8 @@ class Engine:
             # compiled graph serves both modes
             reference = sketch.new_zeros(sketch.shape[0], 3, *sketch.shape[-2:])
         reference = reference.to(self.device, self.dtype)
-        if self.device.type == "cpu":
-            # denormal floats (tiny activations, e.g. of freshly initialised layers) slow CPU
-            # arithmetic up to 50x; flushing them to zero changes no visible output. The flag is
-            # per thread (and inherited by the thread pools it starts), so set it where we run.
-            torch.set_flush_denormal(True)
-        with self._lock, torch.inference_mode(), self._autocast():
+        flush = _denormals_flushed() if self.device.type == "cpu" else contextlib.nullcontext()
+        with self._lock, flush, torch.inference_mode(), self._autocast():
             return self._run(sketch, reference).float()
 
     def warm_up(self, size: int | None = None) -> float:
