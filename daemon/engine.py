@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 import colord.model
+from colord.model.default_model import default_model_path
 
 from . import imaging
 from .devices import DeviceError, describe, pick_device
@@ -51,9 +52,8 @@ __all__ = [
 
 log = logging.getLogger("colord.engine")
 
-# Where the shipped default checkpoint will live, inside the colord.model package (a later issue
-# ships it).
-DEFAULT_CHECKPOINT = Path(colord.model.__file__).resolve().parent / "weights/default.safetensors"
+# The shipped default checkpoint (colord.model.default_model owns its place and its hash).
+DEFAULT_CHECKPOINT = default_model_path()
 
 NO_MODEL_MESSAGE = (
     "no model loaded: colord does not ship a default model yet. Pass a checkpoint written by "

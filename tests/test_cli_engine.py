@@ -12,6 +12,7 @@ from conftest import draw_line_art, draw_reference
 from PIL import Image
 
 from colord.daemon import client as client_module
+from colord.daemon import engine as engine_module
 from colord.daemon.cli import main
 
 
@@ -24,6 +25,12 @@ def files(tmp_path: Path) -> dict[str, Path]:
     garbage = tmp_path / "garbage.png"
     garbage.write_text("not an image")
     return {"line_art": line_art, "reference": reference, "garbage": garbage, "dir": tmp_path}
+
+
+@pytest.fixture
+def no_default_model(tmp_path, monkeypatch):
+    """As while no default model ships (or an install lost it)."""
+    monkeypatch.setattr(engine_module, "DEFAULT_CHECKPOINT", tmp_path / "none.safetensors")
 
 
 def run(*args: object) -> object:
@@ -90,7 +97,7 @@ def test_colorize_sixteen_bit_png(files, tiny_checkpoint):
     assert (pixels[25, :, :3] == 0).all()
 
 
-def test_colorize_without_model_says_how(files):
+def test_colorize_without_model_says_how(files, no_default_model):
     result = run("colorize", files["line_art"], "-o", files["dir"] / "out.png")
     assert result.exit_code != 0
     assert "does not ship a default model" in result.output
@@ -120,7 +127,7 @@ def test_user_errors_are_clean(files, tiny_checkpoint, args, message):
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_models_lists_presets():
+def test_models_lists_presets(no_default_model):
     result = run("models")
     assert result.exit_code == 0, result.output
     for name in ("paper", "default", "tiny"):
@@ -129,7 +136,7 @@ def test_models_lists_presets():
     assert "not shipped yet" in result.output
 
 
-def test_info_local(tiny_checkpoint):
+def test_info_local(tiny_checkpoint, no_default_model):
     result = run("info", "--model", tiny_checkpoint, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "preset: tiny" in result.output

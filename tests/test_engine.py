@@ -179,7 +179,8 @@ def test_bad_reference_and_working_size(engine):
     assert issubclass(InputError, ValueError)  # the daemon maps ValueError to a bad-image reply
 
 
-def test_no_model():
+def test_no_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "DEFAULT_CHECKPOINT", tmp_path / "none.safetensors")
     engine = Engine(device="cpu")
     assert not engine.has_model
     with pytest.raises(NoModelError, match="--model"):
@@ -189,7 +190,7 @@ def test_no_model():
     info = engine.info()
     assert info["loaded"] is False
     assert info["model"] is None
-    assert engine_module.default_checkpoint() is None  # none ships yet
+    assert engine_module.default_checkpoint() is None
 
 
 def test_corrupt_checkpoint(tmp_path):
