@@ -14,7 +14,8 @@ Three parts, in one run:
 3. **The engine's overhead** on a 2048x2048 canvas (transparent RGBA line art, a 1024x768
    reference): the `Engine.colorize` time minus the bare forward of the same model at the working
    shapes the engine uses (512 on the long side), both measured alternately in this run, printed
-   as a ratio of the bare forward, from the fastest runs and from the medians; then the same
+   as a ratio of the bare forward, from the fastest runs, from the medians and as the median of
+   the differences of adjacent (colorize, bare forward) pairs; then the same
    overhead taken within each colorize call (its total minus its own forward: prepare, tensor
    conversions, upsampling, lines), whose ratio to the median bare forward is the verdict, as it
    does not swing with the forward's noise on a busy machine. The issue's bar: <= 30 % on the CPU.
@@ -223,6 +224,11 @@ def overhead(args: argparse.Namespace, device: str) -> None:
                 f"{inside['finish']:5.1f} ms",
                 flush=True,
             )
+        paired = statistics.median(t - f for t, f in zip(totals, forwards, strict=True))
+        print(
+            f"{preset:<8} paired   colorize minus the bare forward run right after it, median: "
+            f"{paired:.1f} ms = {paired / statistics.median(forwards):.1%}"
+        )
         # the same difference taken within each colorize call (its total minus its own forward):
         # the forward's run-to-run noise cancels, which matters on a busy machine
         within = statistics.median(t["total"] - t["forward"] for t in parts)
