@@ -51,9 +51,10 @@ def recorded_sha256(hash_path: Path) -> str:
     return words[0].lower()
 
 
-def verify_default_model() -> Path:
-    """The shipped checkpoint's path, after checking that it exists and matches its SHA-256."""
-    path = default_model_path()
+def verify_default_model(path: Path | None = None) -> Path:
+    """The shipped checkpoint's path (or `path`, whose hash file lies beside it), after checking
+    that it exists and matches its recorded SHA-256."""
+    path = default_model_path() if path is None else Path(path)
     if not path.is_file():
         raise CheckpointError(path, "the default model is missing from this installation")
     expected = recorded_sha256(path.with_name(HASH_FILE))
