@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from colord.model import Generator, get_preset, save_checkpoint
+
+# CI replays the same examples every run (a red build is then a real, reproducible failure);
+# local runs keep exploring new ones. No deadlines: the machines running the suite are shared.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(scope="session")
