@@ -75,15 +75,11 @@ def _load_engine(model: Path | None, device: str, working_size: int | None, warm
     """An Engine, or a click error saying what is wrong."""
     from colord.model import CheckpointError
 
-    from .engine import Engine, EngineError, NoModelError, default_checkpoint
+    from .engine import Engine, EngineError, default_checkpoint
 
-    if model is None:
-        model = default_checkpoint()
-        if model is None:
-            raise click.ClickException(str(NoModelError()))
     options = {} if working_size is None else {"working_size": working_size}
     try:
-        return Engine(model, device=device, warmup=warmup, **options)
+        return Engine(model or default_checkpoint(), device=device, warmup=warmup, **options)
     except (CheckpointError, EngineError) as error:
         raise click.ClickException(str(error)) from None
 
@@ -112,7 +108,7 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -
 @click.option(
     "--model",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Checkpoint (.safetensors) to run. No default model ships yet.",
+    help="Checkpoint (.safetensors) to run; default: the model that ships with colord.",
 )
 @click.option(
     "--size",
@@ -184,7 +180,7 @@ def models_command() -> None:
 
     from colord.model import PRESETS, Generator, count_parameters
 
-    from .engine import DEFAULT_CHECKPOINT, default_checkpoint
+    from .engine import NoModelError, default_checkpoint
 
     click.echo(f"{'preset':<10} {'parameters':>12} {'fp16 checkpoint':>16}")
     for name, preset in PRESETS.items():
@@ -193,14 +189,10 @@ def models_command() -> None:
         click.echo(
             f"{name:<10} {count_parameters(generator):>12,} {_fp16_megabytes(generator):>13.1f} MB"
         )
-    shipped = default_checkpoint()
-    if shipped is None:
-        click.echo(
-            f"\ndefault model: not shipped yet (expected at {DEFAULT_CHECKPOINT}); "
-            "pass a checkpoint with --model PATH"
-        )
-    else:
-        click.echo(f"\ndefault model: {shipped}")
+    try:
+        click.echo(f"\ndefault model: {default_checkpoint()} (SHA-256 verified)")
+    except NoModelError as error:
+        click.echo(f"\ndefault model: unusable: {error}")
 
 
 def _fp16_megabytes(generator) -> float:
@@ -227,22 +219,7 @@ def info_command(model: Path | None, device: str, daemon: bool) -> None:
         except DaemonError as error:
             raise click.ClickException(f"daemon: {error}") from None
     else:
-        from .engine import default_checkpoint
-
-        if model is None and default_checkpoint() is None:
-            from .devices import describe, pick_device
-            from .engine import EngineError
-
-            try:
-                device_name = describe(pick_device(device))
-            except EngineError as error:
-                raise click.ClickException(str(error)) from None
-            info = {
-                "model": "none (no default model ships yet; pass --model PATH)",
-                "device": device_name,
-            }
-        else:
-            info = _load_engine(model, device, None, warmup=False).info()
+        info = _load_engine(model, device, None, warmup=False).info()
     for key, value in info.items():
         if isinstance(value, int) and not isinstance(value, bool) and key == "parameters":
             value = f"{value:,}"

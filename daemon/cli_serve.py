@@ -37,7 +37,7 @@ def is_local_endpoint(endpoint: str) -> bool:
 
 
 def open_engine(model_path: Path | None, *, device: str | None, working_size: int) -> EngineAdapter:
-    """Load the model onto the device (without a path: the default model, if one ships).
+    """Load the model onto the device (without a path: the default model that ships with colord).
 
     torch is imported only here, after the endpoint and the connection file are claimed, so a
     daemon that cannot start says so at once. Raises DaemonStartError with the engine's sentence.
@@ -47,8 +47,6 @@ def open_engine(model_path: Path | None, *, device: str | None, working_size: in
 
     try:
         path = model_path or engine.default_checkpoint()
-        if path is None:
-            raise engine.NoModelError()
         return EngineAdapter(engine.Engine(path, device=device, working_size=working_size))
     except (engine.EngineError, CheckpointError) as error:
         raise DaemonStartError(str(error)) from None

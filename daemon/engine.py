@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import colord.model
-from colord.model.default_model import default_model_path
+from colord.model.default_model import default_model_path, verify_default_model
 
 from . import imaging
 from .devices import DeviceError, describe, pick_device
@@ -56,8 +56,8 @@ log = logging.getLogger("colord.engine")
 DEFAULT_CHECKPOINT = default_model_path()
 
 NO_MODEL_MESSAGE = (
-    "no model loaded: colord does not ship a default model yet. Pass a checkpoint written by "
-    "`colord train` (a .safetensors file) with --model PATH"
+    "no model loaded: the default model that ships with colord is missing or damaged. Reinstall "
+    "colord, or pass a checkpoint written by `colord train` (a .safetensors file) with --model PATH"
 )
 
 
@@ -68,9 +68,15 @@ class NoModelError(EngineError):
         super().__init__(message)
 
 
-def default_checkpoint() -> Path | None:
-    """The shipped default checkpoint, or None while none ships."""
-    return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
+def default_checkpoint() -> Path:
+    """The shipped default checkpoint, checked against its recorded SHA-256.
+
+    Raises NoModelError, naming the problem, when the package file is missing or damaged.
+    """
+    try:
+        return verify_default_model(DEFAULT_CHECKPOINT)
+    except colord.model.CheckpointError as error:
+        raise NoModelError(f"{NO_MODEL_MESSAGE} ({error})") from None
 
 
 @contextlib.contextmanager

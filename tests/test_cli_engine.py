@@ -29,7 +29,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def no_default_model(tmp_path, monkeypatch):
-    """As while no default model ships (or an install lost it)."""
+    """As when an installation lost the default model's file."""
     monkeypatch.setattr(engine_module, "DEFAULT_CHECKPOINT", tmp_path / "none.safetensors")
 
 
@@ -100,7 +100,7 @@ def test_colorize_sixteen_bit_png(files, tiny_checkpoint):
 def test_colorize_without_model_says_how(files, no_default_model):
     result = run("colorize", files["line_art"], "-o", files["dir"] / "out.png")
     assert result.exit_code != 0
-    assert "does not ship a default model" in result.output
+    assert "default model that ships with colord is missing or damaged" in result.output
     assert "--model PATH" in result.output
 
 
@@ -133,7 +133,7 @@ def test_models_lists_presets(no_default_model):
     for name in ("paper", "default", "tiny"):
         assert name in result.output
     assert "80,0" in result.output  # the paper preset: ~80 M parameters
-    assert "not shipped yet" in result.output
+    assert "default model: unusable" in result.output and "missing" in result.output
 
 
 def test_info_local(tiny_checkpoint, no_default_model):
@@ -143,9 +143,9 @@ def test_info_local(tiny_checkpoint, no_default_model):
     assert "device: cpu" in result.output
     assert "dtype: float32" in result.output
     assert "parameters: " in result.output
-    bare = run("info")
-    assert bare.exit_code == 0
-    assert "--model PATH" in bare.output
+    bare = run("info")  # the default model's file is missing here
+    assert bare.exit_code != 0
+    assert "missing or damaged" in bare.output and "--model PATH" in bare.output
 
 
 class FakeClient:

@@ -203,14 +203,14 @@ def test_remote_bind_needs_the_flag() -> None:
     assert refused.returncode == 2 and "--allow-remote" in refused.stderr
 
 
-def test_serve_warns_on_remote_bind_and_needs_a_model(tmp_path: Path) -> None:
+def test_serve_warns_on_remote_bind_and_needs_a_usable_model(tmp_path: Path) -> None:
     connection_file = tmp_path / "c.json"
     result = run_cli(
         "serve", "--bind", "tcp://0.0.0.0:*", "--allow-remote", "--connection-file",
-        str(connection_file),
+        str(connection_file), "--model", str(tmp_path / "missing.safetensors"),
     )  # fmt: skip
     assert "Warning" in result.stderr
-    assert result.returncode != 0 and "--model" in result.stderr  # no default model ships yet
+    assert result.returncode != 0 and "missing.safetensors" in result.stderr
     assert not connection_file.exists()
 
 

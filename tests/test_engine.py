@@ -190,7 +190,8 @@ def test_no_model(tmp_path, monkeypatch):
     info = engine.info()
     assert info["loaded"] is False
     assert info["model"] is None
-    assert engine_module.default_checkpoint() is None
+    with pytest.raises(NoModelError, match="missing or damaged"):
+        engine_module.default_checkpoint()
 
 
 def test_corrupt_checkpoint(tmp_path):
