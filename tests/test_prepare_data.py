@@ -24,7 +24,13 @@ from colord.training.prepare_openmoji import (
     prepare_openmoji,
 )
 
-pytest.importorskip("cairosvg", reason="the SVG renderer (train extra) is not installed")
+try:
+    import cairosvg  # noqa: F401  (cairocffi raises OSError when the cairo library is missing)
+except (ImportError, OSError) as error:
+    pytest.skip(
+        f"the SVG renderer is not installed (pip install 'colord[train]', libcairo2): {error}",
+        allow_module_level=True,
+    )
 
 SIZE = 64
 SKIN = {"1F3FB": "#fadcbc", "1F3FC": "#e0bb95", "1F3FD": "#bf8f68", "1F3FE": "#9b643d"}
