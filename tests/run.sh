@@ -7,12 +7,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
-log "Debian packages: Krita (PyQt5), Xvfb, debootstrap"
+log "Debian packages: Krita (PyQt5), Xvfb, debootstrap, cairo (SVG rendering for data preparation)"
 need=()
 command -v krita >/dev/null || need+=(krita)
 dpkg -s python3-pyqt5 >/dev/null 2>&1 || need+=(python3-pyqt5 python3-sip)
 command -v Xvfb >/dev/null || need+=(xvfb xauth)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+dpkg -s libcairo2 >/dev/null 2>&1 || need+=(libcairo2)
 if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
