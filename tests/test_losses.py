@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 import torch
-from train_helpers import single_thread
+from train_helpers import eager_cpu_loss, single_thread
 
 from colord.model import Discriminator, Generator, get_preset
-from colord.training.backbones import load_feature_backbone
-from colord.training.config import LossConfig
 from colord.training.correspondence import correspondence_to_grid
 from colord.training.losses import (
-    SCFTLoss,
     gram_matrix,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
@@ -151,15 +147,7 @@ def test_phases_update_only_their_own_network() -> None:
     torch.manual_seed(0)
     generator = Generator(get_preset("tiny"))
     discriminator = Discriminator(get_preset("tiny"))
-    loss = SCFTLoss(
-        generator,
-        discriminator,
-        discriminator,
-        load_feature_backbone("efficientnet_lite0"),
-        LossConfig(),
-        attention_scale=generator.attention_scale,
-        autocast=contextlib.nullcontext,
-    )
+    loss = eager_cpu_loss(generator, discriminator)
     batch = make_batch()
     g_result = loss.accumulate("G", batch)
     assert set(g_result.stats) == {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -11,15 +10,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 from torch.utils.data import default_collate
-from train_helpers import single_thread, tiny_config, write_art_folder
+from train_helpers import eager_cpu_loss, single_thread, tiny_config, write_art_folder
 
 from colord.model import Discriminator, Generator, get_preset, load_checkpoint, save_checkpoint
-from colord.training.backbones import load_feature_backbone
 from colord.training.cli import train_command
-from colord.training.config import ConfigError, LossConfig, load_config
+from colord.training.config import ConfigError, load_config
 from colord.training.dataset import ColorizationDataset
 from colord.training.loop import learning_rate_factor, train, training_step
-from colord.training.losses import SCFTLoss, reconstruction_loss
+from colord.training.losses import reconstruction_loss
 from colord.training.visualize import attention_figure
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
@@ -36,15 +34,7 @@ def test_twenty_steps_lower_the_reconstruction_loss_on_a_fixed_batch(art: Path) 
     dataset = ColorizationDataset(art, size=64, seed=0, zero_reference_probability=0.0)
     batch = default_collate([dataset[i] for i in range(4)])
     generator, discriminator = Generator(get_preset("tiny")), Discriminator(get_preset("tiny"))
-    loss = SCFTLoss(
-        generator,
-        discriminator,
-        discriminator,
-        load_feature_backbone("efficientnet_lite0"),
-        LossConfig(),
-        attention_scale=generator.attention_scale,
-        autocast=contextlib.nullcontext,
-    )
+    loss = eager_cpu_loss(generator, discriminator)
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from colord.model import Discriminator, Generator
+from colord.training.backbones import load_feature_backbone
 from colord.training.config import TrainConfig, load_config
+from colord.training.losses import LossConfig, SCFTLoss
 
 
 @pytest.fixture
@@ -56,3 +60,16 @@ def tiny_config(images: Path, out: Path, **values: Any) -> TrainConfig:
     }
     settings.update({name.replace("__", "."): value for name, value in values.items()})
     return load_config(preset="quick", values=settings)
+
+
+def eager_cpu_loss(generator: Generator, discriminator: Discriminator) -> SCFTLoss:
+    """The paper's losses for a tiny model pair on the CPU: EfficientNet-Lite0, no autocast."""
+    return SCFTLoss(
+        generator,
+        discriminator,
+        discriminator,
+        load_feature_backbone("efficientnet_lite0"),
+        LossConfig(),
+        attention_scale=generator.attention_scale,
+        autocast=contextlib.nullcontext,
+    )
