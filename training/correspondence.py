@@ -1,4 +1,5 @@
-"""The dense TPS correspondence brought down to the attention grid: the triplet loss's positives."""
+"""The dense TPS correspondence brought down to the attention grid: the triplet loss's positives and
+the dense correspondence loss's targets."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import torch
 import torch.nn.functional as F
 
 
-def correspondence_to_grid(
+def landing_at_cells(
     correspondence: torch.Tensor, grid_hw: tuple[int, int], image_hw: tuple[int, int]
 ) -> torch.Tensor:
-    """For each sketch grid cell, the reference grid cell its content lands in.
+    """For each sketch grid cell, the reference pixel position its centre's content lands on.
 
     correspondence: (B, H, W, 2) float, for each sketch pixel the (x', y') reference pixel
-    position, NaN where none (see `augment.warp_with_spline`). grid_hw: the (h, w) attention grid
-    shared by sketch and reference; image_hw: the (H, W) size of both images. The correspondence is
-    read bilinearly at each cell's centre. Returns (B, h*w) long: row-major reference cell indices,
-    -1 where the content leaves the frame (or the reference was dropped: all NaN).
+    position, NaN where none (see `augment.warp_with_spline`). grid_hw: the (h, w) attention grid;
+    image_hw: the (H, W) size of both images. The correspondence is read bilinearly at each cell's
+    centre. Returns (B, h*w, 2) float32 (x', y') in reference pixels, row-major cells, NaN where
+    the content has no landing place (it leaves the frame, or the reference was dropped).
     """
     batch, height, width, _ = correspondence.shape
     grid_h, grid_w = grid_hw
@@ -31,9 +32,24 @@ def correspondence_to_grid(
     landed = F.grid_sample(
         correspondence.permute(0, 3, 1, 2).float(), centres, mode="bilinear", align_corners=False
     )  # (B, 2, h, w): NaN wherever a neighbour is NaN
-    target_col = torch.floor((landed[:, 0] + 0.5) * grid_w / image_w)
-    target_row = torch.floor((landed[:, 1] + 0.5) * grid_h / image_h)
+    return landed.flatten(2).transpose(1, 2)
+
+
+def correspondence_to_grid(
+    correspondence: torch.Tensor, grid_hw: tuple[int, int], image_hw: tuple[int, int]
+) -> torch.Tensor:
+    """For each sketch grid cell, the reference grid cell its content lands in.
+
+    Arguments as `landing_at_cells`, whose reference grid is the same (h, w). Returns (B, h*w)
+    long: row-major reference cell indices, -1 where the content leaves the frame (or the
+    reference was dropped: all NaN).
+    """
+    grid_h, grid_w = grid_hw
+    image_h, image_w = image_hw
+    landed = landing_at_cells(correspondence, grid_hw, image_hw)
+    target_col = torch.floor((landed[..., 0] + 0.5) * grid_w / image_w)
+    target_row = torch.floor((landed[..., 1] + 0.5) * grid_h / image_h)
     inside = (target_col >= 0) & (target_col < grid_w) & (target_row >= 0) & (target_row < grid_h)
     index = target_row * grid_w + target_col
     index = torch.where(inside, index, torch.full_like(index, -1))  # NaN compares False: -1
-    return index.long().reshape(batch, grid_h * grid_w)
+    return index.long()
