@@ -1,9 +1,13 @@
 """Evaluation metrics (paper §4.2 and more) in a registry that `colord eval` checks names against.
 
 Images are uint8 RGB numpy arrays (H, W, 3). Each metric sees a `MetricInputs` (the outputs of one
-method in one setting, with whatever references, ground truths and keypoints that setting has) and
-returns a `MetricResult` that names the feature backbone it measured with, so a proxy FID can never
-pass for the real one.
+method in one setting, with whatever references, ground truths, keypoints, attention and line art
+that setting has) and returns a `MetricResult` that names the feature backbone it measured with, so
+a proxy FID can never pass for the real one.
+
+Two families measure correspondence where it matters: attention accuracy (does the attention of
+each sketch cell peak where its content really lies in the reference?) and region colour accuracy
+(does each closed region of flat line art come out in its own colour?).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from colord.training.correspondence import landing_at_cells
 from colord.training.spair import KeypointPairs
 
 PSNR_CAP_DB = 100.0  # what identical images score, instead of infinity
@@ -145,6 +150,186 @@ def color_histogram_distance(a: np.ndarray, b: np.ndarray, bins: int = 32) -> fl
     """
     overlap = np.sqrt(ab_histogram(a, bins) * ab_histogram(b, bins)).sum()
     return float(math.sqrt(max(0.0, 1.0 - overlap)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour difference (CIEDE2000) and region colour accuracy
+
+REGION_DELTA_E = 10.0  # a region "has its colour" when its median is within this CIEDE2000
+MIN_REGION_FRACTION = 0.001  # regions smaller than this share of the image are not scored ...
+MIN_REGION_PIXELS = 16  # ... nor smaller than this many pixels
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB uint8 (..., 3) -> CIELAB (D65) float64 (..., 3): L* in [0, 100], a* and b* unscaled."""
+    values = np.asarray(rgb, dtype=np.float32).reshape(-1, 1, 3) / 255.0
+    if not values.size:
+        return np.zeros(np.shape(rgb))
+    lab = cv2.cvtColor(values, cv2.COLOR_RGB2LAB)  # float input: real L*a*b*, not the 8-bit coding
+    return lab.astype(np.float64).reshape(np.shape(rgb))
+
+
+def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
+    """CIEDE2000 colour difference of CIELAB colours (..., 3), k_L = k_C = k_H = 1.
+
+    Follows Sharma, Wu and Dalal (2005), including their conventions for the hue of achromatic
+    colours and for the mean hue across the 0/360 degree boundary.
+    """
+    lab1, lab2 = np.broadcast_arrays(np.asarray(lab1, np.float64), np.asarray(lab2, np.float64))
+    l1, a1, b1 = np.moveaxis(lab1, -1, 0)
+    l2, a2, b2 = np.moveaxis(lab2, -1, 0)
+    c_bar7 = ((np.hypot(a1, b1) + np.hypot(a2, b2)) / 2) ** 7
+    g = 0.5 * (1 - np.sqrt(c_bar7 / (c_bar7 + 25.0**7)))
+    a1p, a2p = (1 + g) * a1, (1 + g) * a2
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1p = np.degrees(np.arctan2(b1, a1p)) % 360  # atan2(0, 0) = 0: the achromatic convention
+    h2p = np.degrees(np.arctan2(b2, a2p)) % 360
+    chromatic = c1p * c2p != 0
+
+    delta_l = l2 - l1
+    delta_c = c2p - c1p
+    delta_h = h2p - h1p
+    delta_h = np.where(
+        delta_h > 180, delta_h - 360, np.where(delta_h < -180, delta_h + 360, delta_h)
+    )
+    delta_h = np.where(chromatic, delta_h, 0.0)
+    delta_big_h = 2 * np.sqrt(c1p * c2p) * np.sin(np.radians(delta_h) / 2)
+
+    l_bar = (l1 + l2) / 2
+    c_bar = (c1p + c2p) / 2
+    h_sum = h1p + h2p
+    h_bar = np.where(
+        np.abs(h1p - h2p) <= 180, h_sum / 2, np.where(h_sum < 360, h_sum + 360, h_sum - 360) / 2
+    )
+    h_bar = np.where(chromatic, h_bar, h_sum)
+    t = (
+        1
+        - 0.17 * np.cos(np.radians(h_bar - 30))
+        + 0.24 * np.cos(np.radians(2 * h_bar))
+        + 0.32 * np.cos(np.radians(3 * h_bar + 6))
+        - 0.20 * np.cos(np.radians(4 * h_bar - 63))
+    )
+    delta_theta = 30 * np.exp(-(((h_bar - 275) / 25) ** 2))
+    c_bar7 = c_bar**7
+    r_c = 2 * np.sqrt(c_bar7 / (c_bar7 + 25.0**7))
+    s_l = 1 + 0.015 * (l_bar - 50) ** 2 / np.sqrt(20 + (l_bar - 50) ** 2)
+    s_c = 1 + 0.045 * c_bar
+    s_h = 1 + 0.015 * c_bar * t
+    r_t = -np.sin(np.radians(2 * delta_theta)) * r_c
+    term_l, term_c, term_h = delta_l / s_l, delta_c / s_c, delta_big_h / s_h
+    return np.sqrt(term_l**2 + term_c**2 + term_h**2 + r_t * term_c * term_h)
+
+
+def closed_regions(line_art: np.ndarray) -> np.ndarray:
+    """The closed regions of binary line art (lines 0 on 255): (H, W) int32, 1..K, 0 elsewhere.
+
+    A region is a 4-connected component of non-line pixels. Left out (0): the lines; regions
+    smaller than MIN_REGION_FRACTION of the image or MIN_REGION_PIXELS; and regions that touch the
+    frame, which the lines do not close (the ground around a drawing: most of the picture, and it
+    says nothing about whether colours are placed).
+    """
+    count, labels = cv2.connectedComponents((line_art > 0).astype(np.uint8), connectivity=4)
+    areas = np.bincount(labels.ravel(), minlength=count)
+    keep = areas >= max(MIN_REGION_PIXELS, MIN_REGION_FRACTION * line_art.size)
+    keep[0] = False  # the lines
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        keep[edge] = False
+    renumber = np.zeros(count, np.int32)
+    renumber[keep] = np.arange(1, int(keep.sum()) + 1)
+    return renumber[labels]
+
+
+def region_cores(line_art: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`labels` with the pixels next to a line set to 0: where a region's colour is read, away from
+    the anti-aliased, line-tinted edge."""
+    away = cv2.erode((line_art > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
+    return np.where(away > 0, labels, 0)
+
+
+def region_medians(image: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """The per-channel median CIELAB colour of regions 1..count of `labels`: (count, 3), NaN for
+    a region with no pixel."""
+    medians = np.full((count, 3), np.nan)
+    inside = labels > 0
+    region_of = labels[inside]
+    order = np.argsort(region_of, kind="stable")
+    lab = rgb_to_lab(image[inside][order])
+    bounds = np.searchsorted(region_of[order], np.arange(1, count + 2))
+    for k in range(count):
+        if bounds[k + 1] > bounds[k]:
+            medians[k] = np.median(lab[bounds[k] : bounds[k + 1]], axis=0)
+    return medians
+
+
+def region_color_errors(
+    output: np.ndarray, ground_truth: np.ndarray, line_art: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(CIEDE2000, area) of each scored closed region of `line_art`, whose ground truth is flat:
+    the region's median output colour against its median true colour, both read off the line."""
+    labels = closed_regions(line_art)
+    cores = region_cores(line_art, labels)
+    count = int(labels.max())
+    delta_e = ciede2000(
+        region_medians(output, cores, count), region_medians(ground_truth, cores, count)
+    )
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    scored = np.isfinite(delta_e)  # a region with no pixel off the lines is not scored
+    return delta_e[scored], areas[scored].astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention accuracy
+
+ATTENTION_RADII_PX = (16, 32)
+
+
+@dataclass(frozen=True)
+class AttentionArgmax:
+    """Where each sketch cell's attention peaks, with the grids that say where cells lie."""
+
+    cells: np.ndarray  # (h*w,) int: the row-major reference cell of each sketch cell's argmax
+    sketch_grid: tuple[int, int]
+    reference_grid: tuple[int, int]
+
+
+def cell_centres(grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """(h*w, 2) (x, y) pixel positions of a grid's cell centres, row-major, for a grid spread over
+    an image of image_hw pixels (pixel centres at integers)."""
+    (grid_h, grid_w), (image_h, image_w) = grid_hw, image_hw
+    rows, cols = np.mgrid[0:grid_h, 0:grid_w]
+    x = (cols.ravel() + 0.5) * image_w / grid_w - 0.5
+    y = (rows.ravel() + 0.5) * image_h / grid_h - 0.5
+    return np.stack([x, y], axis=1)
+
+
+@dataclass(frozen=True)
+class AttentionHits:
+    hits: int  # sketch cells whose argmax reference cell lies within the radius of the truth
+    chance: float  # summed over cells: the share of reference cells within the radius
+    cells: int  # sketch cells whose content stays in the frame (the others are not scored)
+
+
+def attention_hits(
+    argmax: AttentionArgmax, correspondence: np.ndarray, radius: float
+) -> AttentionHits:
+    """Score one image's attention against the true correspondence, in image pixels.
+
+    correspondence: (H, W, 2), for each sketch pixel the (x', y') reference pixel its content lands
+    on, NaN where it leaves the frame; the reference has the sketch's size. The truth of a sketch
+    cell is the landing place of its centre; its attention is right when the centre of its argmax
+    reference cell lies within `radius` pixels of it, whatever the grids' sizes.
+    """
+    image_hw = correspondence.shape[:2]
+    truth = landing_at_cells(
+        torch.from_numpy(np.ascontiguousarray(correspondence))[None], argmax.sketch_grid, image_hw
+    )[0].numpy()
+    valid = np.isfinite(truth).all(axis=1)
+    truth = truth[valid].astype(np.float64)
+    centres = cell_centres(argmax.reference_grid, image_hw)
+    predicted = centres[argmax.cells[valid]]
+    hits = np.linalg.norm(predicted - truth, axis=1) <= radius
+    within = np.linalg.norm(truth[:, None, :] - centres[None, :, :], axis=2) <= radius
+    return AttentionHits(int(hits.sum()), float(within.mean(axis=1).sum()), int(valid.sum()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +500,11 @@ class EvalSample:
     reference: np.ndarray
     ground_truth: np.ndarray | None = None
     keypoints: KeypointPairs | None = None  # output (source) <-> reference (target)
+    # (H, W, 2): for each output pixel, the reference pixel its content lands on (NaN: none)
+    correspondence: np.ndarray | None = None
+    attention: AttentionArgmax | None = None  # the model's own attention, when it has one
+    # Binary line art whose closed regions are each flat (one colour) in the ground truth
+    flat_line_art: np.ndarray | None = None
 
 
 @dataclass
@@ -325,6 +515,8 @@ class MetricInputs:
     real_images: list[np.ndarray] = field(default_factory=list)
     features: FeatureExtractor | None = None
     sc_psnr_patch_size: int = 11
+    # What several metrics derive from the same samples, computed once (see `_region_errors`)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -334,7 +526,8 @@ class MetricResult:
     value: float
     backbone: str  # feature backbone measured with, or "pixels"
     higher_is_better: bool
-    count: int  # images (or image pairs) it averages over
+    count: int  # images (or image pairs, cells, regions) it averages over
+    chance: float | None = None  # what a uniformly random guess scores, where that is defined
 
 
 @dataclass(frozen=True)
@@ -351,7 +544,8 @@ def register_metric(
     *requires: str,
 ) -> Callable[[Callable[[MetricInputs], MetricResult]], Callable[[MetricInputs], MetricResult]]:
     """Register a metric under its function name; `requires` names what it cannot run without:
-    "ground_truth" or "keypoints" (on every sample), "features" (a FeatureExtractor)."""
+    "ground_truth", "keypoints", "correspondence" or "attention" (on every sample), "flat_line_art"
+    (on at least one sample: the metric reads only those), "features" (a FeatureExtractor)."""
 
     def decorate(
         compute: Callable[[MetricInputs], MetricResult],
@@ -370,6 +564,9 @@ def is_valid_metric(name: str) -> bool:
     return name in _METRICS
 
 
+_ON_SOME_SAMPLES = frozenset({"flat_line_art"})  # needs met by some samples, not all
+
+
 def is_applicable(name: str, inputs: MetricInputs) -> bool:
     """Whether `inputs` hold what the metric needs (e.g. the cross setting has no ground truth)."""
     if not inputs.samples:
@@ -377,6 +574,9 @@ def is_applicable(name: str, inputs: MetricInputs) -> bool:
     for need in _METRICS[name].requires:
         if need == "features":
             if inputs.features is None or len(inputs.real_images) < 2 or len(inputs.samples) < 2:
+                return False
+        elif need in _ON_SOME_SAMPLES:
+            if all(getattr(sample, need) is None for sample in inputs.samples):
                 return False
         elif any(getattr(sample, need) is None for sample in inputs.samples):
             return False
@@ -444,4 +644,80 @@ def color_distance(inputs: MetricInputs) -> MetricResult:
         lambda s: color_histogram_distance(s.output, s.reference),
         inputs,
         higher=False,
+    )
+
+
+def _attention_accuracy(metric: str, inputs: MetricInputs, radius: float) -> MetricResult:
+    """The share of sketch cells, over all images, whose attention argmax lies within `radius`
+    pixels of the truth, with the chance level of a uniformly random argmax beside it."""
+    hits = cells = 0
+    chance = 0.0
+    for sample in inputs.samples:
+        assert sample.attention is not None and sample.correspondence is not None
+        scored = attention_hits(sample.attention, sample.correspondence, radius)
+        hits, cells, chance = hits + scored.hits, cells + scored.cells, chance + scored.chance
+    cells_or_one = max(cells, 1)
+    return MetricResult(
+        metric, metric, hits / cells_or_one, PIXELS, True, cells, chance / cells_or_one
+    )
+
+
+@register_metric("attention", "correspondence")
+def attention_acc_16px(inputs: MetricInputs) -> MetricResult:
+    """Share of sketch cells whose attention argmax lies within 16 px of the true correspondence."""
+    return _attention_accuracy("attention_acc_16px", inputs, 16.0)
+
+
+@register_metric("attention", "correspondence")
+def attention_acc_32px(inputs: MetricInputs) -> MetricResult:
+    """Share of sketch cells whose attention argmax lies within 32 px of the true correspondence."""
+    return _attention_accuracy("attention_acc_32px", inputs, 32.0)
+
+
+def _region_errors(inputs: MetricInputs) -> tuple[np.ndarray, np.ndarray]:
+    """(CIEDE2000, area) of every scored region of every sample with flat line art, pooled."""
+    if "region_errors" not in inputs.cache:
+        errors = [
+            region_color_errors(sample.output, sample.ground_truth, sample.flat_line_art)
+            for sample in inputs.samples
+            if sample.flat_line_art is not None and sample.ground_truth is not None
+        ]
+        inputs.cache["region_errors"] = (
+            np.concatenate([delta_e for delta_e, _ in errors]),
+            np.concatenate([areas for _, areas in errors]),
+        )
+    return inputs.cache["region_errors"]
+
+
+def _region_result(
+    metric: str,
+    value_of: Callable[[np.ndarray, np.ndarray], float],
+    inputs: MetricInputs,
+    higher: bool,
+) -> MetricResult:
+    delta_e, areas = _region_errors(inputs)
+    value = value_of(delta_e, areas) if len(delta_e) else math.nan
+    return MetricResult(metric, metric, float(value), PIXELS, higher, len(delta_e))
+
+
+@register_metric("ground_truth", "flat_line_art")
+def region_acc_de10(inputs: MetricInputs) -> MetricResult:
+    """Share of the closed regions of flat line art whose median output colour lies within
+    CIEDE2000 10 of their true colour."""
+    return _region_result(
+        "region_acc_de10", lambda de, _: np.mean(de <= REGION_DELTA_E), inputs, higher=True
+    )
+
+
+@register_metric("ground_truth", "flat_line_art")
+def region_mean_de(inputs: MetricInputs) -> MetricResult:
+    """Mean CIEDE2000 of the closed regions' median colours against their true colours."""
+    return _region_result("region_mean_de", lambda de, _: np.mean(de), inputs, higher=False)
+
+
+@register_metric("ground_truth", "flat_line_art")
+def region_mean_de_area(inputs: MetricInputs) -> MetricResult:
+    """As region_mean_de, each region weighted by its area."""
+    return _region_result(
+        "region_mean_de_area", lambda de, area: np.average(de, weights=area), inputs, higher=False
     )
