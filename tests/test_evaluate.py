@@ -122,7 +122,10 @@ def test_eval_writes_table_json_and_contact_sheet(
     methods = ["model", "no_reference", "mean_color", "reference"]
     assert list(self_rows) == methods and list(cross_rows) == methods
     fid = "fid_proxy_efficientnet_lite0"
-    assert set(self_rows["model"]) == {fid, "sc_psnr_db", "psnr_db", "ssim_gt", "color_distance"}
+    pixels = {"sc_psnr_db", "psnr_db", "ssim_gt", "color_distance"}
+    attention = {"attention_acc_16px", "attention_acc_32px"}  # the model's own; no drawn line art
+    assert set(self_rows["model"]) == {fid, *pixels, *attention}
+    assert set(self_rows["mean_color"]) == {fid, *pixels}
     assert set(cross_rows["model"]) == {fid, "color_distance"}  # no ground truth, no keypoints
     assert self_rows["model"][fid]["backbone"] == "efficientnet_lite0"
     # The reference is the ground truth warped: copying it beats a random network on PSNR, and

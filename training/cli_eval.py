@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from colord.training import metrics
+from colord.training.evaluate import DEFAULT_METRICS
 from colord.training.spair import SPAIR_SPLITS
 
 
@@ -39,7 +40,7 @@ def user_errors() -> Iterator[None]:
 metrics_option = click.option(
     "--metrics",
     "metric_names",
-    default=",".join(("fid", "sc_psnr_db", "psnr_db", "ssim_gt", "color_distance")),
+    default=",".join(DEFAULT_METRICS),
     show_default=True,
     callback=_metric_list,
     help="Comma-separated metrics to compute.",
@@ -104,6 +105,13 @@ inception_option = click.option(
     show_default=True,
     help="Folder for eval.md, eval.json and contact_sheet.png.",
 )
+@click.option(
+    "--probes",
+    "run_probes",
+    is_flag=True,
+    help="Also colour the synthetic probes (flat shapes, the reference the same drawing warped) "
+    "and report per region whether it took its own colour.",
+)
 @click.option("--size", default=256, show_default=True, help="Evaluation resolution (÷16).")
 @click.option("--limit", default=0, show_default=True, help="Use at most N images (0 = all).")
 @click.option("--seed", default=0, show_default=True)
@@ -132,6 +140,7 @@ def eval_command(
     spair: Path | None,
     spair_split: str,
     spair_categories: tuple[str, ...],
+    run_probes: bool,
     out: Path,
     size: int,
     limit: int,
@@ -149,8 +158,8 @@ def eval_command(
 
     if (model_path is None) == (not use_daemon):
         raise click.UsageError("give exactly one of --model PATH and --daemon")
-    if images is None and spair is None:
-        raise click.UsageError("give --images DIR, --spair DIR, or both")
+    if images is None and spair is None and not run_probes:
+        raise click.UsageError("give --images DIR, --spair DIR, --probes, or several")
     options = evaluate.EvalOptions(
         images=images,
         out=out,
@@ -167,6 +176,7 @@ def eval_command(
         spair=spair,
         spair_split=spair_split,
         spair_categories=spair_categories or None,
+        probes=run_probes,
     )
     with user_errors():
         colorizer = (

@@ -2,13 +2,18 @@
 
 Self reference: the sketch of image i with a jittered, TPS-warped copy of i as reference (the
 augmented-self reference of training); the jittered image is the ground truth and the warp says
-which reference pixel matches which output pixel (SC-PSNR keypoints). Cross reference: the sketch
-of image i with another image j as reference; no ground truth, so only FID and colour distance.
+which reference pixel matches which output pixel (SC-PSNR keypoints, and the truth the model's
+attention is scored against). Where the sketch is drawn line art, each of its closed regions has
+one colour in the ground truth, and region colour accuracy asks whether each region came out in
+its own colour. Cross reference: the sketch of image i with another image j as reference; no
+ground truth, so only FID and colour distance.
 With an SPair-71k folder, a third setting pairs annotated images and scores SC-PSNR on their
 keypoints, as the paper's Table 2 does.
 
 The model is always measured next to baselines computed in the same run on the same inputs: the
 no-reference mode, the line art filled with the reference's mean colour, and the reference itself.
+Optionally, the synthetic probes of `colord.training.probes` (flat shapes, each its own colour)
+say per region whether the model placed the reference's colours.
 Writes `eval.md` (tables), `eval.json` (every number with the backbone it was measured with) and
 `contact_sheet.png` (one row per example: sketch | reference | outputs | ground truth).
 """
@@ -20,14 +25,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from colord.training import metrics
+from colord.training import metrics, probes
 from colord.training.augment import jitter_colors, thin_plate_spline_warp
 from colord.training.dataset import ImageReadError, load_line_art, load_rgb, scan_folder
 from colord.training.sketch import binarize_line_art, xdog
@@ -43,7 +48,18 @@ if TYPE_CHECKING:
 
 MODEL = "model"
 BASELINES = ("no_reference", "mean_color", "reference")
-DEFAULT_METRICS = ("fid", "sc_psnr_db", "psnr_db", "ssim_gt", "color_distance")
+# Reported in a table of their own (the self setting's correspondence), not in each setting's.
+ATTENTION_METRICS = ("attention_acc_16px", "attention_acc_32px")
+REGION_METRICS = ("region_acc_de10", "region_mean_de", "region_mean_de_area")
+DEFAULT_METRICS = (
+    "fid",
+    "sc_psnr_db",
+    "psnr_db",
+    "ssim_gt",
+    "color_distance",
+    *ATTENTION_METRICS,
+    *REGION_METRICS,
+)
 
 
 class Colorizer(Protocol):
@@ -59,6 +75,17 @@ class Colorizer(Protocol):
         ...
 
 
+@runtime_checkable
+class AttentionColorizer(Colorizer, Protocol):
+    """A colorizer that can also say where its attention peaks."""
+
+    def colorize_with_attention(
+        self, sketches: Sequence[np.ndarray], references: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[metrics.AttentionArgmax] | None]:
+        """The outputs, and each example's attention argmax (None: the model has no attention)."""
+        ...
+
+
 class GeneratorColorizer:
     """A generator run directly, at the sketches' own size, in batches."""
 
@@ -70,20 +97,49 @@ class GeneratorColorizer:
         self.device = device
         self.batch_size = batch_size
 
-    @torch.no_grad()
     def __call__(
         self, sketches: Sequence[np.ndarray], references: Sequence[np.ndarray] | None
     ) -> list[np.ndarray]:
+        return self._run(sketches, references, with_attention=False)[0]
+
+    def colorize_with_attention(
+        self, sketches: Sequence[np.ndarray], references: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[metrics.AttentionArgmax] | None]:
+        """The outputs and, from the same forward passes, each example's attention argmax; None
+        for an aggregation without attention (addition, AdaIN)."""
+        return self._run(sketches, references, with_attention=True)
+
+    @torch.no_grad()
+    def _run(
+        self,
+        sketches: Sequence[np.ndarray],
+        references: Sequence[np.ndarray] | None,
+        *,
+        with_attention: bool,
+    ) -> tuple[list[np.ndarray], list[metrics.AttentionArgmax] | None]:
         outputs: list[np.ndarray] = []
+        argmaxes: list[metrics.AttentionArgmax] | None = [] if with_attention else None
         for start in range(0, len(sketches), self.batch_size):
             stop = start + self.batch_size
             sketch = _to_tensor(np.stack(sketches[start:stop])[..., None]).to(self.device)
             reference = None
             if references is not None:
                 reference = _to_tensor(np.stack(references[start:stop])).to(self.device)
-            image = self.generator(sketch, reference)
+            if argmaxes is None:
+                image = self.generator(sketch, reference)
+            else:
+                image, extras = self.generator(sketch, reference, return_extras=True)
+                if extras.attention is None:
+                    argmaxes = None
+                else:
+                    argmaxes += [
+                        metrics.AttentionArgmax(
+                            cells, tuple(extras.sketch_grid), tuple(extras.reference_grid)
+                        )
+                        for cells in extras.attention.argmax(dim=-1).cpu().numpy()
+                    ]
             outputs.extend(_to_uint8(image.float().cpu()))
-        return outputs
+        return outputs, argmaxes
 
 
 def load_checkpoint_colorizer(path: Path, *, device: str = "cpu") -> GeneratorColorizer:
@@ -201,6 +257,10 @@ class Setting:
     keypoints: list[KeypointPairs] | None
     labels: list[str]
     real_images: list[np.ndarray]  # what FID compares the outputs with
+    # (H, W, 2) per example: for each sketch pixel, the reference pixel its content lands on
+    correspondences: list[np.ndarray] | None = None
+    # Per example, the sketch again where it is drawn line art over a flat ground truth, else None
+    flat_line_art: list[np.ndarray | None] | None = None
 
 
 def build_settings(
@@ -212,12 +272,13 @@ def build_settings(
         xdog(image) if line_art is None else line_art
         for image, line_art in zip(held_out.images, held_out.line_art, strict=True)
     ]
-    truths, warped, keypoints = [], [], []
+    truths, warped, keypoints, correspondences = [], [], [], []
     for image in held_out.images:
         truth, _ = jitter_colors(image, rng)
         reference, correspondence = thin_plate_spline_warp(truth, rng)
         truths.append(truth)
         warped.append(reference)
+        correspondences.append(correspondence)
         keypoints.append(
             keypoints_from_correspondence(
                 correspondence, keypoint_count, rng, margin=patch_size // 2
@@ -228,7 +289,15 @@ def build_settings(
     partners = [(i + shift) % count for i in range(count)]
     return {
         "self": Setting(
-            "self", sketches, warped, truths, keypoints, list(held_out.names), held_out.images
+            "self",
+            sketches,
+            warped,
+            truths,
+            keypoints,
+            list(held_out.names),
+            held_out.images,
+            correspondences,
+            list(held_out.line_art),  # drawn line art: its regions are flat in the colour image
         ),
         "cross": Setting(
             "cross",
@@ -291,16 +360,29 @@ def mean_color_fill(sketch: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.rint(shade * mean).astype(np.uint8)
 
 
-def run_methods(colorizer: Colorizer, setting: Setting) -> dict[str, list[np.ndarray]]:
-    """The model's outputs and each baseline's, on the same inputs."""
-    return {
-        MODEL: colorizer(setting.sketches, setting.references),
+def run_methods(
+    colorizer: Colorizer, setting: Setting
+) -> tuple[dict[str, list[np.ndarray]], list[metrics.AttentionArgmax] | None]:
+    """The model's outputs and each baseline's, on the same inputs; and where the setting knows
+    the true correspondence and the model can show it, where the model's attention peaks."""
+    attention = None
+    if setting.correspondences is not None and isinstance(colorizer, AttentionColorizer):
+        model, attention = colorizer.colorize_with_attention(setting.sketches, setting.references)
+    else:
+        model = colorizer(setting.sketches, setting.references)
+    outputs = {
+        MODEL: model,
         "no_reference": colorizer(setting.sketches, None),
         "mean_color": [
             mean_color_fill(s, r) for s, r in zip(setting.sketches, setting.references, strict=True)
         ],
         "reference": list(setting.references),
     }
+    return outputs, attention
+
+
+def _nth(values: list | None, i: int) -> Any:
+    return None if values is None else values[i]
 
 
 def measure(
@@ -311,13 +393,17 @@ def measure(
     features: metrics.FeatureExtractor | None,
     metric_names: Sequence[str],
     patch_size: int,
+    attention: list[metrics.AttentionArgmax] | None = None,
 ) -> list[metrics.MetricResult]:
     samples = [
         metrics.EvalSample(
             output=output,
             reference=setting.references[i],
-            ground_truth=None if setting.ground_truths is None else setting.ground_truths[i],
-            keypoints=None if setting.keypoints is None else setting.keypoints[i],
+            ground_truth=_nth(setting.ground_truths, i),
+            keypoints=_nth(setting.keypoints, i),
+            correspondence=_nth(setting.correspondences, i),
+            attention=_nth(attention, i),
+            flat_line_art=_nth(setting.flat_line_art, i),
         )
         for i, output in enumerate(outputs)
     ]
@@ -346,6 +432,7 @@ class EvalOptions:
     spair: Path | None = None  # an SPair-71k folder: adds the annotated-keypoint setting
     spair_split: str = "test"
     spair_categories: tuple[str, ...] | None = None  # e.g. ("cat", "dog", "car"); None = all
+    probes: bool = False  # also run the synthetic probes (colord.training.probes) at `size`
 
 
 @dataclass
@@ -378,8 +465,10 @@ def evaluate(
     if options.spair is not None:
         pairs = load_spair_split(options.spair, options.spair_split, options.spair_categories)
         settings["spair"] = build_spair_setting(pairs[: options.limit or None], options.size)
-    if not settings:
-        raise ValueError("nothing to evaluate: give a held-out folder, an SPair-71k folder or both")
+    if not settings and not options.probes:
+        raise ValueError(
+            "nothing to evaluate: give a held-out folder, an SPair-71k folder or the probes"
+        )
     features = None
     if "fid" in options.metrics:
         features = (
@@ -390,7 +479,7 @@ def evaluate(
     results: dict[str, dict[str, list[metrics.MetricResult]]] = {}
     sheet_rows: list[tuple[str, list[np.ndarray | None]]] = []
     for setting in settings.values():
-        outputs = run_methods(colorizer, setting)
+        outputs, attention = run_methods(colorizer, setting)
         results[setting.name] = {
             method: measure(
                 setting,
@@ -399,6 +488,7 @@ def evaluate(
                 features=features,
                 metric_names=options.metrics,
                 patch_size=options.patch_size,
+                attention=attention if method == MODEL else None,
             )
             for method, images in outputs.items()
         }
@@ -408,6 +498,14 @@ def evaluate(
             cells = [sketch_rgb, setting.references[i], outputs[MODEL][i]]
             cells += [outputs["no_reference"][i], outputs["mean_color"][i], truth]
             sheet_rows.append((f"{setting.name}: {setting.labels[i]}", cells))
+    probe_report = None
+    if options.probes:
+        probe_set = probes.make_probes(options.size, seed=options.seed)
+        probe_report = probes.run_probes(colorizer, probe_set)
+        for probe, output in zip(probe_set, probe_report.outputs, strict=True):
+            sketch_rgb = np.repeat(probe.sketch[..., None], 3, axis=2)
+            cells = [sketch_rgb, probe.reference, output, None, None, probe.truth]
+            sheet_rows.append((f"probe: {probe.name}", cells))
 
     summary = {
         "model": colorizer.name,
@@ -417,6 +515,9 @@ def evaluate(
         "size": options.size,
         "seed": options.seed,
         "feature_backbone": None if features is None else features.name,
+        "attention_not_measured": None
+        if "self" not in results
+        else attention_missing(colorizer, options.metrics, results["self"][MODEL]),
         "settings": {
             setting: {
                 method: {r.name: _result_json(r) for r in method_results}
@@ -424,6 +525,7 @@ def evaluate(
             }
             for setting, by_method in results.items()
         },
+        "probes": None if probe_report is None else probe_report.to_json(),
     }
     markdown = markdown_report(summary)
     out = Path(options.out)
@@ -440,13 +542,28 @@ def evaluate(
 
 
 def _result_json(result: metrics.MetricResult) -> dict:
-    return {
+    values = {
         "value": result.value,
         "metric": result.metric,
         "backbone": result.backbone,
         "higher_is_better": result.higher_is_better,
         "count": result.count,
     }
+    if result.chance is not None:
+        values["chance"] = result.chance
+    return values
+
+
+def attention_missing(
+    colorizer: Colorizer, metric_names: Sequence[str], self_results: list[metrics.MetricResult]
+) -> str | None:
+    """Why the model's attention accuracy was asked for in the self setting but not measured."""
+    asked = [name for name in metric_names if name in ATTENTION_METRICS]
+    if not asked or any(result.metric in asked for result in self_results):
+        return None
+    if isinstance(colorizer, AttentionColorizer):
+        return "the model has no attention (its aggregation is not SCFT)"
+    return "the model's attention is not visible through this colorizer (e.g. the daemon)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,11 +581,13 @@ def format_value(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
 
 
-def results_table(rows: dict[str, dict[str, dict]], *, first_column: str) -> str:
+def results_table(
+    rows: dict[str, dict[str, dict]], *, first_column: str, leave_out: Sequence[str] = ()
+) -> str:
     """A markdown table: a row per key of `rows`, a column per metric (arrows: which is better)."""
     columns: list[str] = []
     for row in rows.values():
-        columns += [name for name in row if name not in columns]
+        columns += [name for name in row if name not in columns and name not in leave_out]
     header = [first_column] + [f"{name} {'↑' if _higher(rows, name) else '↓'}" for name in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, row in rows.items():
@@ -495,7 +614,15 @@ def markdown_report(summary: dict) -> str:
         lines.append(f"Skipped {len(summary['skipped_files'])} unreadable file(s).")
     for setting, by_method in summary["settings"].items():
         lines += ["", f"## {SETTING_TITLES[setting]}", ""]
-        lines.append(results_table(by_method, first_column="method"))
+        lines.append(
+            results_table(
+                by_method, first_column="method", leave_out=ATTENTION_METRICS + REGION_METRICS
+            )
+        )
+    if "self" in summary["settings"]:
+        lines += correspondence_section(summary["settings"]["self"], summary)
+    if summary["probes"] is not None:
+        lines += probes.markdown_section(summary["probes"])
     lines += [
         "",
         "Baselines: `no_reference` = the model with a zero-filled reference; `mean_color` = the "
@@ -506,6 +633,65 @@ def markdown_report(summary: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+CORRESPONDENCE_COLUMNS = (
+    "attention acc @16px ↑",
+    "attention acc @32px ↑",
+    "chance @16px / @32px",
+    f"region acc (ΔE≤{metrics.REGION_DELTA_E:g}) ↑",
+    "mean ΔE ↓",
+    "mean ΔE, area-weighted ↓",
+)
+
+
+def correspondence_section(by_method: dict[str, dict[str, dict]], summary: dict) -> list[str]:
+    """Markdown lines: attention and region colour accuracy of each method in the self setting."""
+    model = by_method[MODEL]
+    if (
+        not any(name in model for name in ATTENTION_METRICS + REGION_METRICS)
+        and not summary["attention_not_measured"]
+    ):
+        return []
+
+    def cell(row: dict[str, dict], name: str, missing: str) -> str:
+        return format_value(row[name]["value"]) if name in row else missing
+
+    lines = [
+        "",
+        "## Correspondence (self reference)",
+        "",
+        "| method | " + " | ".join(CORRESPONDENCE_COLUMNS) + " |",
+        "|" + "---|" * (len(CORRESPONDENCE_COLUMNS) + 1),
+    ]
+    for method, row in by_method.items():
+        no_attention = "n/a" if method == MODEL else "–"  # baselines have none to measure
+        accuracy = [cell(row, name, no_attention) for name in ATTENTION_METRICS]
+        chance = [format_value(row[name]["chance"]) for name in ATTENTION_METRICS if name in row]
+        regions = [cell(row, name, "n/a") for name in REGION_METRICS]
+        lines.append(
+            "| " + " | ".join([method, *accuracy, " / ".join(chance) or "–", *regions]) + " |"
+        )
+    lines += [
+        "",
+        "Attention accuracy: the share of sketch cells whose attention argmax lies within 16 (32) "
+        "px of where the cell's content really is in the reference (the TPS warp), beside what a "
+        "uniformly random argmax scores; cells whose content leaves the frame are not scored. "
+        "Region colour accuracy: over the closed regions of the drawn line art (not the open "
+        f"ground around the drawing, nor regions under {metrics.MIN_REGION_FRACTION:.1%} of the "
+        "picture), the median colour of each region, off the lines, against its true colour in "
+        "CIEDE2000; n/a without drawn line art.",
+    ]
+    if summary["attention_not_measured"]:
+        lines.append(f"Attention accuracy n/a: {summary['attention_not_measured']}.")
+    scored = [
+        f"{model[names[0]]['count']} {what}"
+        for names, what in ((ATTENTION_METRICS, "sketch cells"), (REGION_METRICS, "regions"))
+        if names[0] in model
+    ]
+    if scored:
+        lines.append(f"Scored: {' and '.join(scored)}.")
+    return lines
 
 
 def contact_sheet(
