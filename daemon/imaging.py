@@ -382,8 +382,10 @@ def _fill_near_lines(rgba: np.ndarray, lines: np.ndarray, radius: float, scale: 
     strays = todo[stray]
     if strays.size:  # measured on the upsampled colours, before any is replaced
         # weights: 1 next to a line, 4 a pixel off it, 8 on reliable pixels
-        off_line = cv2.dilate(lines, np.ones((3, 3), np.uint8)) ^ np.uint8(1)
-        weights = cv2.add(cv2.multiply(off_line, 3), cv2.bitwise_xor(unreliable, 1) * np.uint8(4))
+        # numpy arithmetic, not cv2.multiply(array, 3): OpenCV 4 reads a Python number beside a
+        # 4x1 array as a 4x1 float64 array and raises on the mismatched types
+        weights = (cv2.dilate(lines, np.ones((3, 3), np.uint8)) ^ np.uint8(1)) * np.uint8(3)
+        weights += (unreliable ^ np.uint8(1)) * np.uint8(4)
         weights += np.uint8(1)
         step = max(1, int(scale))  # about one sample per working pixel
         own_colours = _region_colours(packed, weights, regions, regions_count, strays, step)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from colord.daemon import imaging
 from colord.daemon.imaging import InputError
@@ -52,6 +54,16 @@ def test_transparent_pixels_become_white_paper():
     assert (flat[1:] == 255).all()
     assert (flat[0, 0] == 0).all()
     assert np.abs(flat[0, 1].astype(int) - 127).max() <= 1
+
+
+def test_every_sixteen_bit_value_rounds_to_the_nearest_eight_bit_one():
+    # all 65536 values, most of them not multiples of 257: truncation (>> 8) differs on 255 of
+    # every 257 (e.g. 200 -> 1, not 0)
+    values = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    expected = np.floor(values / 257 + 0.5).astype(np.uint8)  # v / 257 never ends in .5
+    assert np.array_equal(imaging.to_uint8(values), expected)
+    grey_alpha = np.stack([values, np.full_like(values, 65535)], axis=2)
+    assert np.array_equal(imaging.flatten_on_white(grey_alpha), expected)
 
 
 def test_sixteen_bit_is_rounded_to_eight():
@@ -209,6 +221,66 @@ def test_thin_region_keeps_its_own_colour():
     assert (strip[:, 1] > strip[:, 0]).all() and (strip[:, 1] > strip[:, 2]).all()
     assert (result[:, :110] == RED).all()
     assert (result[:, 140:] == BLUE).all()
+
+
+def test_thin_enclosed_shape_keeps_its_own_colour():
+    # a second shape for step 3: a 3x3 hollow inside a closed square outline, at 4x upsampling;
+    # every pixel in it lies within the reliable radius of the outline, so step 2 alone would
+    # paint it with the blue beyond the outline
+    lines = np.zeros((64, 64), np.uint8)
+    lines[30:35, 30:35] = 1
+    lines[31:34, 31:34] = 0
+    colours = np.empty((16, 16, 3), np.uint8)
+    colours[:] = BLUE
+    colours[7:9, 7:9] = (0, 200, 0)  # the model coloured the shape's working pixels green
+    result = imaging.upsample_colours(colours, lines)[..., :3]
+    hollow = result[31:34, 31:34].reshape(-1, 3).astype(int)
+    assert (hollow[:, 1] > hollow[:, 2]).all()  # green wins over blue inside
+    assert (result[:20] == BLUE).all()
+
+
+@st.composite
+def line_masks(draw: st.DrawFn) -> np.ndarray:
+    """Canvases from 1x1 to 40x40 with lines from none to all: strokes, dots and blocks."""
+    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    lines = np.zeros((height, width), np.uint8)
+    if draw(st.integers(0, 9)) == 0:
+        lines[:] = 1
+    for _ in range(draw(st.integers(0, 6))):
+        top, left = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+        lines[top : top + draw(st.integers(1, height)), left : left + draw(st.integers(1, 3))] = 1
+        lines[top : top + draw(st.integers(1, 3)), left : left + draw(st.integers(1, width))] = 1
+    return lines
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=line_masks())
+def test_no_paper_pixel_takes_a_colour_from_another_region(lines: np.ndarray) -> None:
+    # at the canvas's own size, each 4-connected paper region gets one colour of its own and
+    # the lines black: whatever the shape (1x1, 1xN, all lines, no lines), every paper pixel must
+    # keep its region's colour, and every line pixel take one of the colours around
+    count, regions = cv2.connectedComponents(lines ^ np.uint8(1), connectivity=4)
+    palette = np.random.default_rng(count).integers(1, 256, (count, 3), dtype=np.uint8)
+    palette[0] = 0
+    colours = palette[regions]
+    result = imaging.upsample_colours(colours, lines)
+    assert result.shape == (*lines.shape, 4)
+    assert (result[..., 3] == 255).all()
+    paper = regions > 0
+    assert np.array_equal(result[..., :3][paper], colours[paper])
+    if paper.any():
+        allowed = {tuple(colour) for colour in palette[1:].tolist()} | {(0, 0, 0)}
+        assert {tuple(pixel) for pixel in result[..., :3][~paper].tolist()} <= allowed
+
+
+def test_one_line_pixel_in_a_four_by_one_canvas():
+    # OpenCV 4 reads a Python number beside a 4x1 array as a 4x1 array (this once crashed)
+    lines = np.array([[1], [0], [0], [0]], np.uint8)
+    colours = np.array([[RED], [RED], [BLUE], [BLUE]], np.uint8)
+    result = imaging.upsample_colours(colours, lines)[..., :3]
+    # no pixel is reliable: the region takes its own mean, weighted 1 beside the line, 4 beyond
+    mean = np.floor((np.array(RED) + 4 * np.array(BLUE) * 2) / 9 + 0.5)
+    assert result[1:].reshape(-1, 3).tolist() == [mean.tolist()] * 3
 
 
 def test_line_pixels_get_a_colour_from_a_side():
