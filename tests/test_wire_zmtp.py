@@ -100,17 +100,22 @@ def test_rep_peer_gets_and_returns_the_delimiter_frame(context: zmq.Context) -> 
         assert peer.recv(deadline=soon()) == [b"", b"answer"]
 
 
-def test_heartbeat_pings_are_answered_while_waiting(context: zmq.Context) -> None:
-    # The router pings every 20 ms and drops a peer that stays silent for 200 ms after a ping;
-    # its reply comes 800 ms later, so it only arrives if every PING got its PONG.
-    router, port = bound(context, zmq.ROUTER, HEARTBEAT_IVL=20, HEARTBEAT_TIMEOUT=200)
+def test_libzmq_heartbeat_pings_while_waiting_do_not_disturb_the_reply(
+    context: zmq.Context,
+) -> None:
+    # The router pings every 10 ms while it holds the reply back, so the peer reads a run of real
+    # libzmq PING commands before the reply and must answer and skip them. The heartbeat timeout
+    # is far beyond any scheduling delay (a 200 ms one failed on loaded machines): whether the
+    # PONGs come at all, and in the RFC's bytes, is checked without timing by the scripted router
+    # in test_unknown_commands_are_skipped_and_pings_answered_with_their_context.
+    router, port = bound(context, zmq.ROUTER, HEARTBEAT_IVL=10, HEARTBEAT_TIMEOUT=60_000)
 
-    def answer_late() -> None:
+    def answer_after_pings() -> None:
         routing_id, body = router.recv_multipart()
-        time.sleep(0.8)
+        time.sleep(0.3)  # lets heartbeats pile up; the test holds for any number of them
         router.send_multipart([routing_id, body + b" answered"])
 
-    server = threading.Thread(target=answer_late)
+    server = threading.Thread(target=answer_after_pings)
     server.start()
     with connected(port) as peer:
         peer.send([b"slow question"], deadline=soon())
