@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_helpers import rewrite_config
 
 from colord.model import CheckpointError, Generator, get_preset, load_checkpoint, save_checkpoint
 
@@ -90,26 +89,30 @@ def test_flipped_bytes_in_weights(good_file: Path):
     _expect_error(good_file, "checksum")
 
 
+def test_a_changed_tensor_under_the_old_checksum(good_file: Path):
+    # a well-formed file whose one weight was edited and re-saved with the original config: only
+    # the tensor checksum can tell (a second guard beside the flipped-byte test)
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(good_file), "pt") as stored:
+        metadata = stored.metadata()
+        tensors = {name: stored.get_tensor(name) for name in stored.keys()}  # noqa: SIM118
+    name = "aggregation.query.weight"
+    tensors[name] = tensors[name].clone()
+    tensors[name][0, 0] += 1.0
+    save_file(tensors, good_file, metadata=metadata)
+    _expect_error(good_file, "checksum")
+
+
 def test_not_a_checkpoint(tmp_path: Path):
     path = tmp_path / "photo.safetensors"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     _expect_error(path, "not a safetensors file")
 
 
-def _rewrite_config(path: Path, change) -> None:
-    blob = path.read_bytes()
-    (length,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8 : 8 + length])
-    config = json.loads(header["__metadata__"]["colord"])
-    change(config)
-    header["__metadata__"]["colord"] = json.dumps(config)
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + blob[8 + length :])
-
-
 def test_unknown_format_version(good_file: Path):
-    _rewrite_config(good_file, lambda c: c.update(format_version=99))
+    rewrite_config(good_file, lambda c: c.update(format_version=99))
     _expect_error(good_file, "unknown format version 99")
 
 
@@ -117,12 +120,12 @@ def test_shape_mismatch(good_file: Path):
     def widen(config: dict) -> None:
         config["preset"]["res_channels"] = 24
 
-    _rewrite_config(good_file, widen)
+    rewrite_config(good_file, widen)
     _expect_error(good_file, "shape mismatch")
 
 
 def test_invalid_preset(good_file: Path):
-    _rewrite_config(good_file, lambda c: c["preset"].update(aggregation="magic"))
+    rewrite_config(good_file, lambda c: c["preset"].update(aggregation="magic"))
     _expect_error(good_file, "invalid preset")
 
 

@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from checkpoint_helpers import rewrite_config
 from PIL import Image
 
-from colord.model import CheckpointError, default_model
+from colord.model import CheckpointError, default_model, load_checkpoint
 from colord.model.default_model import (
     default_model_path,
     file_sha256,
@@ -154,6 +155,20 @@ def test_output_follows_the_reference_more_than_no_reference_mode(outputs) -> No
     own, no_reference, others = np.array(own), np.array(no_reference), np.array(others)
     assert own.mean() < 0.8 * no_reference.mean(), (own, no_reference)
     assert (own < others).mean() >= 0.75, (own, others)
+
+
+def test_a_copy_with_intact_weights_but_other_bytes_fails_the_file_hash(tmp_path: Path) -> None:
+    # the config's metadata changed, every tensor intact: load_checkpoint accepts the file, so
+    # only the file's SHA-256 can refuse it (a second guard beside the damaged-copy tests)
+    changed = rewrite_config(
+        default_model_path(),
+        lambda config: config["metadata"].update(note="edited"),
+        tmp_path / "default.safetensors",
+    )
+    shutil.copyfile(default_model_path().with_name("default.sha256"), tmp_path / "default.sha256")
+    assert load_checkpoint(changed).metadata["note"] == "edited"
+    with pytest.raises(CheckpointError, match="does not match the recorded"):
+        verify_default_model(changed)
 
 
 def test_engine_refuses_a_damaged_default_with_no_model_error(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from colord.model import Discriminator, Generator, count_parameters, get_preset
+from colord.model.networks import SCFT
 
 TINY = get_preset("tiny")
 
@@ -80,6 +82,34 @@ def test_scft_context_is_the_attention_weighted_value():
     torch.testing.assert_close(c.flatten(2).transpose(1, 2), expected, rtol=1e-3, atol=1e-3)
     after_softmax = (extras.query @ extras.key.transpose(1, 2)).softmax(-1) / TINY.feature_dim**0.5
     assert not torch.allclose(extras.attention, after_softmax)
+
+
+@pytest.mark.parametrize("dim", [8, 64])
+def test_scft_matches_an_explicit_scaled_softmax_attention(dim: int):
+    # Eqs. 2-4 written out from the weight matrices alone, in float64: c = v_s + softmax(q k^T /
+    # sqrt(d)) v. Independent of the extras, so it guards the scale inside the fused attention
+    # and the one in the returned attention map separately from the tests above.
+    torch.manual_seed(dim)
+    scft = SCFT(dim).double()
+    for linear in (scft.query, scft.key, scft.value):
+        torch.nn.init.normal_(linear.weight, 0, 1.0)  # peaked attention: the scale matters
+    v_s = torch.randn(2, dim, 3, 4, dtype=torch.float64)
+    v_r = torch.randn(2, dim, 2, 5, dtype=torch.float64)
+    flat_s, flat_r = v_s.flatten(2).transpose(1, 2), v_r.flatten(2).transpose(1, 2)
+    q = flat_s @ scft.query.weight.T
+    k = flat_r @ scft.key.weight.T
+    v = flat_r @ scft.value.weight.T
+    attention = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(dim), dim=-1)
+    expected = (flat_s + attention @ v).transpose(1, 2).reshape(2, dim, 3, 4)
+    with torch.no_grad():
+        plain, no_extras = scft(v_s, v_r, False)
+        c, extras = scft(v_s, v_r, True)
+    assert no_extras is None
+    torch.testing.assert_close(plain, expected)
+    torch.testing.assert_close(c, expected)
+    torch.testing.assert_close(extras.attention, attention)
+    unscaled = torch.softmax(q @ k.transpose(1, 2), dim=-1)
+    assert not torch.allclose(unscaled, attention, atol=1e-3)  # the test bites
 
 
 def test_zero_reference_mode_equals_an_explicit_zero_image(generator: Generator):
