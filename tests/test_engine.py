@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import torch.nn.functional as F
 from conftest import draw_line_art, draw_reference
 from torch import nn
 
+from colord.daemon import devices
 from colord.daemon import engine as engine_module
 from colord.daemon.devices import DeviceError, pick_device
 from colord.daemon.engine import Engine, InputError, Job, NoModelError
-from colord.model import CheckpointError
+from colord.model import CheckpointError, Generator, get_preset, save_checkpoint
+from colord.model.line_scale import LINE_WIDTH_KEY
 
 SIZE = 64  # working size for the tiny model: fast, and small canvases still get shrunk
 
@@ -107,6 +110,50 @@ def test_working_size_per_job(engine):
     assert_layer(large.image, 200, 300)
     assert engine.prepare(Job(line_art, working_size=32)).sketch.shape == (32, 32)
     assert engine.prepare(Job(line_art, working_size=128)).sketch.shape == (96, 128)
+
+
+# -- automatic working size --------------------------------------------------------------------
+
+
+def test_automatic_working_size_by_default(tiny_checkpoint, caplog):
+    engine = Engine(tiny_checkpoint, device="cpu", warmup=False)
+    assert engine.info()["working_size"] == "auto"
+    assert engine.info()["max_working_size"] == engine_module.DEFAULT_MAX_AUTOMATIC_SIZE
+    assert engine.training_line_width == engine_module.FALLBACK_TRAINING_LINE_WIDTH
+    drawing = black_lines_on_white(240, 320, thickness=8)
+    with caplog.at_level(logging.INFO, logger="colord.engine"):
+        result = engine.colorize(drawing)
+    assert result.working_size == engine.automatic_working_size(
+        engine.prepare(Job(drawing, working_size=16)).lines
+    )
+    assert 64 <= result.working_size < 320  # strokes thicker than training's: shrunk
+    assert f"automatic working size {result.working_size} for a 320x240 canvas" in caplog.text
+    assert_layer(result.image, 240, 320)
+    assert max(engine.prepare(Job(drawing)).sketch.shape) == result.working_size
+    # the same drawing four times larger, strokes included, runs at about the same size
+    larger = cv2.resize(drawing, None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)
+    assert abs(engine.prepare(Job(larger)).working_size - result.working_size) <= 32
+    assert engine.colorize(drawing, working_size=128).working_size == 128
+
+
+def test_automatic_working_size_follows_the_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    generator = Generator(get_preset("tiny"))
+    line_art = black_lines_on_white(240, 320, thickness=6)
+    sizes = {}
+    for width in (2.0, 6.0):
+        path = save_checkpoint(tmp_path / f"{width}.safetensors", generator,
+                               metadata={LINE_WIDTH_KEY: width})  # fmt: skip
+        engine = Engine(path, device="cpu", warmup=False)
+        assert engine.training_line_width == width
+        sizes[width] = engine.prepare(Job(line_art)).working_size
+    assert sizes[2.0] < sizes[6.0]  # thinner training strokes: shrink the canvas further
+
+
+def test_fixed_engine_working_size_turns_automatic_off(tiny_checkpoint):
+    engine = Engine(tiny_checkpoint, device="cpu", working_size=96, warmup=False)
+    assert engine.info()["working_size"] == 96
+    assert engine.colorize(black_lines_on_white(240, 320)).working_size == 96
 
 
 # -- lines -------------------------------------------------------------------------------------
@@ -262,18 +309,58 @@ def test_fast_path_falls_back_to_eager(tiny_checkpoint, monkeypatch, caplog):
     )
 
 
-def test_devices():
+def machine_with(monkeypatch: pytest.MonkeyPatch, *, cuda: int, mps: bool) -> None:
+    """Pretend this machine has `cuda` CUDA GPUs and MPS or not (no GPU needed to test the
+    choice)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+    monkeypatch.setattr(devices, "mps_available", lambda: mps)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(1, True, "cuda"), (2, False, "cuda"), (0, True, "mps"), (0, False, "cpu")],
+)
+def test_auto_device_is_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    machine_with(monkeypatch, cuda=cuda, mps=mps)
+    for name in (None, "auto", " Auto ", ""):
+        assert pick_device(name) == torch.device(expected)
     assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device(None).type in ("cuda", "mps", "cpu")
+
+
+def test_named_devices_are_checked_against_the_machine(monkeypatch):
+    machine_with(monkeypatch, cuda=2, mps=False)
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(DeviceError, match="only 2 CUDA GPU"):
+        pick_device("cuda:2")
+    with pytest.raises(DeviceError, match="MPS is not usable"):
+        pick_device("mps")
+    machine_with(monkeypatch, cuda=0, mps=True)
+    assert pick_device("mps") == torch.device("mps")
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        pick_device("cuda")
+
+
+def test_cuda_runs_bf16_with_the_fast_path_and_the_cpu_float32_without(monkeypatch):
+    machine_with(monkeypatch, cuda=1, mps=False)
+    on_cuda = Engine(None)  # no model: nothing is moved to the (pretended) GPU
+    assert on_cuda.device == torch.device("cuda")
+    assert (on_cuda.dtype, on_cuda.fast) == (torch.bfloat16, True)
+    monkeypatch.setattr(torch, "autocast", lambda device, dtype: ("autocast", device, dtype))
+    assert on_cuda._autocast() == ("autocast", "cuda", torch.bfloat16)
+    on_cpu = Engine(None, device="cpu")
+    assert (on_cpu.dtype, on_cpu.fast) == (torch.float32, False)
+    assert isinstance(on_cpu._autocast(), contextlib.nullcontext)
+
+
+def test_unknown_and_absent_devices_are_refused(monkeypatch):
     with pytest.raises(DeviceError, match="unknown device"):
         pick_device("abacus")
     with pytest.raises(DeviceError, match="unsupported device"):
         pick_device("xla")
-    if not torch.cuda.is_available():
-        with pytest.raises(DeviceError, match="no CUDA GPU"):
-            pick_device("cuda")
-        with pytest.raises(DeviceError):
-            Engine(device="cuda")
+    machine_with(monkeypatch, cuda=0, mps=False)
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        Engine(device="cuda")
 
 
 def test_fast_path_runs_one_sample_per_call(tiny_checkpoint, monkeypatch):
