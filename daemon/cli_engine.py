@@ -77,17 +77,35 @@ def _load_engine(model: Path | None, device: str, working_size: int | None, warm
 
     from .engine import Engine, EngineError, default_checkpoint
 
-    options = {} if working_size is None else {"working_size": working_size}
     try:
-        return Engine(model or default_checkpoint(), device=device, warmup=warmup, **options)
+        return Engine(
+            model or default_checkpoint(), device=device, working_size=working_size, warmup=warmup
+        )
     except (CheckpointError, EngineError) as error:
         raise click.ClickException(str(error)) from None
 
 
-def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and (value < 16 or value % 16 or value > 16384):
-        raise click.BadParameter("must be a multiple of 16 between 16 and 16384")
-    return value
+class WorkingSize(click.ParamType):
+    """`auto` (None: the engine chooses per canvas) or a multiple of 16 from 16 to 16384."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx) -> int | None:
+        if value is None or isinstance(value, int):
+            size = value
+        elif value.strip().lower() == "auto":
+            return None
+        else:
+            try:
+                size = int(value)
+            except ValueError:
+                self.fail(f"{value!r} is neither auto nor a number", param, ctx)
+        if size is not None and (size < 16 or size % 16 or size > 16384):
+            self.fail("must be auto or a multiple of 16 between 16 and 16384", param, ctx)
+        return size
+
+
+WORKING_SIZE = WorkingSize()
 
 
 @click.command("colorize")
@@ -113,9 +131,11 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -
 @click.option(
     "--size",
     "working_size",
-    type=int,
-    callback=_check_size,
-    help="Long side at which the model runs, a multiple of 16 (default 512).",
+    type=WORKING_SIZE,
+    default="auto",
+    show_default=True,
+    help="Long side at which the model runs: auto (strokes as thick as the model's training "
+    "sketches, capped by the device) or a multiple of 16.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
@@ -158,7 +178,8 @@ def colorize_command(
     height, width = result.image.shape[:2]
     elapsed = (time.perf_counter() - start) * 1000
     parts = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timings.items() if k != "total")
-    click.echo(f"wrote {output} ({width}x{height}) in {elapsed:.0f} ms ({parts})")
+    size = "" if daemon else f", working size {result.working_size}"
+    click.echo(f"wrote {output} ({width}x{height}{size}) in {elapsed:.0f} ms ({parts})")
 
 
 def _colorize_on_daemon(line_art, reference, working_size, keep_lines):

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from colord.daemon.cli_engine import WORKING_SIZE
 from colord.daemon.protocol import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SIDE, Limits
 from colord.daemon.server import (
     DEFAULT_ENDPOINT,
@@ -36,7 +37,9 @@ def is_local_endpoint(endpoint: str) -> bool:
         return False  # "*", an interface name or a host name
 
 
-def open_engine(model_path: Path | None, *, device: str | None, working_size: int) -> EngineAdapter:
+def open_engine(
+    model_path: Path | None, *, device: str | None, working_size: int | None
+) -> EngineAdapter:
     """Load the model onto the device (without a path: the default model that ships with colord).
 
     torch is imported only here, after the endpoint and the connection file are claimed, so a
@@ -85,11 +88,14 @@ def open_engine(model_path: Path | None, *, device: str | None, working_size: in
     help="Colorize requests that may wait before the daemon answers busy.",
 )
 @click.option(
+    "--size",
     "--working-size",
-    type=click.IntRange(min=16),
-    default=512,
+    "working_size",
+    type=WORKING_SIZE,
+    default="auto",
     show_default=True,
-    help="Default resolution the model works at.",
+    help="Long side the model works at when a request names none: auto (chosen per canvas "
+    "from its stroke width) or a multiple of 16.",
 )
 @click.option(
     "--max-message-bytes",
@@ -106,7 +112,7 @@ def serve(
     allow_remote: bool,
     connection_file: Path | None,
     queue_size: int,
-    working_size: int,
+    working_size: int | None,
     max_message_bytes: int,
     verbose: bool,
 ) -> None:

@@ -12,7 +12,11 @@ forward runs under `inference_mode` and bf16 autocast; the fast path compiles th
 `torch.compile(mode="reduce-overhead", dynamic=False)` (CUDA graphs; one compile per working
 shape, since dynamic shapes crashed inductor, see DESIGN.md) and falls back to eager, with a
 logged warning, if compiling fails; compiled, a batch runs one sample per call, so that batch
-sizes cost no further compiles. Loading runs one warm-up forward at the default working size.
+sizes cost no further compiles. Loading runs one warm-up forward at the working size.
+
+Working size: a fixed one when the engine or the job names one; otherwise automatic, per job:
+the size at which the line art's strokes are as thick as the model's training sketches' strokes
+(`colord.model.line_scale`), capped by what the device affords (`MAX_AUTOMATIC_SIZE`).
 """
 
 from __future__ import annotations
@@ -33,13 +37,13 @@ from torch import nn
 
 import colord.model
 from colord.model.default_model import default_model_path, verify_default_model
+from colord.model.line_scale import LINE_WIDTH_KEY, automatic_working_size
 
 from . import imaging
 from .devices import DeviceError, describe, pick_device
-from .imaging import DEFAULT_WORKING_SIZE, EngineError, InputError
+from .imaging import EngineError, InputError
 
 __all__ = [
-    "DEFAULT_WORKING_SIZE",
     "ColorizeResult",
     "DeviceError",
     "Engine",
@@ -54,6 +58,22 @@ log = logging.getLogger("colord.engine")
 
 # The shipped default checkpoint (colord.model.default_model owns its place and its hash).
 DEFAULT_CHECKPOINT = default_model_path()
+
+# The training sketches' median stroke width for checkpoints that do not record LINE_WIDTH_KEY
+# (the shipped v1 model): measured with `bench/bench_scale.py --training-line-width
+# data/openmoji/train.jsonl` on the OpenMoji part of its training data, 3,708 drawings at 256 px
+# made into 128 px training sketches as its training did (70-100 % crops, shrunk, binarized):
+# median 5.00 px, quartiles 4.24 and 5.00 px.
+FALLBACK_TRAINING_LINE_WIDTH = 5.0
+
+# The largest automatic working size per device type (others: DEFAULT_MAX_AUTOMATIC_SIZE). On
+# two CPU cores the default preset's forward takes about 8 s at 1024 px and four times that at
+# 2048 px; on a CUDA GPU 2048 px takes tens of milliseconds and attention memory stays linear.
+MAX_AUTOMATIC_SIZE = {"cuda": 2048}
+DEFAULT_MAX_AUTOMATIC_SIZE = 1024
+WARMUP_SIZE = 256  # the warm-up forward's size in automatic mode (a typical chosen size)
+# Compiled, every new working shape costs a compile of seconds: automatic sizes then step by 64.
+FAST_PATH_MULTIPLE = 64
 
 NO_MODEL_MESSAGE = (
     "no model loaded: the default model that ships with colord is missing or damaged. Reinstall "
@@ -98,6 +118,22 @@ def _denormals_flushed():
         torch.set_flush_denormal(False)
 
 
+def _training_line_width(metadata: dict) -> float:
+    """The checkpoint's recorded training stroke width, or the shipped model's measured one."""
+    recorded = metadata.get(LINE_WIDTH_KEY)
+    if recorded is None:
+        return FALLBACK_TRAINING_LINE_WIDTH
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and recorded > 1:
+        return float(recorded)
+    log.warning(
+        "ignoring the checkpoint's %s %r (not a width above one pixel); using %.2f px",
+        LINE_WIDTH_KEY,
+        recorded,
+        FALLBACK_TRAINING_LINE_WIDTH,
+    )
+    return FALLBACK_TRAINING_LINE_WIDTH
+
+
 @dataclass
 class Job:
     """One colorize request."""
@@ -105,12 +141,14 @@ class Job:
     line_art: np.ndarray  # (H, W) or (H, W, C), C in 1..4, uint8 or uint16
     reference: np.ndarray | None = None  # likewise, any size; None = no-reference mode
     working_size: int | None = None  # long side at which the model runs; None = the engine's
+    # (automatic when the engine has none either)
     keep_lines: bool = True  # lay the original lines over the colours
 
 
 @dataclass
 class ColorizeResult:
     image: np.ndarray  # (H, W, 4) uint8 RGBA, the line art's size, alpha 255
+    working_size: int  # the working size used, chosen or automatic
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds: prepare, forward, ...
 
 
@@ -119,6 +157,7 @@ class _Prepared:
     """A job after the CPU-side preparation, waiting for its forward pass."""
 
     job: Job
+    working_size: int
     geometry: imaging.Geometry
     flat: np.ndarray  # the line art flattened on white, (H, W) or (H, W, 3) uint8
     darkest: np.ndarray  # (H, W) uint8, its darkest channel
@@ -141,15 +180,19 @@ class Engine:
         model: str | os.PathLike | nn.Module | None = None,
         *,
         device: str | torch.device | None = None,
-        working_size: int = DEFAULT_WORKING_SIZE,
+        working_size: int | None = None,
         fast: bool | None = None,
         warmup: bool = True,
     ) -> None:
         """`model`: a checkpoint path, a generator-like module (`module(sketch, reference)`), or
-        None (no model: colorize raises NoModelError). `fast`: the compiled fast path; None = on
-        CUDA only. Raises CheckpointError, DeviceError or InputError."""
+        None (no model: colorize raises NoModelError). `working_size`: None = automatic. `fast`:
+        the compiled fast path; None = on CUDA only. Raises CheckpointError, DeviceError or
+        InputError."""
         self.device = pick_device(device)
-        self.working_size = imaging.check_working_size(working_size)
+        self.working_size = (
+            None if working_size is None else imaging.check_working_size(working_size)
+        )
+        self.max_working_size = MAX_AUTOMATIC_SIZE.get(self.device.type, DEFAULT_MAX_AUTOMATIC_SIZE)
         self.model_path: Path | None = None
         self.preset = None
         self.checkpoint_dtype: str | None = None
@@ -173,6 +216,7 @@ class Engine:
             self.preset = loaded.preset
             self.checkpoint_dtype = loaded.dtype
             self.metadata = dict(loaded.metadata)
+        self.training_line_width = _training_line_width(self.metadata)
         self.model = None if module is None else module.eval().to(self.device, self.dtype)
         if self.model is not None and warmup:
             self.warm_up()
@@ -228,13 +272,29 @@ class Engine:
         if job.reference is not None:
             reference = imaging.check_image(job.reference, "reference")
         working_size = self.working_size if job.working_size is None else job.working_size
-        geometry = imaging.plan_geometry(line_art.shape[0], line_art.shape[1], working_size)
+        if working_size is not None:
+            working_size = imaging.check_working_size(working_size)
         flat, darkest, lines = imaging.read_line_art(line_art)
+        if working_size is None:
+            working_size = self.automatic_working_size(lines)
+        geometry = imaging.plan_geometry(line_art.shape[0], line_art.shape[1], working_size)
         sketch = imaging.working_sketch(lines, geometry)
         if reference is not None:
             reference = imaging.working_reference(reference, geometry.long_side)
         prepare_ms = (time.perf_counter() - start) * 1000
-        return _Prepared(job, geometry, flat, darkest, lines, sketch, reference, prepare_ms)
+        return _Prepared(
+            job, working_size, geometry, flat, darkest, lines, sketch, reference, prepare_ms
+        )
+
+    def automatic_working_size(self, lines: np.ndarray) -> int:
+        """The working size for a canvas's (H, W) line mask in automatic mode (logged)."""
+        multiple = FAST_PATH_MULTIPLE if self.fast else imaging.MULTIPLE
+        size = automatic_working_size(
+            lines, self.training_line_width, multiple=multiple, maximum=self.max_working_size
+        )
+        height, width = lines.shape
+        log.info("automatic working size %d for a %dx%d canvas", size, width, height)
+        return size
 
     def forward(self, sketch: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """The bare generator on model tensors: sketch (B, 1, H, W) in [-1, 1] (lines -1),
@@ -252,8 +312,9 @@ class Engine:
             return self._run(sketch, reference).float()
 
     def warm_up(self, size: int | None = None) -> float:
-        """One forward at `size` x `size` (default: the working size); returns milliseconds."""
-        size = size or self.working_size
+        """One forward at `size` x `size` (default: the working size, or WARMUP_SIZE in
+        automatic mode); returns milliseconds."""
+        size = size or self.working_size or WARMUP_SIZE
         start = time.perf_counter()
         sketch = torch.ones(1, 1, size, size)
         self.forward(sketch, torch.zeros(1, 3, size, size))
@@ -263,7 +324,8 @@ class Engine:
         return elapsed
 
     def info(self) -> dict:
-        """What runs here: model file, preset, parameters, device, dtype, working size."""
+        """What runs here: model file, preset, parameters, device, dtype, working size ("auto" or
+        a number) and the cap of automatic sizes."""
         parameters = None
         if self.model is not None:
             parameters = sum(p.numel() for p in self.model.parameters())
@@ -276,7 +338,8 @@ class Engine:
             "device": describe(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "fast_path": self._fast_path_state(),
-            "working_size": self.working_size,
+            "working_size": "auto" if self.working_size is None else self.working_size,
+            "max_working_size": self.max_working_size,
             "metadata": self.metadata,
         }
 
@@ -295,7 +358,7 @@ class Engine:
             "finish": finish_ms,
             "total": item.prepare_ms + forward_ms + finish_ms,
         }
-        return ColorizeResult(image, timings)
+        return ColorizeResult(image, item.working_size, timings)
 
     def _forward_numpy(self, sketches: np.ndarray, references: np.ndarray | None) -> np.ndarray:
         """(B, h, w) float sketches (1 = line) and (B, hr, wr, 3) [0, 1] references ->

@@ -56,7 +56,7 @@ def test_colorize_end_to_end(files, tiny_checkpoint):
         "cpu",
     )
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.output
+    assert "wrote" in result.output and "working size 64)" in result.output
     written = Image.open(out)
     assert written.mode == "RGBA"
     assert written.size == (128, 96)
@@ -81,6 +81,14 @@ def test_colorize_without_lines_to_jpeg(files, tiny_checkpoint):
     )
     assert result.exit_code == 0, result.output
     assert Image.open(out).size == (128, 96)
+
+
+def test_colorize_chooses_the_working_size_unless_told(files, tiny_checkpoint):
+    out = files["dir"] / "auto.png"
+    for size in ([], ["--size", "auto"], ["--size", "AUTO"]):
+        result = run("colorize", files["line_art"], "-o", out, "--model", tiny_checkpoint, *size)
+        assert result.exit_code == 0, result.output
+        assert "working size " in result.output
 
 
 def test_colorize_sixteen_bit_png(files, tiny_checkpoint):
@@ -115,6 +123,7 @@ def test_colorize_without_model_says_how(files, no_default_model):
         ("colorize {line_art} -o {dir}/o.xyz --model {ckpt} --size 32", "unknown image format"),
         ("colorize {line_art} -o {dir}/o.png --model {ckpt} --device abacus", "unknown device"),
         ("colorize {line_art} -o {dir}/o.png --model {ckpt} --size 100", "multiple of 16"),
+        ("colorize {line_art} -o {dir}/o.png --model {ckpt} --size big", "neither auto nor"),
         ("colorize {line_art} -o {dir}/no/o.png --model {ckpt} --size 32", "cannot be written"),
         ("info --model {garbage}", "checkpoint"),
     ],
@@ -143,6 +152,7 @@ def test_info_local(tiny_checkpoint, no_default_model):
     assert "device: cpu" in result.output
     assert "dtype: float32" in result.output
     assert "parameters: " in result.output
+    assert "working_size: auto" in result.output
     bare = run("info")  # the default model's file is missing here
     assert bare.exit_code != 0
     assert "missing or damaged" in bare.output and "--model PATH" in bare.output

@@ -71,7 +71,7 @@ def test_ping_info_and_colorize_round_trips(daemon: RunningDaemon, engine: Engin
         assert client.ping() == {"pong": True, "version": VERSION}
         info = client.info()
         assert (info["version"], info["protocol"], info["preset"]) == (VERSION, 1, "tiny")
-        assert (info["device"], info["dtype"], info["working_size"]) == ("cpu", "float32", 512)
+        assert (info["device"], info["dtype"], info["working_size"]) == ("cpu", "float32", "auto")
         assert info["limits"] == {
             "max_side": 16384,
             "max_message_bytes": protocol.DEFAULT_MAX_MESSAGE_BYTES,

@@ -65,7 +65,7 @@ def test_info_describes_the_daemon(client: colord_wire.WireClient) -> None:
     assert info["protocol"] == 1
     assert info["preset"] == "tiny"
     assert info["device"] == "cpu"
-    assert info["working_size"] == 512
+    assert info["working_size"] == "auto"
     assert set(info["limits"]) == {"max_side", "max_message_bytes", "queue_size"}
 
 
