@@ -163,3 +163,35 @@ def test_phases_update_only_their_own_network() -> None:
     assert d_result.stats["D/loss"].item() > 0
     with pytest.raises(ValueError, match="phase D needs"):
         loss.accumulate("D", batch)
+
+
+def test_the_generator_phase_passes_the_margin_and_the_attention_scale() -> None:
+    # SCFTLoss's triplet term on real attention features equals triplet_loss with the paper's
+    # margin (12) and the attention's 1/sqrt(d_v); a margin or a scale of 1 gives another value
+    torch.manual_seed(0)
+    generator = Generator(get_preset("tiny"))
+    loss = eager_cpu_loss(generator, Discriminator(get_preset("tiny")))
+    assert loss.weights.triplet_margin == MARGIN
+    for projection in (generator.aggregation.query, generator.aggregation.key):
+        torch.nn.init.normal_(projection.weight, 0, 1.0)  # similarities the scale changes
+    batch = make_batch()
+    batch["has_reference"] = torch.tensor([True, True])
+    with torch.no_grad():
+        _, extras = generator(batch["sketch"], batch["reference"], return_extras=True)
+        torch.manual_seed(1)  # the same far negatives for both
+        value = loss._triplet(batch, extras)
+        positive = correspondence_to_grid(batch["correspondence"], extras.reference_grid, (64, 64))
+        torch.manual_seed(1)
+        negative = sample_far_negatives(
+            positive, extras.reference_grid, loss.weights.negative_min_distance
+        )
+
+        def expected(scale: float, margin: float) -> torch.Tensor:
+            return triplet_loss(
+                extras.query, extras.key, positive, negative, scale=scale, margin=margin
+            )
+
+        paper = expected(1 / math.sqrt(extras.query.shape[-1]), MARGIN)
+        torch.testing.assert_close(value, paper)
+        for wrong in (expected(1.0, MARGIN), expected(generator.attention_scale, 1.0)):
+            assert not torch.isclose(wrong, paper)

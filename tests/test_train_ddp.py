@@ -1,4 +1,5 @@
-"""DistributedDataParallel on CPU with gloo: two ranks train in step and end with equal weights."""
+"""DistributedDataParallel on CPU with gloo: two ranks train in step on disjoint halves of the data
+and end with equal weights."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch.multiprocessing as mp
 from train_helpers import tiny_config, write_art_folder
 
 from colord.model import load_checkpoint
+from colord.training import loop
+from colord.training.dataset import ColorizationDataset
 from colord.training.loop import train
 
 WORLD = 2
@@ -34,13 +37,31 @@ def run_rank(rank: int, port: int, art: Path, out: Path, results: Path) -> None:
         WORLD_SIZE=str(WORLD),
     )
     torch.set_num_threads(1)
+    # record the dataset indices behind each batch this rank trains on (no worker processes:
+    # a batch's samples are read just before its step)
+    fetched: list[int] = []
+    batches: list[list[int]] = []
+    read_sample, step = ColorizationDataset.__getitem__, loop.training_step
+
+    def recording_getitem(dataset: ColorizationDataset, index: int) -> dict:
+        fetched.append(int(index))
+        return read_sample(dataset, index)
+
+    def recording_step(loss, batch, *args, **kwargs):
+        assert len(batch["sketch"]) == len(fetched)
+        batches.append(fetched.copy())
+        fetched.clear()
+        return step(loss, batch, *args, **kwargs)
+
+    ColorizationDataset.__getitem__ = recording_getitem
+    loop.training_step = recording_step
     result = train(tiny_config(art, out, run__max_steps=3, optim__batch_size=4))
     networks = {"generator": result.generator, "discriminator": result.discriminator}
     parameters = {
         network: {name: p.detach() for name, p in module.named_parameters()}
         for network, module in networks.items()
     }
-    torch.save({"step": result.step, **parameters}, results / f"rank{rank}.pt")
+    torch.save({"step": result.step, "batches": batches, **parameters}, results / f"rank{rank}.pt")
 
 
 @pytest.mark.slow
@@ -51,6 +72,13 @@ def test_two_gloo_ranks_finish_with_identical_weights(tmp_path: Path) -> None:
     mp.spawn(run_rank, args=(free_port(), art, tmp_path / "run", results), nprocs=WORLD, join=True)
     ranks = [torch.load(results / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     assert [r["step"] for r in ranks] == [3, 3]
+    # each rank trains on batch_size / world samples a step, and the ranks' samples are disjoint:
+    # an epoch of 8 images is 2 steps, each rank reading its own half
+    assert [[len(batch) for batch in r["batches"]] for r in ranks] == [[2, 2, 2], [2, 2, 2]]
+    for first, second in zip(ranks[0]["batches"], ranks[1]["batches"], strict=True):
+        assert not set(first) & set(second)
+    first_epoch = [index for r in ranks for batch in r["batches"][:2] for index in batch]
+    assert sorted(first_epoch) == list(range(8))
     for network in ("generator", "discriminator"):
         first, second = ranks[0][network], ranks[1][network]
         assert first.keys() == second.keys()
