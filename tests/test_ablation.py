@@ -13,6 +13,7 @@ from PIL import Image
 from colord.daemon.cli import main
 from colord.model import load_checkpoint
 from colord.training import ablation, metrics
+from colord.training.backbones import load_feature_backbone
 from colord.training.config import ConfigError, load_config
 from colord.training.evaluate import EvalOptions
 
@@ -81,9 +82,8 @@ def test_ablation_rejects_unknown_tables_and_empty_budgets(tmp_path):
 
 @pytest.mark.slow
 def test_ablation_trains_each_row_and_writes_tables_shaped_like_the_papers(folders, tmp_path):
-    backbones = pytest.importorskip("colord.training.backbones")
     features = metrics.BackbonePooledFeatures(
-        backbones.load_feature_backbone(kind="efficientnet_lite0"), input_size=64
+        load_feature_backbone(kind="efficientnet_lite0"), input_size=64
     )
     out = tmp_path / "ablation"
     options = ablation.AblationOptions(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from capabilities import EXTRAS, missing
 from torch import nn
 from train_helpers import single_thread
 
@@ -18,13 +19,10 @@ from colord.training.backbones import (
     load_feature_backbone,
 )
 
-pytestmark = [
-    pytest.mark.usefixtures(single_thread.__name__),
-    pytest.mark.skipif(
-        efficientnet_lite0_weights_path() is None,
-        reason="needs the train extra (EfficientNet-Lite0)",
-    ),
-]
+pytestmark = pytest.mark.usefixtures(single_thread.__name__)
+
+if efficientnet_lite0_weights_path() is None:
+    missing("needs the train extra (EfficientNet-Lite0)", EXTRAS)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from PIL import Image
 
 from colord.daemon.cli import main
 from colord.training import evaluate, metrics
+from colord.training.backbones import load_feature_backbone
 from colord.training.sketch import binarize_line_art, xdog
 from colord.training.spair import load_spair_split
 
@@ -97,10 +98,7 @@ def test_load_held_out_rejects_a_folder_with_fewer_than_two_images(tmp_path):
 @pytest.fixture(scope="module")
 def fid_features():
     return metrics.BackbonePooledFeatures(
-        pytest.importorskip("colord.training.backbones").load_feature_backbone(
-            kind="efficientnet_lite0"
-        ),
-        input_size=64,
+        load_feature_backbone(kind="efficientnet_lite0"), input_size=64
     )
 
 

@@ -14,6 +14,7 @@ import socket
 
 import numpy as np
 import pytest
+from capabilities import HOSTS, missing
 from conftest import draw_line_art, draw_reference
 from daemon_helpers import start_daemon
 from hosts.gimp_harness import (
@@ -33,17 +34,10 @@ LINE_ART = "Line art"
 SUCCESS_CASES = {
     # name: (working size, keep lines, reference layer or None)
     "rgb8-offset": (64, True, REFERENCE),
-    "rgb16-in-group": (128, False, REFERENCE),
+    "rgb16-in-group": (0, False, REFERENCE),  # 0: automatic, the daemon chooses
     "f32-linear": (64, True, REFERENCE),
     "no-reference": (64, True, None),
 }
-
-
-def skip_or_fail(problem: str) -> None:
-    """A missing host part skips the test, unless the run requires the real hosts."""
-    if os.environ.get("COLORD_REQUIRE_HOSTS") == "1":
-        pytest.fail(problem)
-    pytest.skip(problem)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def gimp_root():
     root = chroot_dir()
     problem = chroot_problem(root)
     if problem is not None:
-        skip_or_fail(problem)
+        missing(problem, HOSTS)
     return root
 
 
@@ -191,7 +185,7 @@ def gimp_run(gimp_root, daemon):
 def gimp_dialog_run(gimp_root, daemon):
     """The first success case again, run interactively: through the real procedure dialog."""
     if shutil.which("Xvfb") is None:
-        skip_or_fail("Xvfb is needed to show GIMP's procedure dialog")
+        missing("Xvfb is needed to show GIMP's procedure dialog", HOSTS)
     run = GimpRun(gimp_root)
     try:
         build_cases(run, daemon.connection_file.read_text())
@@ -219,8 +213,8 @@ def test_procedure_sits_in_the_layer_menu_with_its_arguments(gimp_run: GimpRun) 
     assert arguments["reference"]["type"] == "GimpLayer"
     assert arguments["working-size"] == {
         "type": "gint",
-        "default_value": 512,
-        "minimum": 64,
+        "default_value": 0,  # automatic
+        "minimum": 0,
         "maximum": 4096,
     }
     assert arguments["keep-lines"] == {"type": "gboolean", "default_value": True}
@@ -268,7 +262,7 @@ def test_result_layer_is_the_daemons_answer_directly_below_the_line_art(
         expected = client.colorize(
             pixels_before[LINE_ART],
             pixels_before[reference] if reference else None,
-            working_size=working_size,
+            working_size=working_size or None,
             keep_lines=keep_lines,
         ).image
     np.testing.assert_array_equal(pixels_after[new["name"]], expected)

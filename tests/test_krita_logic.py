@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from capabilities import HOSTS, missing
 from conftest import draw_line_art, draw_reference
 from daemon_helpers import start_daemon
 
@@ -305,6 +306,13 @@ def test_options_round_trip_and_fallbacks(plugin) -> None:
     assert opts.load(lambda key, default: broken.get(key, default)) == opts.ColorizeOptions()
     clamped = opts.load(lambda key, default: {"working_size": "100000"}.get(key, default))
     assert clamped.working_size == opts.MAX_WORKING_SIZE
+    # automatic by default, stored as such; the daemon then chooses the working size
+    assert opts.ColorizeOptions().working_size is None
+    assert opts.dump(opts.ColorizeOptions())["working_size"] == "auto"
+    assert (
+        opts.load(lambda key, default: {"working_size": "512"}.get(key, default)).working_size
+        == 512
+    )
 
 
 def test_intersect(plugin) -> None:
@@ -359,7 +367,7 @@ def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
         == 0
     )
     if not has_qt:
-        pytest.skip("no system Python with PyQt5 (installed with Krita, see tests/run.sh)")
+        missing("no system Python with PyQt5 (installed with Krita, see tests/run.sh)", HOSTS)
     env = {
         "QT_QPA_PLATFORM": "offscreen",
         "XDG_RUNTIME_DIR": str(tmp_path),
@@ -375,6 +383,7 @@ def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
     assert seen["items"] == [["Inks", "Inks"], ["Colours", "Colours"], ["    Sky", "Sky"]]
     assert (seen["current"], seen["size"], seen["keep_lines"]) == ("Sky", 768, False)
     assert seen["missing"] == ["Sky (not in this document)", "Sky"]
+    assert seen["automatic"] == ["Automatic", None]
     assert seen["busy"] == [False, True] and seen["idle"] == [True, False]
     assert seen["status"] == "Added “Colorized (Sky)”."
     assert seen["calls"] == [

@@ -7,8 +7,10 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
+from capabilities import EXTRAS, missing
 
 from colord.training import metrics
+from colord.training.backbones import BackboneError, load_feature_backbone
 from colord.training.spair import KeypointPairs
 
 
@@ -63,11 +65,10 @@ def test_frechet_distance_grows_with_added_noise():
 
 
 def test_fid_on_the_real_backbone_is_zero_for_the_same_set_and_grows_with_noise():
-    backbones = pytest.importorskip("colord.training.backbones")
     try:
-        backbone = backbones.load_feature_backbone(kind="efficientnet_lite0")
-    except Exception as error:  # the weights package is an optional extra
-        pytest.skip(f"EfficientNet-Lite0 backbone unavailable: {error}")
+        backbone = load_feature_backbone(kind="efficientnet_lite0")
+    except BackboneError as error:  # the weights package is an optional extra
+        missing(f"EfficientNet-Lite0 backbone unavailable: {error}", EXTRAS)
     extractor = metrics.BackbonePooledFeatures(backbone, input_size=64)
     rng = np.random.default_rng(2)
     real = [smooth_image(rng) for _ in range(6)]

