@@ -62,7 +62,7 @@ def test_no_reference_is_sent_as_none_and_named_so() -> None:
     client = FakeClient()
     result, _ = logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None)
     assert client.calls[0][1] is None
-    assert client.calls[0][2] == logic.WORKING_SIZE_DEFAULT
+    assert client.calls[0][2] is None  # by default the daemon chooses the working size
     assert result.name == "Colorized (no reference)"
 
 
@@ -80,10 +80,17 @@ def test_pixel_buffer_of_wrong_length_is_refused_before_sending() -> None:
     assert client.calls == []
 
 
-@pytest.mark.parametrize("working_size", [63, 4097, 0])
+def test_working_size_zero_means_automatic() -> None:
+    client = FakeClient()
+    logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, working_size=0)
+    logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, working_size=64)
+    assert [call[2] for call in client.calls] == [None, 64]
+
+
+@pytest.mark.parametrize("working_size", [63, 4097, -1, 16])
 def test_working_size_out_of_range_is_refused(working_size: int) -> None:
     client = FakeClient()
-    with pytest.raises(logic.PluginError, match="between 64 and 4096"):
+    with pytest.raises(logic.PluginError, match=r"0 \(automatic\) or between 64 and 4096"):
         logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, working_size=working_size)
     assert client.calls == []
 

@@ -149,7 +149,7 @@ def ask_daemon_directly(case, before, out_dir):
         _, timings = client.colorize(
             wire_image(case["select"][0]),
             wire_image(case["reference"]) if case["reference"] else None,
-            working_size=options.get("working-size"),
+            working_size=options.get("working-size") or None,  # 0: automatic
             keep_lines=options.get("keep-lines", True),
         )
     return timings

@@ -42,6 +42,7 @@ panel.working_size_box.setValue(1024)
 layers.remove(("Sky", 1))
 panel.set_options(ColorizeOptions(reference="Sky"))
 seen["missing"] = [box.currentText(), box.currentData()]
+seen["automatic"] = [panel.working_size_box.text(), panel.options().working_size]
 
 panel.set_busy(True)
 seen["busy"] = [panel.colorize_button.isEnabled(), panel.busy_bar.isVisibleTo(panel)]

@@ -173,11 +173,12 @@ class ColordPlugIn(Gimp.PlugIn):
         )
         procedure.add_int_argument(
             "working-size",
-            "_Working size",
-            "The resolution in pixels at which the model runs",
-            logic.WORKING_SIZE_MIN,
+            "_Working size (0 = automatic)",
+            "The resolution in pixels at which the model runs; 0: automatic, the size at which "
+            "the strokes are as thick as those the model learnt from",
+            logic.WORKING_SIZE_AUTOMATIC,
             logic.WORKING_SIZE_MAX,
-            logic.WORKING_SIZE_DEFAULT,
+            logic.WORKING_SIZE_AUTOMATIC,
             GObject.ParamFlags.READWRITE,
         )
         procedure.add_boolean_argument(

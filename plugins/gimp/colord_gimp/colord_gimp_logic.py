@@ -15,7 +15,7 @@ RESULT_NAME_PATTERN = "Colorized ({})"
 NO_REFERENCE_NAME = "no reference"
 WORKING_SIZE_MIN = 64
 WORKING_SIZE_MAX = 4096
-WORKING_SIZE_DEFAULT = 512
+WORKING_SIZE_AUTOMATIC = 0  # the option's value for "the daemon chooses" (and its default)
 # GIMP's pixel format for reading and writing layers: non-linear 8-bit RGBA, straight alpha (the
 # values a PNG holds), whatever the image's own precision.
 PIXEL_FORMAT = "R'G'B'A u8"
@@ -96,12 +96,16 @@ def check_distinct_reference(line_art_id: int, reference_id: int) -> None:
         )
 
 
-def check_working_size(working_size: int) -> None:
-    if not WORKING_SIZE_MIN <= working_size <= WORKING_SIZE_MAX:
+def requested_working_size(option: int) -> int | None:
+    """The working size to send for the dialog's value: None (automatic) for 0."""
+    if option == WORKING_SIZE_AUTOMATIC:
+        return None
+    if not WORKING_SIZE_MIN <= option <= WORKING_SIZE_MAX:
         raise PluginError(
-            f"The working size must be between {WORKING_SIZE_MIN} and {WORKING_SIZE_MAX} pixels, "
-            f"not {working_size}."
+            f"The working size must be {WORKING_SIZE_AUTOMATIC} (automatic) or between "
+            f"{WORKING_SIZE_MIN} and {WORKING_SIZE_MAX} pixels, not {option}."
         )
+    return option
 
 
 def result_layer_name(reference_name: str | None) -> str:
@@ -123,15 +127,17 @@ def colorize_layers(
     line_art: LayerRecord,
     reference: LayerRecord | None,
     *,
-    working_size: int = WORKING_SIZE_DEFAULT,
+    working_size: int = WORKING_SIZE_AUTOMATIC,
     keep_lines: bool = True,
 ) -> tuple[LayerRecord, dict]:
-    """Send both layers to the daemon; return the result layer (over the line art) and timings."""
-    check_working_size(working_size)
+    """Send both layers to the daemon; return the result layer (over the line art) and timings.
+
+    `working_size` is the dialog's value: 0 lets the daemon choose."""
+    requested = requested_working_size(working_size)
     image, timings = client.colorize(
         to_wire_image(line_art),
         to_wire_image(reference) if reference is not None else None,
-        working_size=working_size,
+        working_size=requested,
         keep_lines=keep_lines,
         result_format="RGBA8",
     )

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from .options import MAX_WORKING_SIZE, MIN_WORKING_SIZE, ColorizeOptions
 from .qt import QtWidgets
 
+AUTOMATIC_BOX_VALUE = 0  # the working-size box's value that shows "Automatic"
+
 
 class _LayerComboBox(QtWidgets.QComboBox):
     """A combo box that refreshes its items just before it opens (layers come and go)."""
@@ -35,9 +37,15 @@ class ColordPanel(QtWidgets.QWidget):
 
         self.reference_box = _LayerComboBox(self.refresh_layers)
         self.working_size_box = QtWidgets.QSpinBox()
-        self.working_size_box.setRange(MIN_WORKING_SIZE, MAX_WORKING_SIZE)
+        # the bottom of the range reads "Automatic": the daemon matches the model's stroke width
+        self.working_size_box.setRange(AUTOMATIC_BOX_VALUE, MAX_WORKING_SIZE)
+        self.working_size_box.setSpecialValueText("Automatic")
         self.working_size_box.setSingleStep(64)
         self.working_size_box.setSuffix(" px")
+        self.working_size_box.setToolTip(
+            "The size at which the model sees the drawing. Automatic: the size at which its "
+            "strokes are as thick as those the model learnt from."
+        )
         self.keep_lines_box = QtWidgets.QCheckBox("Keep lines crisp")
         self.daemon_label = QtWidgets.QLabel()
         self.daemon_label.setWordWrap(True)
@@ -75,7 +83,8 @@ class ColordPanel(QtWidgets.QWidget):
         self._reference = options.reference
         for widget in (self.working_size_box, self.keep_lines_box):
             widget.blockSignals(True)
-        self.working_size_box.setValue(options.working_size)
+        size = options.working_size
+        self.working_size_box.setValue(AUTOMATIC_BOX_VALUE if size is None else size)
         self.keep_lines_box.setChecked(options.keep_lines)
         for widget in (self.working_size_box, self.keep_lines_box):
             widget.blockSignals(False)
@@ -85,9 +94,13 @@ class ColordPanel(QtWidgets.QWidget):
         reference = self.reference_box.currentData()
         return ColorizeOptions(
             reference=reference if isinstance(reference, str) else self._reference,
-            working_size=self.working_size_box.value(),
+            working_size=self._working_size(),
             keep_lines=self.keep_lines_box.isChecked(),
         )
+
+    def _working_size(self) -> int | None:
+        value = self.working_size_box.value()
+        return None if value == AUTOMATIC_BOX_VALUE else max(value, MIN_WORKING_SIZE)
 
     def refresh_layers(self) -> None:
         """List every layer of the active document (indented by depth), keeping the choice."""
