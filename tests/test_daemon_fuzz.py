@@ -138,6 +138,26 @@ def requests(draw: st.DrawFn, token: str) -> dict:
     return message
 
 
+def header_error(message: dict, token: str) -> str | None:
+    """The error code the header fields alone decide, checked in docs/protocol.md's order:
+    version, id, token, op (and a non-map `args` for ping and info); None when they pass."""
+    version, request_id = message.get("v"), message.get("id")
+    if type(version) is not int or version != 1:
+        return "version"
+    id_ok = (type(request_id) is int and -(1 << 63) <= request_id < 1 << 64) or (
+        isinstance(request_id, str) and len(request_id.encode()) <= 256
+    )
+    if not id_ok:
+        return "bad_request"
+    if message.get("token") != token:
+        return "unauthorized"
+    if message.get("op") not in ("ping", "info", "colorize"):
+        return "unknown_op"
+    if message["op"] != "colorize" and not isinstance(message.get("args"), dict | None):
+        return "bad_request"
+    return None
+
+
 @FUZZ_SETTINGS
 @given(data=st.data())
 def test_random_field_values(daemon: RunningDaemon, sock: zmq.Socket, data: st.DataObject) -> None:
@@ -145,6 +165,11 @@ def test_random_field_values(daemon: RunningDaemon, sock: zmq.Socket, data: st.D
     reply = exchange(sock, [msgpack.packb(message)])
     event(f"{message.get('op')}: {'ok' if reply.ok else reply.error_code}")
     assert reply.ok or reply.error_code != "internal", reply.error_message
+    expected = header_error(message, daemon.token)
+    if expected is not None:  # e.g. a wrong token is refused, whatever else the message holds
+        assert (reply.ok, reply.error_code) == (False, expected), reply.error_message
+    elif message["op"] != "colorize":
+        assert reply.ok, reply.error_message
     if reply.ok and message.get("op") == "colorize":
         line_art = message["args"]["line_art"]
         result = reply.result["image"]
@@ -153,10 +178,28 @@ def test_random_field_values(daemon: RunningDaemon, sock: zmq.Socket, data: st.D
 
 @st.composite
 def valid_images(draw: st.DrawFn) -> dict:
+    """Any format and size from 1x1 to 12x12; random pixels, or the shapes that stress the line
+    handling: no lines, all lines, one line pixel, a transparent layer."""
     width, height = draw(st.integers(1, 12)), draw(st.integers(1, 12))
     image_format = draw(st.sampled_from(list(protocol.FORMATS)))
     size = width * height * protocol.bytes_per_pixel(image_format)
-    data = draw(st.binary(min_size=size, max_size=size))
+    pattern = draw(st.sampled_from(["random", "random", "paper", "ink", "one line", "clear"]))
+    if pattern == "random":
+        data = draw(st.binary(min_size=size, max_size=size))
+    else:
+        channels, channel_bytes = protocol.FORMATS[image_format]
+        full = 0xFFFF if channel_bytes == 2 else 0xFF
+        pixels = np.full((height, width, channels), full, "<u2" if channel_bytes == 2 else "u1")
+        has_alpha = channels in (2, 4)
+        colour = slice(0, channels - 1) if has_alpha else slice(None)
+        if pattern == "ink":
+            pixels[..., colour] = 0
+        elif pattern == "one line":
+            row, column = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+            pixels[row, column, colour] = 0
+        elif pattern == "clear" and has_alpha:
+            pixels[..., -1] = 0
+        data = pixels.tobytes()
     return {"width": width, "height": height, "format": image_format, "data": data}
 
 
