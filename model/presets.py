@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 # Table 5 of the paper's supplement: ten 3x3 convs, stride 2 at layers 3, 5, 7 and 9.
 PAPER_ENCODER_CHANNELS = (16, 16, 32, 32, 64, 64, 128, 128, 256, 256)
 AGGREGATIONS = ("scft", "add", "adain")
+ATTENTION_STRIDES = (16, 8)  # the paper's 1/16 grid, or a finer 1/8 one for small crops
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class Preset:
     decoder_channels: tuple[int, int, int, int] = (256, 128, 64, 32)  # at 1/8, 1/4, 1/2, 1/1
     discriminator_channels: int = 64  # first PatchGAN width; doubles per stride-2 layer
     aggregation: str = "scft"  # how reference features join the sketch's: scft | add | adain
+    attention_stride: int = 16  # image pixels per attention cell (the paper: 16)
+    # The attention also carries the reference's pixels (each cell's patch) to the sketch cells and
+    # the decoder receives that warped reference, so placing a colour is copying, not memorising.
+    color_hint: bool = False
 
     def __post_init__(self) -> None:
         if len(self.encoder_channels) != 10:
@@ -29,6 +34,12 @@ class Preset:
             raise ValueError(f"decoder_channels needs 4 values, got {len(self.decoder_channels)}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.attention_stride not in ATTENTION_STRIDES:
+            raise ValueError(
+                f"attention_stride must be one of {ATTENTION_STRIDES}, got {self.attention_stride}"
+            )
+        if self.color_hint and self.aggregation != "scft":
+            raise ValueError("color_hint needs the SCFT attention (aggregation 'scft')")
 
     @property
     def feature_dim(self) -> int:

@@ -1,7 +1,9 @@
-"""The paper's ablations, re-run on your budget: Table 3 (loss terms) and Table 4 (aggregation).
+"""The paper's ablations, re-run on your budget: Table 3 (loss terms) and Table 4 (aggregation);
+and colord's own levers for learning correspondence on a small budget.
 
-Each row is one training run, `train(cfg)` with a few config overrides and `run.max_steps` as the
-budget, followed by `colord eval` on a held-out folder. Rows that train the same configuration (the
+Each row is one training run, `train(cfg)` with a few config overrides and `run.max_steps` (or
+`run.max_minutes`, for an equal wall-clock budget) as the budget, followed by `colord eval` on a
+held-out folder. Rows that train the same configuration (the
 full model of Table 3 is the SCFT row of Table 4) share one run. The result is a table shaped like
 the paper's, one row per variant, with the baselines measured in the same evaluation below them.
 """
@@ -34,6 +36,17 @@ class Variant:
 
 
 NO_TRIPLET = "loss.triplet=0"
+# colord's levers, added one at a time on top of the base config (the v1 default-model recipe).
+KAIMING = ("model.weight_init=kaiming",)
+DENSE = (*KAIMING, "loss.correspondence=1.0")
+MOTION = (
+    *DENSE,
+    "data.reference_shift=0.15",
+    "data.reference_zoom=0.25",
+    "data.reference_rotation=10.0",
+    "data.min_crop_fraction=0.5",
+)
+FINE_GRID = (*MOTION, "model.attention_stride=8")
 TABLES: dict[str, tuple[Variant, ...]] = {
     # Table 3: loss terms added one group at a time.
     "losses": (
@@ -49,10 +62,20 @@ TABLES: dict[str, tuple[Variant, ...]] = {
         Variant("adain", "(b) AdaIN", ("model.aggregation=adain", NO_TRIPLET)),
         Variant("full", "(c) SCFT", ()),
     ),
+    # Levers for correspondence on a CPU budget, each row adding one to the row above.
+    "correspondence": (
+        Variant("full", "base recipe", ()),
+        Variant("kaiming", "+ variance-preserving init", KAIMING),
+        Variant("dense", "+ dense correspondence loss", DENSE),
+        Variant("motion", "+ reference motion and scale crops", MOTION),
+        Variant("fine_grid", "+ 1/8 attention grid", FINE_GRID),
+        Variant("color_hint", "+ colour hint", (*FINE_GRID, "model.color_hint=true")),
+    ),
 }
 TABLE_TITLES = {
     "losses": "Loss terms (paper Table 3)",
     "aggregation": "Aggregation (paper Table 4)",
+    "correspondence": "Correspondence levers (colord)",
 }
 
 
@@ -61,17 +84,25 @@ class AblationOptions:
     base: TrainConfig  # data.images, preset, batch size ... shared by every row
     held_out: Path  # folder `colord eval` measures each row on
     out: Path  # one sub-folder per run, plus ablation.md and ablation.json
-    steps: int  # training steps per row: the budget
+    steps: int  # training steps per row: the budget (0: `minutes` is)
     tables: tuple[str, ...] = ("losses", "aggregation")
     eval: EvalOptions | None = None  # evaluation settings; images/out are filled in per row
+    minutes: float = 0.0  # training wall time per row, the budget when `steps` is 0
 
 
-def variant_config(base: TrainConfig, variant: Variant, out: Path, steps: int) -> TrainConfig:
+def budget_text(steps: int, minutes: float) -> str:
+    return f"{steps} training steps" if steps else f"{minutes:g} minutes of training"
+
+
+def variant_config(
+    base: TrainConfig, variant: Variant, out: Path, steps: int, minutes: float = 0.0
+) -> TrainConfig:
     cfg = copy.deepcopy(base)
     for override in variant.overrides:
         apply_override(cfg, override)
     cfg.run.out = str(out / variant.key)
     cfg.run.max_steps = steps
+    cfg.run.max_minutes = minutes
     validate(cfg)
     return cfg
 
@@ -85,8 +116,8 @@ def run_ablation(
     unknown = [name for name in options.tables if name not in TABLES]
     if unknown:
         raise ConfigError(f"unknown ablation table(s) {unknown}; choose from {', '.join(TABLES)}")
-    if options.steps <= 0:
-        raise ConfigError(f"the budget must be at least one step per row, got {options.steps}")
+    if options.steps <= 0 and options.minutes <= 0:
+        raise ConfigError("the budget must be at least one step or a positive time per row")
     if options.base.model.init and "aggregation" in options.tables:
         raise ConfigError(
             "the aggregation ablation trains new architectures: leave model.init empty"
@@ -95,7 +126,8 @@ def run_ablation(
     eval_base = options.eval or EvalOptions(images=options.held_out, out=out)
     variants = {v.key: v for name in options.tables for v in TABLES[name]}
     configs = {
-        key: variant_config(options.base, v, out, options.steps) for key, v in variants.items()
+        key: variant_config(options.base, v, out, options.steps, options.minutes)
+        for key, v in variants.items()
     }
     metric_names = eval_base.metrics
     if features is None and "fid" in metric_names:
@@ -119,6 +151,7 @@ def run_ablation(
 
     summary = {
         "steps_per_row": options.steps,
+        "minutes_per_row": options.minutes,
         "held_out": str(options.held_out),
         "feature_backbone": None if features is None else features.name,
         "tables": {
@@ -156,7 +189,8 @@ def ablation_markdown(summary: dict) -> str:
     lines = [
         "# colord ablations",
         "",
-        f"{summary['steps_per_row']} training steps per row; evaluated on {summary['held_out']}.",
+        f"{budget_text(summary['steps_per_row'], summary.get('minutes_per_row', 0.0))} per row; "
+        f"evaluated on {summary['held_out']}.",
     ]
     if summary["feature_backbone"]:
         lines.append(f"FID features: {summary['feature_backbone']}.")

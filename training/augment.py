@@ -98,19 +98,53 @@ def check_warp_settings(grid_size: int, max_displacement: float) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ReferenceMotion:
+    """Bounds of a random similarity applied with the spline (none by default, as in the paper).
+
+    shift: translation up to this fraction of the image side, each axis; zoom: scale 2^U[-zoom,
+    zoom]; rotation: up to this many degrees either way. Without it, at the paper's displacement
+    the true reference cell of most sketch cells is the cell at the same place, so the attention
+    can score well by looking straight ahead; with it, it has to find the part.
+    """
+
+    shift: float = 0.0
+    zoom: float = 0.0
+    rotation: float = 0.0
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """(3, 2) affine rows for [1, x, y] in the [-1, 1] frame; the identity when all are 0."""
+        if not (self.shift or self.zoom or self.rotation):
+            return np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+        scale = 2.0 ** rng.uniform(-self.zoom, self.zoom)
+        angle = np.deg2rad(rng.uniform(-self.rotation, self.rotation))
+        cos, sin = scale * np.cos(angle), scale * np.sin(angle)
+        shift = rng.uniform(-2 * self.shift, 2 * self.shift, size=2)  # the frame is 2 wide
+        return np.array([shift, [cos, sin], [-sin, cos]])
+
+
 def random_thin_plate_spline(
-    rng: np.random.Generator, *, grid_size: int = 4, max_displacement: float = 0.15
+    rng: np.random.Generator,
+    *,
+    grid_size: int = 4,
+    max_displacement: float = 0.15,
+    motion: ReferenceMotion | None = None,
 ) -> ThinPlateSpline:
-    """A random smooth warp: a control grid whose points move by U[-max_displacement, …] each axis.
+    """A random smooth warp: a control grid whose points move by U[-max_displacement, …] each axis,
+    after an optional random similarity (`motion`).
 
     Units are the [-1, 1] frame, so 0.15 moves a point by up to 7.5 % of the image side. Moves of
     up to a quarter of the grid spacing keep the map from folding over itself (larger ones fold
-    it, and the correspondence would then be ill-defined), so larger values are refused.
+    it, and the correspondence would then be ill-defined), so larger values are refused; a
+    similarity never folds.
     """
     check_warp_settings(grid_size, max_displacement)
     grid = control_grid(grid_size)
     moves = rng.uniform(-max_displacement, max_displacement, grid.shape)
-    return ThinPlateSpline.fit(grid, grid + moves)
+    if motion is None:
+        return ThinPlateSpline.fit(grid, grid + moves)
+    affine = motion.sample(rng)
+    return ThinPlateSpline.fit(grid, affine[0] + grid @ affine[1:] + moves)
 
 
 def _upsample(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -259,11 +293,14 @@ def thin_plate_spline_warp(
     *,
     grid_size: int = 4,
     max_displacement: float = 0.15,
+    motion: ReferenceMotion | None = None,
     border_value: int = 255,
 ) -> tuple[np.ndarray, np.ndarray]:
     """s(·): warp `image` with a random thin-plate spline; returns (warped, correspondence).
 
     See `random_thin_plate_spline` for the parameters and `warp_with_spline` for the outputs.
     """
-    spline = random_thin_plate_spline(rng, grid_size=grid_size, max_displacement=max_displacement)
+    spline = random_thin_plate_spline(
+        rng, grid_size=grid_size, max_displacement=max_displacement, motion=motion
+    )
     return warp_with_spline(image, spline, border_value=border_value)

@@ -220,13 +220,20 @@ def eval_command(
     help="Config override applied to every row (repeatable).",
 )
 @click.option(
-    "--steps", type=click.IntRange(min=1), required=True, help="Training steps per row: the budget."
+    "--steps", type=click.IntRange(min=1), default=None, help="Training steps per row: the budget."
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Training wall time per row instead of --steps: an equal CPU-time budget.",
 )
 @click.option(
     "--tables",
     default="losses,aggregation",
     show_default=True,
-    help="Which ablations: losses (Table 3), aggregation (Table 4).",
+    help="Which ablations: losses (Table 3), aggregation (Table 4), correspondence (colord's "
+    "levers, on top of the given config).",
 )
 @click.option(
     "--out",
@@ -245,7 +252,8 @@ def ablate_command(
     config_path: str | None,
     preset: str | None,
     overrides: tuple[str, ...],
-    steps: int,
+    steps: int | None,
+    minutes: float | None,
     tables: str,
     out: Path,
     size: int,
@@ -254,7 +262,10 @@ def ablate_command(
     inception_weights: Path | None,
     device: str,
 ) -> None:
-    """Train and evaluate the rows of the paper's Tables 3 and 4 on a given budget."""
+    """Train and evaluate the rows of the paper's Tables 3 and 4 (or colord's levers) on a given
+    budget."""
+    if (steps is None) == (minutes is None):
+        raise click.UsageError("give the budget as --steps or --minutes (one of them)")
     from colord.training.ablation import AblationOptions, ablation_markdown, run_ablation
     from colord.training.config import load_config
     from colord.training.evaluate import EvalOptions
@@ -270,7 +281,8 @@ def ablate_command(
                 base=base,
                 held_out=held_out,
                 out=out,
-                steps=steps,
+                steps=steps or 0,
+                minutes=minutes or 0.0,
                 tables=tuple(name.strip() for name in tables.split(",") if name.strip()),
                 eval=EvalOptions(
                     images=held_out,

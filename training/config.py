@@ -16,7 +16,8 @@ from typing import Any
 import tomllib
 
 from colord.model import PRESETS
-from colord.model.presets import AGGREGATIONS
+from colord.model.networks import WEIGHT_INITS
+from colord.model.presets import AGGREGATIONS, ATTENTION_STRIDES
 
 from .backbones import BACKBONES
 
@@ -34,6 +35,14 @@ class DataConfig:
     size: int = 256  # training crop, a multiple of 16 (paper: 256)
     zero_reference_ratio: float = 0.1  # share of samples with a zero-filled reference (A.5)
     workers: int = 2  # DataLoader worker processes per rank
+    min_crop_fraction: float = 0.7  # random crops span this much of the image side, or more
+    warp_max_displacement: float = 0.15  # s(·): TPS control point moves, [-1, 1] frame units
+    # s(·) beyond the paper: a random similarity before the spline, so the matching part of the
+    # reference is not at the sketch position (shift: fraction of the side; zoom: max |log2|;
+    # rotation: degrees). 0 = the paper's warp.
+    reference_shift: float = 0.0
+    reference_zoom: float = 0.0
+    reference_rotation: float = 0.0
 
 
 @dataclass
@@ -41,6 +50,11 @@ class ModelConfig:
     preset: str = "paper"  # colord.model preset: paper | default | tiny
     aggregation: str = "scft"  # scft | add | adain (the paper's Table 4 ablation)
     init: str = ""  # generator checkpoint to fine-tune from ("" = random init)
+    attention_stride: int = 16  # pixels per SCFT attention cell: 16 (the paper) or 8
+    color_hint: bool = False  # the attention also carries the reference's pixels to the decoder
+    weight_init: str = (
+        "paper"  # paper: N(0, 0.02) | kaiming: variance-preserving (not in the paper)
+    )
 
 
 @dataclass
@@ -52,6 +66,8 @@ class LossConfig:
     triplet: float = 1.0  # λ_tr, similarity-based triplet loss (0 = the Table 3 ablation)
     triplet_margin: float = 12.0  # γ
     negative_min_distance: float = 2.0  # grid cells between a negative and the positive, at least
+    correspondence: float = 0.0  # λ_corr, dense cross-entropy of the attention (not in the paper)
+    correspondence_sigma: float = 0.5  # its soft target's spread, in attention cells
     backbone: str = "auto"  # auto (VGG19 if its weights are found) | vgg19 | efficientnet_lite0
     vgg_weights: str = ""  # path of torchvision's vgg19-dcbb9e9d.pth ("" = torchvision's cache)
 
@@ -75,6 +91,7 @@ class RunConfig:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels-last memory format on CUDA
     max_steps: int = 0  # stop after this many steps (0 = all); does not change the schedule
+    max_minutes: float = 0.0  # stop, with a checkpoint, after this much training time (0 = none)
     log_every: int = 50  # steps between scalar logs
     image_every: int = 1000  # steps between image grids and attention maps
     checkpoint_every: int = 1000  # steps between resume states and exported generators
@@ -165,6 +182,13 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.data.size > 0 and cfg.data.size % 16 == 0, "data.size must be a multiple of 16"),
         (0 <= cfg.data.zero_reference_ratio <= 1, "data.zero_reference_ratio must be in [0, 1]"),
         (cfg.data.workers >= 0, "data.workers must be >= 0"),
+        (0 < cfg.data.min_crop_fraction <= 1, "data.min_crop_fraction must be in (0, 1]"),
+        (cfg.data.warp_max_displacement >= 0, "data.warp_max_displacement must be >= 0"),
+        (
+            min(cfg.data.reference_shift, cfg.data.reference_zoom, cfg.data.reference_rotation)
+            >= 0,
+            "data.reference_shift, reference_zoom and reference_rotation must be >= 0",
+        ),
         (cfg.model.preset in PRESETS, f"model.preset must be one of {', '.join(PRESETS)}"),
         (cfg.model.aggregation in AGGREGATIONS, f"model.aggregation must be one of {AGGREGATIONS}"),
         (cfg.loss.backbone in BACKBONES, f"loss.backbone must be one of {BACKBONES}"),
@@ -174,6 +198,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.optim.constant_epochs >= 0 and cfg.optim.decay_epochs >= 0, "epochs must be >= 0"),
         (cfg.optim.constant_epochs + cfg.optim.decay_epochs > 0, "the schedule has no epochs"),
         (cfg.run.max_steps >= 0, "run.max_steps must be >= 0"),
+        (cfg.run.max_minutes >= 0, "run.max_minutes must be >= 0"),
         (
             min(cfg.run.log_every, cfg.run.image_every, cfg.run.checkpoint_every) > 0,
             "run.log_every, run.image_every and run.checkpoint_every must be > 0",
@@ -183,8 +208,23 @@ def validate(cfg: TrainConfig) -> None:
             "the triplet loss supervises SCFT's attention: set loss.triplet = 0 with "
             f"model.aggregation = {cfg.model.aggregation!r}",
         ),
+        (
+            cfg.loss.correspondence == 0 or cfg.model.aggregation == "scft",
+            "the correspondence loss supervises SCFT's attention: set loss.correspondence = 0 "
+            f"with model.aggregation = {cfg.model.aggregation!r}",
+        ),
+        (cfg.loss.correspondence_sigma > 0, "loss.correspondence_sigma must be > 0"),
+        (
+            cfg.model.attention_stride in ATTENTION_STRIDES,
+            f"model.attention_stride must be one of {ATTENTION_STRIDES}",
+        ),
+        (cfg.model.weight_init in WEIGHT_INITS, f"model.weight_init must be one of {WEIGHT_INITS}"),
+        (
+            not cfg.model.color_hint or cfg.model.aggregation == "scft",
+            "model.color_hint needs model.aggregation = 'scft'",
+        ),
     ]
-    for weight in ("rec", "adv", "perc", "style", "triplet"):
+    for weight in ("rec", "adv", "perc", "style", "triplet", "correspondence"):
         checks.append((getattr(cfg.loss, weight) >= 0, f"loss.{weight} must be >= 0"))
     for ok, message in checks:
         if not ok:

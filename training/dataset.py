@@ -26,7 +26,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from colord.training.augment import check_warp_settings, jitter_colors, thin_plate_spline_warp
+from colord.training.augment import (
+    ReferenceMotion,
+    check_warp_settings,
+    jitter_colors,
+    thin_plate_spline_warp,
+)
 from colord.training.sketch import binarize_line_art, xdog
 
 logger = logging.getLogger(__name__)
@@ -228,6 +233,7 @@ class ColorizationDataset(Dataset):
         max_color_offset: float = 50.0,  # a(·): U[-max, max] per RGB channel, 0–255 scale
         warp_grid_size: int = 4,  # s(·): control grid of the thin-plate spline
         warp_max_displacement: float = 0.15,  # s(·): control point moves, [-1, 1] frame units
+        reference_motion: ReferenceMotion | None = None,  # s(·): a random similarity as well
         sketch_options: dict[str, float] | None = None,  # keyword arguments for `xdog`
     ) -> None:
         """`source` is a folder of images, or a manifest (.csv, .jsonl) with image and lineart."""
@@ -247,6 +253,7 @@ class ColorizationDataset(Dataset):
         self.max_color_offset = max_color_offset
         self.warp_grid_size = warp_grid_size
         self.warp_max_displacement = warp_max_displacement
+        self.reference_motion = reference_motion
         self.sketch_options = dict(sketch_options or {})
         self.epoch = 0
 
@@ -325,6 +332,7 @@ class ColorizationDataset(Dataset):
             rng,
             grid_size=self.warp_grid_size,
             max_displacement=self.warp_max_displacement,
+            motion=self.reference_motion,
         )
         has_reference = bool(rng.random() >= self.zero_reference_probability)
         reference_tensor = _signed_unit(reference)

@@ -24,8 +24,10 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from colord.model import Discriminator, Generator, get_preset, load_checkpoint, save_checkpoint
+from colord.model.networks import initialize_weights
 
 from . import distributed
+from .augment import ReferenceMotion
 from .backbones import load_feature_backbone
 from .config import ConfigError, TrainConfig
 from .dataset import ColorizationDataset
@@ -134,6 +136,7 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
         logger.info("logging to %s in %s", run_logger.backend, run_dir)
     progress = Progress(total=stop_at, initial=step, enabled=is_main)
     window_start, window_steps = time.perf_counter(), 0
+    deadline = WallClockBudget(cfg.run.max_minutes, dist_info)
 
     # --- the loop ---
     while step < stop_at:
@@ -147,6 +150,8 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
             stats = training_step(loss, batch, opt_g, opt_d)
             step += 1
             window_steps += 1
+            if deadline.spent():
+                stop_at = step  # this step logs, draws and checkpoints as the last one
             if step % cfg.run.log_every == 0 or step == stop_at:
                 stats = distributed.mean_across_ranks(stats, dist_info)
                 elapsed = time.perf_counter() - window_start
@@ -219,6 +224,11 @@ def make_dataset(cfg: TrainConfig) -> ColorizationDataset:
             line_art_dir=cfg.data.lineart or None,
             seed=cfg.run.seed,
             zero_reference_probability=cfg.data.zero_reference_ratio,
+            min_crop_fraction=cfg.data.min_crop_fraction,
+            warp_max_displacement=cfg.data.warp_max_displacement,
+            reference_motion=ReferenceMotion(
+                cfg.data.reference_shift, cfg.data.reference_zoom, cfg.data.reference_rotation
+            ),
         )
     except (FileNotFoundError, ValueError) as error:  # missing folder, no usable image, ...
         raise ConfigError(str(error)) from error
@@ -229,16 +239,26 @@ def make_generator(cfg: TrainConfig) -> tuple[Generator, TrainConfig]:
     returned config says so)."""
     if not cfg.model.init:
         preset = dataclasses.replace(
-            get_preset(cfg.model.preset), aggregation=cfg.model.aggregation
+            get_preset(cfg.model.preset),
+            aggregation=cfg.model.aggregation,
+            attention_stride=cfg.model.attention_stride,
+            color_hint=cfg.model.color_hint,
         )
-        return Generator(preset), cfg
+        generator = Generator(preset)  # initialised as the paper says
+        if cfg.model.weight_init != "paper":
+            initialize_weights(generator, cfg.model.weight_init)
+        return generator, cfg
     loaded = load_checkpoint(cfg.model.init)
     if loaded.preset.aggregation != "scft" and cfg.loss.triplet:
         raise ConfigError(
             f"{cfg.model.init} uses {loaded.preset.aggregation!r} aggregation: set loss.triplet = 0"
         )
     model = dataclasses.replace(
-        cfg.model, preset=loaded.preset.name, aggregation=loaded.preset.aggregation
+        cfg.model,
+        preset=loaded.preset.name,
+        aggregation=loaded.preset.aggregation,
+        attention_stride=loaded.preset.attention_stride,
+        color_hint=loaded.preset.color_hint,
     )
     return loaded.generator.train(), dataclasses.replace(cfg, model=model)
 
@@ -291,6 +311,20 @@ def to_device(
                 value = value.contiguous(memory_format=memory_format)
         moved[name] = value
     return moved
+
+
+class WallClockBudget:
+    """`run.max_minutes` of training time from here; every rank agrees on when it is spent."""
+
+    def __init__(self, minutes: float, dist_info: distributed.DistInfo) -> None:
+        self.end = time.monotonic() + minutes * 60 if minutes else None
+        self.dist_info = dist_info
+
+    def spent(self) -> bool:
+        if self.end is None:
+            return False
+        over = torch.tensor(float(time.monotonic() >= self.end), device=self.dist_info.device)
+        return bool(distributed.mean_across_ranks({"over": over}, self.dist_info)["over"] > 0)
 
 
 # ---- the schedule -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The objective of SCFT (paper §3.4, Eq. 10) behind one entry point, `SCFTLoss.accumulate`.
 
 Phase "G": λ_tr L_tr + λ_rec L_rec + λ_adv L_adv + λ_perc L_perc + λ_style L_style, backpropagated
-into the generator. Phase "D": the LSGAN discriminator loss on real and generated images, each
+into the generator, plus colord's optional λ_corr L_corr (a dense form of L_tr, off in the paper's
+configuration). Phase "D": the LSGAN discriminator loss on real and generated images, each
 conditioned on the sketch. The loop calls the phases in order and steps the optimizers.
 """
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from .backbones import FeatureBackbone
 from .config import LossConfig
-from .correspondence import correspondence_to_grid
+from .correspondence import correspondence_to_grid, landing_at_cells
 
 Batch = dict[str, torch.Tensor]
 
@@ -104,6 +105,44 @@ def triplet_loss(
     return per_anchor[valid].mean()
 
 
+def cell_centres(grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
+    """(h*w, 2) float32: the (x, y) pixel centre of each row-major attention cell."""
+    (grid_h, grid_w), (image_h, image_w) = grid_hw, image_hw
+    ys = (torch.arange(grid_h, dtype=torch.float32) + 0.5) * image_h / grid_h - 0.5
+    xs = (torch.arange(grid_w, dtype=torch.float32) + 0.5) * image_w / grid_w - 0.5
+    rows, cols = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([cols, rows], dim=-1).reshape(-1, 2)
+
+
+def correspondence_loss(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    landing: torch.Tensor,
+    key_centres: torch.Tensor,
+    *,
+    scale: float,
+    sigma: float,
+) -> torch.Tensor:
+    """Cross-entropy of the attention towards the true correspondence, averaged over anchors.
+
+    The dense form of the paper's triplet loss: where L_tr compares the true key with one random
+    far key per anchor, this pushes every anchor's whole attention row towards the true position.
+    The target is soft: a Gaussian of `sigma` pixels around the position the anchor's content lands
+    on (so neighbouring cells share it by distance, and the loss knows sub-cell positions).
+
+    query (B, N, d), key (B, M, d); landing (B, N, 2) reference pixel positions, NaN to skip the
+    anchor; key_centres (M, 2) pixel centres of the key cells; scale as in the attention.
+    """
+    valid = ~torch.isnan(landing).any(dim=-1)  # (B, N)
+    if not valid.any():
+        return query.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) intact
+    logits = (query.float() @ key.float().transpose(1, 2)) * scale  # (B, N, M)
+    distance2 = (landing.unsqueeze(2) - key_centres.to(landing.device)).pow(2).sum(-1)
+    target = torch.softmax(-distance2.nan_to_num(0.0) / (2 * sigma * sigma), dim=-1)
+    per_anchor = -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
+    return per_anchor[valid].mean()
+
+
 # ---- the one entry point for the loop ---------------------------------------------------------
 
 
@@ -164,7 +203,8 @@ class SCFTLoss:
         w = self.weights
         sketch, target = batch["sketch"], batch["target"]
         with self.autocast():
-            want_extras = bool(w.triplet)  # q, k and the attention map cost an extra (B, N, M)
+            # q, k and the attention map cost an extra (B, N, M)
+            want_extras = bool(w.triplet or w.correspondence)
             output = self.generator(sketch, batch["reference"], return_extras=want_extras)
             fake, extras = output if want_extras else (output, None)
             terms = {"rec": reconstruction_loss(fake, target)}
@@ -179,6 +219,8 @@ class SCFTLoss:
                 terms["style"] = style_loss(fake_features, real_features)
             if w.triplet:
                 terms["triplet"] = self._triplet(batch, extras)
+            if w.correspondence:
+                terms["correspondence"] = self._correspondence(batch, extras)
         total = sum(getattr(w, name) * value for name, value in terms.items())
         total.backward()
         stats = {f"G/{name}": value.detach() for name, value in terms.items()}
@@ -200,6 +242,22 @@ class SCFTLoss:
             negative,
             scale=self.attention_scale,
             margin=self.weights.triplet_margin,
+        )
+
+    def _correspondence(self, batch: Batch, extras) -> torch.Tensor:
+        image_hw = tuple(batch["correspondence"].shape[1:3])
+        landing = landing_at_cells(batch["correspondence"], extras.sketch_grid, image_hw)
+        landing = landing.to(extras.query.device)
+        dropped = ~batch["has_reference"].view(-1, 1, 1).to(landing.device)
+        landing = landing.masked_fill(dropped, float("nan"))
+        stride = image_hw[1] / extras.reference_grid[1]
+        return correspondence_loss(
+            extras.query,
+            extras.key,
+            landing,
+            cell_centres(extras.reference_grid, image_hw),
+            scale=self.attention_scale,
+            sigma=self.weights.correspondence_sigma * stride,
         )
 
     def _discriminator_phase(self, batch: Batch, fake: torch.Tensor) -> PhaseResult:
