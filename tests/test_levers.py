@@ -14,6 +14,7 @@ import torch
 from train_helpers import single_thread, tiny_config, write_art_folder
 
 from colord.model import Generator, get_preset, load_checkpoint
+from colord.model.line_scale import LINE_WIDTH_KEY
 from colord.model.networks import SCFT, initialize_weights, stack_levels
 from colord.training.augment import ReferenceMotion, random_thin_plate_spline, warp_with_spline
 from colord.training.config import ConfigError, load_config
@@ -250,6 +251,8 @@ def test_a_run_with_every_lever_trains_and_its_checkpoint_rebuilds_the_network(
     assert result.step == 2
     loaded = load_checkpoint(tmp_path / "run" / "generator.safetensors")
     assert loaded.preset.attention_stride == 8 and loaded.preset.color_hint
+    # the training sketches' stroke width, for the engine's automatic working size
+    assert 1 <= loaded.metadata[LINE_WIDTH_KEY] <= 8
     logged = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "G/correspondence" in logged
 

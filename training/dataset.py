@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from colord.model.line_scale import stroke_width
 from colord.training.augment import (
     ReferenceMotion,
     check_warp_settings,
@@ -290,6 +291,18 @@ class ColorizationDataset(Dataset):
 
     def _describe_skipped(self) -> str:
         return ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items()))
+
+    def median_line_width(self, count: int = 64) -> float | None:
+        """The median stroke width, in pixels, of the sketches of up to `count` samples spread
+        over the dataset (epoch 0): the scale the trained model knows, which its checkpoint
+        records for the engine's automatic working size."""
+        step = max(1, len(self) // count)
+        widths = [
+            stroke_width(self[index]["sketch"][0].numpy() < 0)
+            for index in range(0, len(self), step)[:count]
+        ]
+        widths = [width for width in widths if width is not None]
+        return float(np.median(widths)) if widths else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from colord.model import Discriminator, Generator, get_preset, load_checkpoint, save_checkpoint
+from colord.model.line_scale import LINE_WIDTH_KEY
 from colord.model.networks import initialize_weights
 
 from . import distributed
@@ -91,6 +92,7 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
     stop_at = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
 
     # --- networks, backbone, optimizers ---
+    line_width = dataset.median_line_width() if is_main else None
     generator, cfg = make_generator(cfg)
     preset = generator.preset
     discriminator = Discriminator(preset)
@@ -166,7 +168,7 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
             if step % cfg.run.checkpoint_every == 0 or step == stop_at:
                 save_run_state(
                     run_dir, cfg, step, generator, discriminator, opt_g, opt_d, backbone.name,
-                    dist_info,
+                    line_width, dist_info,
                 )  # fmt: skip
             if step >= stop_at:
                 break
@@ -431,6 +433,7 @@ def save_run_state(
     opt_g: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer,
     backbone: str,
+    line_width: float | None,
     dist_info: distributed.DistInfo,
 ) -> None:
     """The resume state (atomically: a temporary file, then a rename) and the exported generator.
@@ -462,6 +465,8 @@ def save_run_state(
         "trained_by": "colord train",
         "config": cfg.to_dict(),
     }
+    if line_width is not None:
+        metadata[LINE_WIDTH_KEY] = line_width
     save_checkpoint(run_dir / GENERATOR_FILE, generator, metadata=metadata)
 
 
