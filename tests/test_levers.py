@@ -5,6 +5,7 @@ wall-clock budget. Each is a config switch that leaves the paper's configuration
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from train_helpers import single_thread, tiny_config, write_art_folder
 from colord.model import Generator, get_preset, load_checkpoint
 from colord.model.line_scale import LINE_WIDTH_KEY
 from colord.model.networks import SCFT, initialize_weights, stack_levels
+from colord.training.ablation import TABLES, variant_config
 from colord.training.augment import ReferenceMotion, random_thin_plate_spline, warp_with_spline
 from colord.training.config import ConfigError, load_config
 from colord.training.correspondence import correspondence_to_grid, landing_at_cells
@@ -264,3 +266,19 @@ def test_the_wall_clock_budget_stops_the_run_with_a_checkpoint(tmp_path: Path) -
     assert result.step == 1
     assert (tmp_path / "run" / "resume.pt").is_file()
     assert (tmp_path / "run" / "generator.safetensors").is_file()
+
+
+def test_the_correspondence_ablation_adds_one_lever_per_row(tmp_path: Path) -> None:
+    rows = TABLES["correspondence"]
+    assert rows[0].overrides == ()  # the base recipe, as given
+    for before, after in itertools.pairwise(rows):
+        assert set(before.overrides) < set(after.overrides)
+    base = load_config("training/configs/default-model-v1.toml")
+    configs = [variant_config(base, row, tmp_path, steps=0, minutes=5.0) for row in rows]
+    assert all(cfg.run.max_minutes == 5.0 for cfg in configs)
+    last = configs[-1]
+    assert last.model.color_hint and last.model.attention_stride == 8
+    assert last.loss.correspondence > 0 and last.model.weight_init == "kaiming"
+    shipped = load_config("training/configs/default-model.toml")
+    for section in ("model", "loss"):  # the last row trains the shipped recipe's network and loss
+        assert getattr(last, section) == getattr(shipped, section)
