@@ -148,21 +148,31 @@ def test_reference_is_the_warped_target(tmp_path: Path) -> None:
     assert not np.allclose(reference, target, atol=0.05)
 
 
-def test_unreadable_and_tiny_files_are_skipped_with_a_count(tmp_path, caplog) -> None:
+def test_every_skipped_file_is_named_with_its_reason(tmp_path, caplog, monkeypatch) -> None:
     folder = tmp_path / "images"
     write_folder(folder)
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "empty.png").write_bytes(b"")
     (folder / "notes.txt").write_text("not an image, not counted")
     (folder / ".thumbnails").mkdir()
     save(clip_art(8), folder / ".thumbnails" / "art0.png")  # hidden: not counted either
     save(clip_art(9, 20, 30), folder / "tiny.png")
+    save(clip_art(10, 160, 200), folder / "huge.png")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS: lowered so that 200×160 is too large
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 15000)
     with caplog.at_level(logging.WARNING, logger="colord.training.dataset"):
         dataset = ColorizationDataset(folder, size=64)
     assert len(dataset) == 4
-    assert dataset.skipped == {"unreadable": 1, "smaller than 64 px": 1}
+    assert dataset.skipped == {"unreadable": 3, "smaller than 64 px": 1}
+    reasons = {path.name: reason for path, reason in dataset.skipped_files}
+    assert reasons["corrupt.png"].startswith("unreadable (")
+    assert reasons["empty.png"] == "empty file"
+    assert reasons["tiny.png"] == "smaller than 64 px (30×20)"
+    assert reasons["huge.png"].startswith("refused by Pillow's size limit")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "1 unreadable" in warnings[0] and "1 smaller than 64 px" in warnings[0]
+    for name in reasons:
+        assert any(f"skipped {folder / name}: " in message for message in warnings)
+    assert "skipped 1 smaller than 64 px, 3 unreadable in" in warnings[-1]
     for index in range(len(dataset)):
         assert dataset[index]["index"] == index
 
@@ -227,6 +237,50 @@ def test_line_art_gets_the_same_random_crop(tmp_path: Path) -> None:
         assert lines_mask.any() and edges.any()
         near_edge = cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, 5)
         assert np.median(near_edge[lines_mask]) <= 1.5
+
+
+def test_line_art_pairs_with_suffixes_and_any_case(tmp_path: Path) -> None:
+    images, lines = tmp_path / "images", tmp_path / "lines"
+    write_folder(images, count=4)  # art0.jpg, art1.png, art2.jpg, art3.png
+    lines.mkdir()
+    line_art = np.full((96, 128), 255, np.uint8)
+    for name in ("art0_lines.png", "ART1.PNG", "Art2-line.png", "art3_LineArt.jpg", "cat.png"):
+        save(line_art, lines / name)
+    dataset = ColorizationDataset(images, size=64, line_art_dir=lines)
+    pairs = {entry.image.name: entry.line_art.name for entry in dataset.entries}
+    assert pairs == {
+        "art0.jpg": "art0_lines.png",
+        "art1.png": "ART1.PNG",
+        "art2.jpg": "Art2-line.png",
+        "art3.png": "art3_LineArt.jpg",
+    }
+    assert dataset.pairing_notes == [
+        (lines / "cat.png", "line art with no colour image of the same name")
+    ]
+
+
+def test_line_art_beside_its_image_pairs_and_is_not_a_colour_image(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    write_folder(folder, count=2)
+    save(np.full((96, 128), 255, np.uint8), folder / "art0_lines.png")
+    save(clip_art(5), folder / "pen-line.png")  # no `pen` image: a colour picture of its own
+    dataset = ColorizationDataset(folder, size=64)
+    pairs = {entry.image.name: entry.line_art for entry in dataset.entries}
+    assert pairs == {"art0.jpg": folder / "art0_lines.png", "art1.png": None, "pen-line.png": None}
+
+
+def test_line_art_of_another_aspect_ratio_is_refused_not_stretched(tmp_path: Path) -> None:
+    images, lines = tmp_path / "images", tmp_path / "lines"
+    write_folder(images, count=3)  # 128×96 each
+    lines.mkdir()
+    save(np.full((96, 64), 255, np.uint8), lines / "art0.png")  # half the width
+    save(np.full((192, 256), 255, np.uint8), lines / "art1.png")  # twice the size: the same shape
+    dataset = ColorizationDataset(images, size=64, line_art_dir=lines)
+    assert [entry.image.name for entry in dataset.entries] == ["art1.png", "art2.jpg"]
+    assert dataset.skipped == {"line art of another aspect ratio": 1}
+    [(path, reason)] = dataset.skipped_files
+    assert path == images / "art0.jpg"
+    assert "is 64×96, the image 128×96" in reason and "refused rather than stretched" in reason
 
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])

@@ -4,6 +4,9 @@ The dataset reads a folder of colour images of any size and common format (PNG, 
 TIFF, GIF; 8- or 16-bit; with alpha, which is composited on white; palette images), or a manifest
 listing them. Where drawn line art exists for an image it is used as the sketch instead of XDoG:
 a file with the same relative path and stem in `line_art_dir`, or the manifest's `lineart` column.
+Stems pair case-insensitively and with the usual line-art suffixes (`hero.png`, `HERO_lines.png`);
+without `line_art_dir`, such a suffixed file beside its colour image is taken as its line art.
+Every file left out or left unpaired is named with the reason (`Scan.notes`, `skipped_files`).
 
 Each sample is decided by (seed, epoch, index) alone, so a resumed run sees the same samples: call
 `set_epoch` at the start of every epoch (in the worker processes too: with `persistent_workers` the
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +87,16 @@ def load_line_art(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(load_rgb(path), cv2.COLOR_RGB2GRAY)
 
 
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    if isinstance(error, Image.DecompressionBombError):
+        return f"refused by Pillow's size limit, PIL.Image.MAX_IMAGE_PIXELS ({error})"
+    if path.stat().st_size == 0:
+        return "empty file"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image Pillow can read"
+    return f"unreadable ({error})"
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header alone, after EXIF orientation."""
     with Image.open(path) as image:
@@ -110,28 +124,85 @@ def _images_under(folder: Path) -> list[Path]:
     ]
 
 
+# Stem endings that mark a line-art file, longest first so `_lineart` is not read as `_line`.
+LINE_ART_SUFFIXES = ("_lineart", "-lineart", "_lines", "-lines", "_line", "-line", "_ink", "-ink")
+
+
+def _key(relative: Path, *, strip_suffix: bool) -> tuple[str, ...]:
+    """What a file pairs by: its folders and stem, case-folded, less a line-art ending if asked."""
+    stem = relative.stem.casefold()
+    if strip_suffix:
+        for ending in LINE_ART_SUFFIXES:
+            if stem.endswith(ending) and len(stem) > len(ending):
+                stem = stem[: -len(ending)]
+                break
+    return (*(part.casefold() for part in relative.parent.parts), stem)
+
+
+@dataclass
+class Scan:
+    """The colour images of a folder with their line art, and every file that was not paired."""
+
+    entries: list[Entry]
+    notes: list[tuple[Path, str]]  # (file, why it was left unpaired or which pair it lost to)
+
+
 def scan_folder(folder: Path, line_art_dir: Path | None = None) -> list[Entry]:
+    """Every image under `folder` (recursively, sorted), each paired with its line art if any."""
+    return scan_folder_report(folder, line_art_dir).entries
+
+
+def scan_folder_report(folder: Path, line_art_dir: Path | None = None) -> Scan:
     """Every image under `folder` (recursively, sorted), each paired with its line art if any.
 
-    Line art pairs by relative path without the suffix: `folder/cats/tom.jpg` with
-    `line_art_dir/cats/tom.png`.
+    Line art pairs by relative path and stem, case-insensitively, with or without a line-art
+    ending: `folder/cats/tom.jpg` with `line_art_dir/cats/Tom_lines.png`. Without `line_art_dir`,
+    `folder/cats/tom_lines.png` is the line art of `folder/cats/tom.jpg` (and not a colour image).
     Files inside `line_art_dir` are never taken as colour images, so it may sit inside `folder`.
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    line_arts: dict[Path, Path] = {}
+    if line_art_dir is not None and not line_art_dir.is_dir():
+        raise FileNotFoundError(f"line art folder not found: {line_art_dir}")
+    inside = line_art_dir.resolve() if line_art_dir else None
+    images = [
+        path
+        for path in _images_under(folder)
+        if not (inside and path.resolve().is_relative_to(inside))
+    ]
     if line_art_dir is not None:
-        if not line_art_dir.is_dir():
-            raise FileNotFoundError(f"line art folder not found: {line_art_dir}")
-        for path in reversed(_images_under(line_art_dir)):  # first name wins on a tie
-            line_arts[path.relative_to(line_art_dir).with_suffix("")] = path
-        line_art_dir = line_art_dir.resolve()
-    entries = []
-    for path in _images_under(folder):
-        if line_art_dir and path.resolve().is_relative_to(line_art_dir):
-            continue
-        entries.append(Entry(path, line_arts.get(path.relative_to(folder).with_suffix(""))))
-    return entries
+        line_root, line_files = line_art_dir, _images_under(line_art_dir)
+    else:  # suffixed files beside a colour image of the same stem
+        stems = {_key(p.relative_to(folder), strip_suffix=False) for p in images}
+
+        def beside_its_image(path: Path) -> bool:
+            relative = path.relative_to(folder)
+            stripped = _key(relative, strip_suffix=True)
+            return stripped != _key(relative, strip_suffix=False) and stripped in stems
+
+        line_root, line_files = folder, [p for p in images if beside_its_image(p)]
+        images = [p for p in images if p not in set(line_files)]
+    candidates: dict[tuple[str, ...], list[Path]] = {}
+    for path in line_files:  # under its stem with and without the ending: `tom_line` may be a name
+        relative = path.relative_to(line_root)
+        for key in {_key(relative, strip_suffix=True), _key(relative, strip_suffix=False)}:
+            candidates.setdefault(key, []).append(path)
+    for paths in candidates.values():  # an exact stem first, then by name
+        paths.sort(key=lambda path: (path.stem.casefold().endswith(LINE_ART_SUFFIXES), path))
+
+    entries, notes, used = [], [], set()
+    for path in images:
+        matches = candidates.get(_key(path.relative_to(folder), strip_suffix=False), [])
+        if not matches and line_art_dir is not None:
+            notes.append((path, "no line art of the same name: XDoG lines are used"))
+        for extra in matches[1:]:
+            notes.append((extra, f"another line art of {path.name}, {matches[0].name}, is used"))
+        used.update(matches)
+        entries.append(Entry(path, matches[0] if matches else None))
+    for path in line_files:
+        if path not in used:
+            notes.append((path, "line art with no colour image of the same name"))
+    return Scan(entries, notes)
 
 
 def read_manifest(path: Path) -> list[Entry]:
@@ -217,8 +288,9 @@ class ColorizationDataset(Dataset):
     pixel the (x', y') reference pixel where its content lands, NaN where none (everywhere when the
     reference is dropped); `has_reference` bool scalar tensor; `index` int.
 
-    Files that cannot be read or are smaller than `min_side` pixels are skipped; the count is
-    logged once and kept in `skipped`.
+    Files that cannot be read, are smaller than `min_side` pixels, or whose line art has another
+    aspect ratio (it would be stretched) are skipped; each is logged by name with the reason and
+    kept in `skipped_files`, the counts by kind in `skipped`. Unpaired files are in `pairing_notes`.
     """
 
     def __init__(
@@ -262,11 +334,20 @@ class ColorizationDataset(Dataset):
         if source.suffix.lower() in MANIFEST_SUFFIXES and not source.is_dir():
             if line_art_dir is not None:
                 raise ValueError("give line art in the manifest or as line_art_dir, not both")
-            candidates = read_manifest(source)
+            scan = Scan(read_manifest(source), [])
+            self.root = source.parent
         else:
-            candidates = scan_folder(source, Path(line_art_dir) if line_art_dir else None)
-        self.entries, self.skipped = self._usable(candidates)
+            scan = scan_folder_report(source, Path(line_art_dir) if line_art_dir else None)
+            self.root = source
+        self.pairing_notes = scan.notes
+        self.skipped: Counter[str] = Counter()
+        self.skipped_files: list[tuple[Path, str]] = []
+        self.entries = [entry for entry in scan.entries if self._usable(entry)]
         self._reported: set[Path] = set()
+        for path, note in self.pairing_notes:
+            logger.info("%s: %s", path, note)
+        for path, reason in self.skipped_files:
+            logger.warning("skipped %s: %s", path, reason)
         if not self.entries:
             raise ValueError(f"no usable training images in {source} ({self._describe_skipped()})")
         if self.skipped:
@@ -274,23 +355,54 @@ class ColorizationDataset(Dataset):
         paired = sum(entry.line_art is not None for entry in self.entries)
         logger.info("%d training images, %d with drawn line art", len(self.entries), paired)
 
-    def _usable(self, candidates: list[Entry]) -> tuple[list[Entry], Counter[str]]:
-        """The entries whose files open and are large enough, read from the headers only."""
-        usable, skipped = [], Counter()
-        for entry in candidates:
+    def _usable(self, entry: Entry) -> bool:
+        """Whether the entry's files open, are large enough and match, from the headers only;
+        if not, the file and the reason go to `skipped_files`."""
+        sizes = []
+        for path in (entry.image, entry.line_art):
+            if path is None:
+                continue
             try:
-                sizes = [_image_size(path) for path in (entry.image, entry.line_art) if path]
-            except DECODE_ERRORS:
-                skipped["unreadable"] += 1
-                continue
-            if min(sizes[0]) < self.min_side:
-                skipped[f"smaller than {self.min_side} px"] += 1
-                continue
-            usable.append(entry)
-        return usable, skipped
+                sizes.append(_image_size(path))
+            except DECODE_ERRORS as error:
+                return self._skip(path, "unreadable", _unreadable_reason(path, error))
+        (width, height), line_size = sizes[0], sizes[1:]
+        if min(width, height) < self.min_side:
+            kind = f"smaller than {self.min_side} px"
+            return self._skip(entry.image, kind, f"{kind} ({width}×{height})")
+        if line_size and abs(line_size[0][0] * height / (line_size[0][1] * width) - 1) > 0.01:
+            return self._skip(
+                entry.image,
+                "line art of another aspect ratio",
+                f"its line art {entry.line_art} is {line_size[0][0]}×{line_size[0][1]}, the image "
+                f"{width}×{height}: the pair is refused rather than stretched",
+            )
+        return True
+
+    def _skip(self, path: Path, kind: str, reason: str) -> bool:
+        self.skipped[kind] += 1
+        self.skipped_files.append((path, reason))
+        return False
 
     def _describe_skipped(self) -> str:
         return ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items()))
+
+    def report(self) -> str:
+        """Every skipped or unpaired file with its reason, one a line (empty when none)."""
+        lines = [f"skipped {path}: {reason}" for path, reason in self.skipped_files]
+        lines += [f"{path}: {note}" for path, note in self.pairing_notes]
+        return "".join(line + "\n" for line in lines)
+
+    def fingerprint(self) -> dict[str, int]:
+        """The size in bytes of every file trained on, by path relative to the data's folder:
+        what a resumed run checks to tell that the data is the same."""
+        root = self.root.resolve()
+        files = {}
+        for entry in self.entries:
+            for path in (entry.image, entry.line_art):
+                if path is not None:
+                    files[os.path.relpath(path.resolve(), root)] = path.stat().st_size
+        return files
 
     def median_line_width(self, count: int = 64) -> float | None:
         """The median stroke width, in pixels, of the sketches of up to `count` samples spread
