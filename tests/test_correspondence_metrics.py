@@ -118,6 +118,20 @@ def test_pixel_distances_come_from_the_grids_not_a_fixed_stride(size: int) -> No
     assert metrics.attention_hits(shifted, translation(size), 16.0).hits == 0
 
 
+@pytest.mark.parametrize(("grid", "size"), [((8, 8), 128), ((32, 32), 256), ((16, 8), 128)])
+def test_counting_cell_centres_in_a_circle_matches_measuring_every_distance(
+    grid: tuple[int, int], size: int
+) -> None:
+    rng = np.random.default_rng(0)
+    centres = metrics.cell_centres(grid, (size, size))
+    points = np.concatenate([centres[::7], rng.uniform(-8, size + 8, (500, 2))])  # ties included
+    for radius in (16.0, 32.0):
+        squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+        expected = (squared <= radius**2).sum(axis=1)
+        counted = metrics.centres_within(points, grid, (size, size), radius)
+        np.testing.assert_array_equal(counted, expected)
+
+
 # ---------------------------------------------------------------------------------------------
 # Region colour accuracy
 

@@ -160,13 +160,30 @@ MIN_REGION_FRACTION = 0.001  # regions smaller than this share of the image are 
 MIN_REGION_PIXELS = 16  # ... nor smaller than this many pixels
 
 
+# sRGB (IEC 61966-2-1): the 8-bit code values' linear light, and linear RGB -> CIE XYZ (D65).
+_SRGB_LEVELS = np.arange(256) / 255.0
+_SRGB_TO_LINEAR = np.where(
+    _SRGB_LEVELS <= 0.04045, _SRGB_LEVELS / 12.92, ((_SRGB_LEVELS + 0.055) / 1.055) ** 2.4
+)
+_LINEAR_TO_XYZ = np.array(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+     [0.0193339, 0.1191920, 0.9503041]]
+)  # fmt: skip
+_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB uint8 (..., 3) -> CIELAB (D65) float64 (..., 3): L* in [0, 100], a* and b* unscaled."""
-    values = np.asarray(rgb, dtype=np.float32).reshape(-1, 1, 3) / 255.0
-    if not values.size:
-        return np.zeros(np.shape(rgb))
-    lab = cv2.cvtColor(values, cv2.COLOR_RGB2LAB)  # float input: real L*a*b*, not the 8-bit coding
-    return lab.astype(np.float64).reshape(np.shape(rgb))
+    """sRGB uint8 (..., 3) -> CIELAB (D65) float64 (..., 3): L* in [0, 100], a* and b* unscaled.
+
+    In numpy with a lookup table: OpenCV's float conversion is over ten times slower, and its
+    8-bit one rounds a* and b* to whole units."""
+    xyz = _SRGB_TO_LINEAR[np.asarray(rgb, dtype=np.uint8)] @ (_LINEAR_TO_XYZ.T / _D65_WHITE)
+    epsilon = (6 / 29) ** 3
+    f = np.where(xyz > epsilon, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
 
 
 def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
@@ -327,9 +344,27 @@ def attention_hits(
     truth = truth[valid].astype(np.float64)
     centres = cell_centres(argmax.reference_grid, image_hw)
     predicted = centres[argmax.cells[valid]]
-    hits = np.linalg.norm(predicted - truth, axis=1) <= radius
-    within = np.linalg.norm(truth[:, None, :] - centres[None, :, :], axis=2) <= radius
-    return AttentionHits(int(hits.sum()), float(within.mean(axis=1).sum()), int(valid.sum()))
+    hits = ((predicted - truth) ** 2).sum(axis=1) <= radius**2
+    grid_h, grid_w = argmax.reference_grid
+    chance = centres_within(truth, argmax.reference_grid, image_hw, radius) / (grid_h * grid_w)
+    return AttentionHits(int(hits.sum()), float(chance.sum()), int(valid.sum()))
+
+
+def centres_within(
+    points: np.ndarray, grid_hw: tuple[int, int], image_hw: tuple[int, int], radius: float
+) -> np.ndarray:
+    """(N,) how many cell centres of the grid lie within `radius` px of each of the (N, 2) (x, y)
+    points: per grid row, the columns inside the circle's chord form one run, so this costs N x h,
+    not N x h x w."""
+    (grid_h, grid_w), (image_h, image_w) = grid_hw, image_hw
+    step_x, step_y = image_w / grid_w, image_h / grid_h
+    row_y = (np.arange(grid_h) + 0.5) * step_y - 0.5
+    squared = radius**2 - (row_y[None, :] - points[:, 1:2]) ** 2  # (N, h)
+    half = np.sqrt(np.maximum(squared, 0.0))
+    offset = step_x / 2 - 0.5  # centre x of column c: c * step_x + offset
+    first = np.maximum(np.ceil((points[:, :1] - half - offset) / step_x), 0)
+    last = np.minimum(np.floor((points[:, :1] + half - offset) / step_x), grid_w - 1)
+    return np.where(squared >= 0, np.maximum(last - first + 1, 0), 0).sum(axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
