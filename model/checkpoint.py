@@ -97,8 +97,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(path, f"tensor data is corrupt or truncated ({error})") from error
     if config.get("weights_sha256") != _digest(tensors):
         raise CheckpointError(path, "tensor data does not match its checksum (file is corrupt)")
+    with torch.device("meta"):  # the expected shapes and dtypes, without allocating anything
+        expected = Generator(preset).state_dict()
+    _check_tensors(path, expected, tensors)
     generator = Generator(preset)
-    _load_weights(path, generator, tensors)
+    generator.load_state_dict(tensors)
     generator.to(map_location).eval()
     return LoadedCheckpoint(
         generator=generator,
@@ -139,14 +142,22 @@ def _upgrade(path: Path, config: dict) -> dict:
     return config
 
 
-def _load_weights(path: Path, generator: Generator, tensors: dict[str, torch.Tensor]) -> None:
-    expected = generator.state_dict()
+def _check_tensors(
+    path: Path, expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
+) -> None:
+    """The tensors must be exactly the preset's (names, shapes, float or not) and finite."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
+    common = set(expected) & set(tensors)
     wrong = sorted(
         f"{name} {tuple(tensors[name].shape)} != {tuple(expected[name].shape)}"
-        for name in set(expected) & set(tensors)
+        for name in common
         if tensors[name].shape != expected[name].shape
+    )
+    wrong_kind = sorted(
+        f"{name} {tensors[name].dtype}"
+        for name in common
+        if tensors[name].is_floating_point() != expected[name].is_floating_point()
     )
     problems = []
     if missing:
@@ -155,9 +166,19 @@ def _load_weights(path: Path, generator: Generator, tensors: dict[str, torch.Ten
         problems.append(f"unexpected tensors {_first(unexpected)}")
     if wrong:
         problems.append(f"shape mismatch {_first(wrong)}")
+    if wrong_kind:
+        problems.append(f"wrong dtype {_first(wrong_kind)}")
     if problems:
         raise CheckpointError(path, "weights do not fit its preset: " + "; ".join(problems))
-    generator.load_state_dict(tensors)
+    non_finite = sorted(
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    )
+    if non_finite:
+        raise CheckpointError(
+            path, f"weights hold NaN or infinite values ({_first(non_finite)}): a broken training"
+        )
 
 
 def _first(items: list[str], limit: int = 3) -> str:

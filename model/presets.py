@@ -11,6 +11,11 @@ from dataclasses import asdict, dataclass, fields
 PAPER_ENCODER_CHANNELS = (16, 16, 32, 32, 64, 64, 128, 128, 256, 256)
 AGGREGATIONS = ("scft", "add", "adain")
 ATTENTION_STRIDES = (16, 8)  # the paper's 1/16 grid, or a finer 1/8 one for small crops
+# Sanity bounds for a preset read from a file: far above any real model (the paper's widest layer
+# has 992 channels, d_v is 992), far below one that would not fit in memory.
+MAX_CHANNELS = 2048
+MAX_FEATURE_DIM = 4096
+MAX_RES_BLOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Preset:
     color_hint: bool = False
 
     def __post_init__(self) -> None:
+        self._check_types_and_ranges()
         if len(self.encoder_channels) != 10:
             raise ValueError(f"encoder_channels needs 10 values, got {len(self.encoder_channels)}")
         if len(self.decoder_channels) != 4:
@@ -40,6 +46,39 @@ class Preset:
             )
         if self.color_hint and self.aggregation != "scft":
             raise ValueError("color_hint needs the SCFT attention (aggregation 'scft')")
+
+    def _check_types_and_ranges(self) -> None:
+        """Every field of the right type and in a sane range, so that a damaged or hostile
+        checkpoint fails here in one sentence instead of allocating terabytes."""
+        if not isinstance(self.name, str):
+            raise ValueError(f"name must be a string, got {self.name!r}")
+        channels = {
+            "encoder_channels": self.encoder_channels,
+            "decoder_channels": self.decoder_channels,
+            "res_channels": () if self.res_channels is None else (self.res_channels,),
+            "discriminator_channels": (self.discriminator_channels,),
+        }
+        for name, values in channels.items():
+            if not isinstance(values, tuple) or not all(
+                _is_int(value) and 1 <= value <= MAX_CHANNELS for value in values
+            ):
+                raise ValueError(f"{name} must be ints from 1 to {MAX_CHANNELS}, got {values!r}")
+        if sum(self.encoder_channels) > MAX_FEATURE_DIM:
+            raise ValueError(
+                f"encoder_channels sum to {sum(self.encoder_channels)}; at most "
+                f"{MAX_FEATURE_DIM} (the attention's width)"
+            )
+        if not (_is_int(self.num_res_blocks) and 0 <= self.num_res_blocks <= MAX_RES_BLOCKS):
+            raise ValueError(
+                f"num_res_blocks must be an int from 0 to {MAX_RES_BLOCKS}, "
+                f"got {self.num_res_blocks!r}"
+            )
+        if not isinstance(self.aggregation, str):
+            raise ValueError(f"aggregation must be a string, got {self.aggregation!r}")
+        if not _is_int(self.attention_stride):
+            raise ValueError(f"attention_stride must be an int, got {self.attention_stride!r}")
+        if not isinstance(self.color_hint, bool):
+            raise ValueError(f"color_hint must be true or false, got {self.color_hint!r}")
 
     @property
     def feature_dim(self) -> int:
@@ -56,7 +95,14 @@ class Preset:
         if unknown:
             raise ValueError(f"unknown preset fields: {', '.join(unknown)}")
         tuples = {"encoder_channels", "decoder_channels"}
+        for key in tuples & set(values):
+            if not isinstance(values[key], list | tuple):
+                raise ValueError(f"{key} must be a list of ints, got {values[key]!r}")
         return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 PRESETS: dict[str, Preset] = {

@@ -135,3 +135,56 @@ def test_plain_safetensors_without_colord_config(tmp_path: Path):
     path = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(3)}, path)
     _expect_error(path, "no colord config")
+
+
+ABSURD_PRESETS = {
+    "res_channels": 10**7,  # the probe's: a 39 TB network
+    "encoder_channels": [4096] * 10,
+    "decoder_channels": [0, 8, 8, 8],
+    "num_res_blocks": 10**6,
+    "discriminator_channels": -1,
+    "attention_stride": "16",
+    "color_hint": "yes",
+    "name": 7,
+}
+
+
+@pytest.mark.parametrize(("field", "value"), ABSURD_PRESETS.items(), ids=ABSURD_PRESETS.keys())
+def test_absurd_preset_values_are_one_line_before_anything_is_built(
+    good_file: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: object
+):
+    rewrite_config(good_file, lambda c: c["preset"].update({field: value}))
+
+    def never(*args, **kwargs):
+        raise AssertionError("the network was built before the preset was checked")
+
+    monkeypatch.setattr("colord.model.checkpoint.Generator", never)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(good_file)
+    assert "invalid preset" in str(caught.value) and field in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_shape_mismatch_is_found_before_the_network_is_allocated(
+    good_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    rewrite_config(good_file, lambda c: c["preset"].update(res_channels=24))
+    built = []
+    real = Generator
+
+    def record(preset):
+        built.append(torch.get_default_device().type)
+        return real(preset)
+
+    monkeypatch.setattr("colord.model.checkpoint.Generator", record)
+    _expect_error(good_file, "shape mismatch")
+    assert built == ["meta"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path: Path, bad: float):
+    generator = _trained_looking()
+    with torch.no_grad():
+        generator.aggregation.query.weight[0, 0] = bad
+    path = save_checkpoint(tmp_path / "nan.safetensors", generator)  # a valid checksum
+    _expect_error(path, "NaN or infinite values (aggregation.query.weight)")
