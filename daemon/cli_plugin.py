@@ -31,17 +31,31 @@ def plugin() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Krita only: the settings file that enables the plug-in (default: this OS's kritarc).",
 )
-def install_command(host: str, dest: Path | None, kritarc: Path | None) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite plug-in files that were changed since colord installed them.",
+)
+def install_command(host: str, dest: Path | None, kritarc: Path | None, force: bool) -> None:
     """Copy the HOST plug-in (with its wire client) into the app's plug-in folder and enable it."""
     try:
-        report = install(host, dest, kritarc=kritarc)
+        report = install(host, dest, kritarc=kritarc, force=force)
     except PluginInstallError as error:
         raise click.ClickException(str(error)) from error
     click.echo(
         f"Installed the {host} plug-in into {report.destination} ({len(report.files)} files)."
     )
+    for path in report.overwritten:
+        click.echo(f"Overwrote {path}, which had been changed (--force).")
+    for path in report.removed:
+        click.echo(f"Removed {path}, left by an earlier colord install.")
     if report.kritarc is not None:
         click.echo(f"Enabled it in {report.kritarc}.")
+    if report.disabled_in is not None:
+        click.echo(
+            f"Left it disabled, as {report.disabled_in} says: enable it in Krita under "
+            "Settings › Configure Krita › Python Plugin Manager."
+        )
     click.echo(_NEXT_STEP[host])
 
 

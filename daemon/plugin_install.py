@@ -8,12 +8,16 @@ the `.desktop` and `.action` files at the top beside the package folder).
 
 from __future__ import annotations
 
+import configparser
+import hashlib
+import json
 import os
+import secrets
 import stat
 import sys
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -25,6 +29,8 @@ HOSTS = ("krita", "gimp")
 KRITA_PLUGIN = "colord_krita"
 GIMP_PLUGIN = "colord_gimp"
 WIRE_CLIENT = "colord_wire.py"
+# Beside the plug-in in the host's folder: what the last install wrote, path -> sha256.
+MANIFEST_SUFFIX = ".colord-install.json"
 
 # Fixed timestamp so that packing the same files twice gives the same zip.
 _ZIP_DATE = (2024, 1, 1, 0, 0, 0)
@@ -46,8 +52,11 @@ class BundleFile:
 @dataclass(frozen=True)
 class InstallReport:
     destination: Path
-    files: list[Path]
-    kritarc: Path | None  # the Krita settings file that enables the plug-in
+    files: list[Path]  # written, the install manifest last
+    kritarc: Path | None  # the Krita settings file in which the plug-in was enabled
+    removed: list[Path] = field(default_factory=list)  # stale files of an earlier install
+    overwritten: list[Path] = field(default_factory=list)  # changed files replaced (--force)
+    disabled_in: Path | None = None  # the kritarc that keeps the plug-in disabled, left alone
 
 
 def _plugins_root() -> Traversable:
@@ -195,38 +204,178 @@ def enable_in_kritarc(text: str, plugin: str = KRITA_PLUGIN) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_kritarc(path: Path) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(enable_in_kritarc(text), encoding="utf-8")
+def kritarc_disables(text: str, plugin: str = KRITA_PLUGIN) -> bool:
+    """True when `text` (a kritarc) says `enable_<plugin>=false` under [python]: the user's
+    choice, which installing again must not undo."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case
+    try:
+        parser.read_string(text)
+    except configparser.Error:
+        return False
+    return parser.get("python", f"enable_{plugin}", fallback="").strip().lower() == "false"
 
 
-def install(host: str, dest: Path | None = None, *, kritarc: Path | None = None) -> InstallReport:
+@dataclass(frozen=True)
+class _Plan:
+    """What an install will do, decided before anything is written."""
+
+    writes: list[tuple[Path, BundleFile]]
+    stale: list[Path]  # files an earlier colord install wrote that this one no longer ships
+    changed: list[Path]  # existing files that are not what colord installed there
+    kritarc_text: str | None  # the kritarc's new text; None: leave it alone
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest_path(destination: Path, host: str) -> Path:
+    return destination / f".{KRITA_PLUGIN if host == 'krita' else GIMP_PLUGIN}{MANIFEST_SUFFIX}"
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    """{install path: sha256} of the files the last colord install wrote ({} if none)."""
+    try:
+        files = json.loads(path.read_bytes()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(files, dict):
+        return {}
+    return {str(key): str(value) for key, value in files.items()}
+
+
+def _refuse_symlinks(destination: Path, target: Path) -> None:
+    """Raise if any existing part of `target` below `destination` is a symbolic link."""
+    current = destination
+    for part in target.relative_to(destination).parts:
+        current = current / part
+        if current.is_symlink():
+            raise PluginInstallError(
+                f"{current} is a symbolic link; colord installs only into real folders and files "
+                "inside the plug-in folder. Remove the link and install again."
+            )
+
+
+def _existing_digest(path: Path) -> str | None:
+    try:
+        return _digest(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return ""  # never what colord installed
+
+
+def _plan(host: str, destination: Path, kritarc: Path | None) -> _Plan:
+    manifest = _read_manifest(_manifest_path(destination, host))
+    writes, changed = [], []
+    shipped = set()
+    for item in bundle(host):
+        key = str(item.install_path)
+        shipped.add(key)
+        target = destination.joinpath(*item.install_path.parts)
+        _refuse_symlinks(destination, target)
+        current = _existing_digest(target)
+        if current is not None and current not in (_digest(item.data), manifest.get(key)):
+            changed.append(target)
+        writes.append((target, item))
+    stale = []
+    for key, recorded in sorted(manifest.items()):
+        target = destination.joinpath(*PurePosixPath(key).parts)
+        if key in shipped or not target.is_file():
+            continue
+        _refuse_symlinks(destination, target)
+        stale.append(target)
+        if _existing_digest(target) != recorded:
+            changed.append(target)
+    kritarc_text = None
+    if kritarc is not None:
+        try:
+            text = kritarc.read_bytes().decode("utf-8") if kritarc.exists() else ""
+        except UnicodeDecodeError:
+            raise PluginInstallError(
+                f"Krita's settings file {kritarc} is not UTF-8 text; nothing was installed. Fix "
+                "or remove it (Krita writes a fresh one), then install again."
+            ) from None
+        if not kritarc_disables(text):
+            kritarc_text = enable_in_kritarc(text)
+    return _Plan(writes, stale, changed, kritarc_text)
+
+
+def _write_file(target: Path, data: bytes, mode: int) -> None:
+    """Write through a fresh temporary file beside `target` (never through a link), then rename."""
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(temporary, flags, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, mode)  # whatever the umask
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def install(
+    host: str,
+    dest: Path | None = None,
+    *,
+    kritarc: Path | None = None,
+    force: bool = False,
+) -> InstallReport:
     """Copy the `host` plug-in into `dest` (default: the host's per-user folder on this OS).
 
     For Krita the plug-in is also enabled in kritarc (`kritarc` or the OS default), since Krita
-    loads a Python plug-in only when it is both installed and enabled.
+    loads a Python plug-in only when it is both installed and enabled, unless the user disabled
+    it there. Files a user changed are not overwritten without `force`; files an earlier install
+    wrote and this one no longer ships are removed. Everything is checked before anything is
+    written; nothing is written through a symbolic link inside `dest`.
     """
-    files = bundle(host)
     destination = Path(dest) if dest is not None else default_destination(host)
-    written: list[Path] = []
+    settings = None
+    if host == "krita":
+        settings = Path(kritarc) if kritarc is not None else default_kritarc()
     try:
-        for item in files:
-            target = destination.joinpath(*item.install_path.parts)
+        plan = _plan(host, destination, settings)
+        if plan.changed and not force:
+            raise PluginInstallError(
+                f"Not installing: {len(plan.changed)} file(s) in {destination} differ from what "
+                f"colord installed there ({_listed(plan.changed, destination)}). Back up your "
+                "changes, then install again with --force to overwrite them."
+            )
+        written: list[Path] = []
+        for target, item in plan.writes:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(item.data)
-            if item.executable:
-                target.chmod(0o755)
+            _write_file(target, item.data, 0o755 if item.executable else 0o644)
             written.append(target)
-        settings = None
-        if host == "krita":
-            settings = Path(kritarc) if kritarc is not None else default_kritarc()
-            _write_kritarc(settings)
+        for target in plan.stale:
+            target.unlink(missing_ok=True)
+        manifest = {str(item.install_path): _digest(item.data) for _, item in plan.writes}
+        manifest_path = _manifest_path(destination, host)
+        _write_file(manifest_path, json.dumps({"files": manifest}, indent=1).encode(), 0o644)
+        if settings is not None and plan.kritarc_text is not None:
+            settings.parent.mkdir(parents=True, exist_ok=True)
+            settings.write_text(plan.kritarc_text, encoding="utf-8")
     except OSError as error:
         raise PluginInstallError(
             f"Could not install the {host} plug-in into {destination}: {error}"
         ) from error
-    return InstallReport(destination=destination, files=written, kritarc=settings)
+    return InstallReport(
+        destination=destination,
+        files=[*written, manifest_path],
+        kritarc=settings if plan.kritarc_text is not None else None,
+        removed=plan.stale,
+        overwritten=plan.changed,
+        disabled_in=settings if settings is not None and plan.kritarc_text is None else None,
+    )
+
+
+def _listed(paths: list[Path], root: Path, limit: int = 5) -> str:
+    names = [str(path.relative_to(root)) for path in paths]
+    return ", ".join(names[:limit]) + (
+        f" and {len(names) - limit} more" if len(names) > limit else ""
+    )
 
 
 def _zip_info(path: str, *, directory: bool = False, executable: bool = False) -> zipfile.ZipInfo:

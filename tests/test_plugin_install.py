@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import stat
 import subprocess
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 
 from colord.daemon.cli import main
 from colord.daemon.plugin_install import (
+    MANIFEST_SUFFIX,
     PluginInstallError,
     bundle,
     default_destination,
@@ -99,10 +102,11 @@ def test_enable_in_kritarc_adds_the_line_or_the_section() -> None:
 
 
 def tree(folder: Path) -> dict[str, bytes]:
+    """The plug-in files under `folder` (the install manifest left out)."""
     return {
         str(path.relative_to(folder)): path.read_bytes()
         for path in sorted(folder.rglob("*"))
-        if path.is_file()
+        if path.is_file() and not path.name.endswith(MANIFEST_SUFFIX)
     }
 
 
@@ -120,7 +124,9 @@ def test_install_krita_copies_the_bundle_and_enables_it(tmp_path: Path) -> None:
     for module in (source / "colord_krita").glob("*.py"):
         assert files[f"pykrita/colord_krita/{module.name}"] == module.read_bytes()
     assert not any("__pycache__" in name for name in files)
-    assert sorted(report.files) == sorted(tmp_path / "krita" / name for name in files)
+    manifest = tmp_path / "krita" / f".colord_krita{MANIFEST_SUFFIX}"
+    assert report.files[-1] == manifest
+    assert sorted(report.files[:-1]) == sorted(tmp_path / "krita" / name for name in files)
 
     settings = kritarc.read_text()
     assert "[General]\nLastPreset=Basic_tip_default\nSome Key=50%\n" in settings
@@ -231,3 +237,90 @@ def test_cli_reports_errors_without_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Could not install the gimp plug-in" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_edited_file_is_not_overwritten_without_force(tmp_path: Path) -> None:
+    install("gimp", tmp_path)
+    main_file = tmp_path / "plug-ins" / "colord_gimp" / "colord_gimp.py"
+    main_file.write_text("# my own tweaks\n")
+    with pytest.raises(PluginInstallError, match=r"colord_gimp\.py\).*--force"):
+        install("gimp", tmp_path)
+    assert main_file.read_text() == "# my own tweaks\n"
+    report = install("gimp", tmp_path, force=True)
+    assert report.overwritten == [main_file]
+    assert main_file.read_text().startswith("#!/usr/bin/env python3")
+    assert install("gimp", tmp_path).overwritten == []  # an unchanged install: no complaint
+
+
+def test_a_file_colord_did_not_write_is_not_overwritten(tmp_path: Path) -> None:
+    wire = tmp_path / "plug-ins" / "colord_gimp" / "colord_wire.py"
+    wire.parent.mkdir(parents=True)
+    wire.write_text("someone else's")
+    with pytest.raises(PluginInstallError, match="differ from what colord installed"):
+        install("gimp", tmp_path)
+    assert wire.read_text() == "someone else's"
+    assert not (tmp_path / f".colord_gimp{MANIFEST_SUFFIX}").exists()
+
+
+def test_stale_files_of_an_earlier_install_are_removed_unless_edited(tmp_path: Path) -> None:
+    install("gimp", tmp_path)
+    folder = tmp_path / "plug-ins" / "colord_gimp"
+    manifest_path = tmp_path / f".colord_gimp{MANIFEST_SUFFIX}"
+    manifest = json.loads(manifest_path.read_text())
+    old = folder / "old_helper.py"
+    old.write_text("# shipped by an older colord\n")
+    manifest["files"]["plug-ins/colord_gimp/old_helper.py"] = hashlib.sha256(
+        old.read_bytes()
+    ).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    report = install("gimp", tmp_path)
+    assert report.removed == [old] and not old.exists()
+
+    old.write_text("# edited\n")  # recorded again, then changed by the user
+    manifest["files"]["plug-ins/colord_gimp/old_helper.py"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(PluginInstallError, match=r"old_helper\.py"):
+        install("gimp", tmp_path)
+    assert old.exists()
+
+
+def test_an_explicitly_disabled_plugin_stays_disabled(tmp_path: Path) -> None:
+    kritarc = tmp_path / "kritarc"
+    kritarc.write_text(KRITARC)  # says enable_colord_krita=false
+    report = install("krita", tmp_path / "krita", kritarc=kritarc)
+    assert kritarc.read_text() == KRITARC
+    assert (report.kritarc, report.disabled_in) == (None, kritarc)
+    result = CliRunner().invoke(
+        main,
+        ["plugin", "install", "krita", "--dest", str(tmp_path / "krita"),
+         "--kritarc", str(kritarc)],
+    )  # fmt: skip
+    assert result.exit_code == 0 and "Left it disabled" in result.output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
+@pytest.mark.parametrize("link", ["plug-ins", "plug-ins/colord_gimp/colord_wire.py"])
+def test_nothing_is_written_through_a_symbolic_link(tmp_path: Path, link: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    destination = tmp_path / "GIMP"
+    planted = destination / link
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(outside / "target")
+    with pytest.raises(PluginInstallError, match="symbolic link"):
+        install("gimp", destination)
+    assert list(outside.iterdir()) == []
+    assert not (destination / f".colord_gimp{MANIFEST_SUFFIX}").exists()
+
+
+def test_a_kritarc_that_is_not_utf8_fails_before_anything_is_written(tmp_path: Path) -> None:
+    kritarc = tmp_path / "kritarc"
+    kritarc.write_bytes(b"[General]\nName=\xff\xfe\n")
+    result = CliRunner().invoke(
+        main,
+        ["plugin", "install", "krita", "--dest", str(tmp_path / "krita"),
+         "--kritarc", str(kritarc)],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "not UTF-8" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "krita").exists()
