@@ -1,14 +1,17 @@
 """The per-user connection file through which clients find and authenticate to the daemon.
 
 docs/protocol.md, "Connection file": JSON with endpoint, token, pid, version and protocol; mode
-0600, written atomically when the daemon starts listening and removed when it exits.
+0600 in a folder of the user's own, written atomically when the daemon starts listening and removed
+when it exits; readers refuse a symbolic link, another user's file and one that others may read.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import stat
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,34 +56,69 @@ def connection_file_path() -> Path:
 
 
 def write_connection(info: ConnectionInfo, path: Path | None = None) -> Path:
-    """Write the file atomically with mode 0600 (a temporary file beside it, then a rename)."""
+    """Write the file atomically with mode 0600: a fresh temporary file beside it (O_EXCL, never
+    through a symlink), then a rename. The folder must be the user's own; one that others may
+    write to is tightened first (a planted file or link there could redirect the token)."""
     path = path or connection_file_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if sys.platform == "win32":  # no POSIX modes: the folder under %LOCALAPPDATA% is private
+        _write_through(path.parent, path.name, info, None)
+        return path
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(asdict(info), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o600)  # in case the file already existed with wider permissions
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise ConnectionFileError(
+            f"Cannot use the folder {path.parent} for the connection file: {error.strerror} "
+            "(it must be a real folder, not a symbolic link)."
+        ) from None
+    try:
+        status = os.fstat(folder)
+        if status.st_uid != os.getuid():
+            raise ConnectionFileError(
+                f"The folder {path.parent} belongs to another user (uid {status.st_uid}); "
+                "the connection file must live in a folder of yours."
+            )
+        if status.st_mode & 0o022:
+            os.fchmod(folder, stat.S_IMODE(status.st_mode) & ~0o022)
+        _write_through(path.parent, path.name, info, folder)
+    finally:
+        os.close(folder)
     return path
 
 
+def _write_through(parent: Path, name: str, info: ConnectionInfo, folder: int | None) -> None:
+    """Write `name` by a rename, relative to the folder's descriptor when there is one."""
+    temporary = f".{name}.{secrets.token_hex(8)}.tmp"
+    if folder is None:
+        temporary, name = str(parent / temporary), str(parent / name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(temporary, flags, 0o600, dir_fd=folder)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            if folder is not None:
+                os.fchmod(file.fileno(), 0o600)  # exactly 0600, whatever the umask
+            json.dump(asdict(info), file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        os.unlink(temporary, dir_fd=folder)
+        raise
+
+
 def read_connection(path: Path | None = None, *, check_pid: bool = True) -> ConnectionInfo:
-    """Read the connection file; raise ConnectionFileError if absent, invalid or stale."""
+    """Read the connection file; raise ConnectionFileError if absent, invalid, stale or unsafe
+    (a symbolic link, another user's file, or one that others may read)."""
     path = path or connection_file_path()
     try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
+        fields = json.loads(read_private_file(path))
     except FileNotFoundError:
         raise ConnectionFileError(
             f"The colord daemon is not running (no connection file at {path}); "
             "start it with `colord serve`."
         ) from None
+    except UnsafeFileError as error:
+        raise ConnectionFileError(str(error)) from None
     except (OSError, ValueError) as error:
         raise ConnectionFileError(f"Cannot read the connection file {path}: {error}.") from None
     try:
@@ -99,6 +137,39 @@ def read_connection(path: Path | None = None, *, check_pid: bool = True) -> Conn
             f"file {path} is stale); start it with `colord serve`."
         )
     return info
+
+
+class UnsafeFileError(OSError):
+    """The connection file is there but cannot be trusted."""
+
+
+def read_private_file(path: Path) -> str:
+    """The text of a file that is the user's own and private; never read through a symlink."""
+    if sys.platform == "win32":
+        return path.read_text(encoding="utf-8")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnsafeFileError(
+                f"The connection file {path} is a symbolic link; colord refuses to follow it. "
+                "Remove it and restart `colord serve`."
+            ) from None
+        raise
+    with os.fdopen(descriptor, encoding="utf-8") as file:
+        status = os.fstat(file.fileno())
+        if status.st_uid != os.getuid():
+            raise UnsafeFileError(
+                f"The connection file {path} belongs to another user (uid {status.st_uid}), "
+                "who could have planted it; remove it and restart `colord serve`."
+            )
+        if status.st_mode & 0o077:
+            raise UnsafeFileError(
+                f"The connection file {path} is readable by other users (mode "
+                f"{stat.S_IMODE(status.st_mode):04o}), so its token is no longer secret; "
+                "restart `colord serve` to write a fresh one."
+            )
+        return file.read()
 
 
 def _typed(fields: object, key: str, kind: type) -> object:

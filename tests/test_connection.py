@@ -1,4 +1,5 @@
-"""The connection file: where it lives, its mode, atomic writes, staleness, and safe removal."""
+"""The connection file: where it lives, its mode, atomic writes, staleness, safe removal, and
+what it refuses: symbolic links, other users' files and folders, files others may read."""
 
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ def test_stale_file_of_a_dead_process_counts_as_not_running(tmp_path: Path) -> N
 def test_invalid_file_is_reported(tmp_path: Path, text: str) -> None:
     path = tmp_path / "daemon.json"
     path.write_text(text)
+    path.chmod(0o600)
     with pytest.raises(ConnectionFileError, match=r"daemon\.json"):
         connection.read_connection(path)
 
@@ -112,3 +114,66 @@ def test_tokens_are_fresh_32_hex_chars() -> None:
     tokens = {connection.new_token() for _ in range(10)}
     assert len(tokens) == 10
     assert all(len(token) == 32 and int(token, 16) >= 0 for token in tokens)
+
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX owners and modes")
+
+
+@posix_only
+def test_a_symlink_planted_at_the_file_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    path = tmp_path / "daemon.json"
+    path.symlink_to(victim)
+    connection.write_connection(info(), path)
+    assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert victim.read_text() == "keep"
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["daemon.json", "victim"]
+
+
+@posix_only
+def test_a_folder_others_may_write_is_tightened(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    connection.write_connection(info(), folder / "daemon.json")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+@posix_only
+def test_a_symlinked_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ConnectionFileError, match="symbolic link"):
+        connection.write_connection(info(), tmp_path / "link" / "daemon.json")
+    assert not (tmp_path / "real" / "daemon.json").exists()
+
+
+@posix_only
+def test_a_folder_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+    with pytest.raises(ConnectionFileError, match="belongs to another user"):
+        connection.write_connection(info(), tmp_path / "daemon.json")
+    assert not (tmp_path / "daemon.json").exists()
+
+
+@posix_only
+def test_readers_refuse_a_symlink_another_users_file_and_a_readable_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = connection.write_connection(info(), tmp_path / "daemon.json")
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    with pytest.raises(ConnectionFileError, match="symbolic link"):
+        connection.read_connection(link)
+    path.chmod(0o644)
+    with pytest.raises(ConnectionFileError, match=r"readable by other users \(mode 0644\)"):
+        connection.read_connection(path)
+    path.chmod(0o600)
+    uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+    with pytest.raises(ConnectionFileError, match="belongs to another user"):
+        connection.read_connection(path)

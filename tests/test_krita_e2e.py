@@ -79,6 +79,7 @@ def build_steps(run: KritaRun, connection_file: Path) -> None:
     ]  # fmt: skip
     wrong_token = json.loads(connection_file.read_text()) | {"token": "0" * 32}
     (run.data / "wrong-token.json").write_text(json.dumps(wrong_token))
+    (run.data / "wrong-token.json").chmod(0o600)  # the plug-in refuses a file others may read
     document = {"width": WIDTH, "height": HEIGHT}
     common = {"active": LINE_ART, "connection_file": str(connection_file)}
     run.steps = [
