@@ -44,20 +44,22 @@ def write_art_folder(folder: Path, count: int = 8, seed: int = 0) -> Path:
     return folder
 
 
+# The `quick` preset made tiny: the network, 64 px crops, 2 images a step, no worker processes.
+TINY_SETTINGS = {
+    "data.size": 64,
+    "data.workers": 0,
+    "model.preset": "tiny",
+    "optim.batch_size": 2,
+    "run.log_every": 1,
+    "run.image_every": 1000,
+    "run.checkpoint_every": 1000,
+}
+
+
 def tiny_config(images: Path, out: Path, **values: Any) -> TrainConfig:
-    """The `tiny` network on 64 px crops, 2 images a step, no worker processes; `values` maps
-    "section.key" (with "__" for ".") to overrides."""
-    settings = {
-        "data.images": str(images),
-        "data.size": 64,
-        "data.workers": 0,
-        "model.preset": "tiny",
-        "optim.batch_size": 2,
-        "run.out": str(out),
-        "run.log_every": 1,
-        "run.image_every": 1000,
-        "run.checkpoint_every": 1000,
-    }
+    """`TINY_SETTINGS` on `images`, written to `out`; `values` maps "section.key" (with "__" for
+    ".") to overrides."""
+    settings = {"data.images": str(images), "run.out": str(out), **TINY_SETTINGS}
     settings.update({name.replace("__", "."): value for name, value in values.items()})
     return load_config(preset="quick", values=settings)
 

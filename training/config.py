@@ -81,6 +81,10 @@ class OptimConfig:
     beta2: float = 0.999
     constant_epochs: float = 100.0  # epochs at the initial learning rate
     decay_epochs: float = 100.0  # epochs of linear decay to zero after them
+    # With model.init (the discriminator starts fresh): steps over which the generator's learning
+    # rate and λ_adv rise linearly from 0 while the discriminator learns at full rate, so the first
+    # steps do not pull the starting model towards an untrained critic. 0 = no warm-up.
+    finetune_warmup_steps: int = 0
 
 
 @dataclass
@@ -95,6 +99,7 @@ class RunConfig:
     log_every: int = 50  # steps between scalar logs
     image_every: int = 1000  # steps between image grids and attention maps
     checkpoint_every: int = 1000  # steps between resume states and exported generators
+    checkpoint_minutes: float = 5.0  # and at most this much training time between them (0 = off)
 
 
 @dataclass
@@ -199,6 +204,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.optim.constant_epochs + cfg.optim.decay_epochs > 0, "the schedule has no epochs"),
         (cfg.run.max_steps >= 0, "run.max_steps must be >= 0"),
         (cfg.run.max_minutes >= 0, "run.max_minutes must be >= 0"),
+        (cfg.run.checkpoint_minutes >= 0, "run.checkpoint_minutes must be >= 0"),
+        (cfg.optim.finetune_warmup_steps >= 0, "optim.finetune_warmup_steps must be >= 0"),
         (
             min(cfg.run.log_every, cfg.run.image_every, cfg.run.checkpoint_every) > 0,
             "run.log_every, run.image_every and run.checkpoint_every must be > 0",

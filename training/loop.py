@@ -3,6 +3,9 @@
 Set up (process group, seeds, data, networks, optimizers, resume state), then one `while`: set the
 learning rate, phase G (generator losses, step), phase D (discriminator loss, step), then the
 maintenance that falls due at this step (logs, images, checkpoints). Rank 0 does all the I/O.
+
+A run stops at the end of its schedule, at `run.max_steps`, when `run.max_minutes` are spent, or at
+SIGINT/SIGTERM, always after a whole step and with a checkpoint that `resume=True` continues.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import dataclasses
 import logging
 import os
 import random
+import shutil
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -39,9 +46,19 @@ logger = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"  # everything needed to continue the run exactly
 GENERATOR_FILE = "generator.safetensors"  # the exported model, for `colord serve --model`
+DATA_REPORT_FILE = "data-report.txt"  # every skipped or unpaired file of the data, with why
 STATE_FORMAT = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Sections that must not change between a run and its resumption (run.* may: max_steps, logging).
 FIXED_SECTIONS = ("data", "model", "loss", "optim")
+# Compared as the files they name, so `./art`, `art` and `/abs/art` are the same folder.
+PATH_KEYS = ("data.images", "data.lineart", "model.init", "loss.vgg_weights")
+# What `extend=True` lets a resumed run change: the length of its learning-rate schedule.
+SCHEDULE_KEYS = ("optim.constant_epochs", "optim.decay_epochs")
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint that could not be written; the previous one is still in place."""
 
 
 @dataclass
@@ -51,20 +68,35 @@ class TrainResult:
     step: int
     backbone: str
     run_dir: Path
+    stopped_by: int | None = None  # the signal that stopped the run early, if one did
 
 
-def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+@dataclass(frozen=True)
+class ResumeOptions:
+    """What a resumed run may differ in from the state it continues."""
+
+    accept_changed_data: bool = False  # train on a data folder whose files changed, reported
+    extend: bool = False  # a changed schedule length (optim.constant_epochs, decay_epochs)
+
+
+def train(
+    cfg: TrainConfig, *, resume: bool = False, options: ResumeOptions = ResumeOptions()
+) -> TrainResult:
     """Train (or continue training) SCFT as `cfg` says; returns the final networks on every rank."""
     dist_info = distributed.init_distributed(cfg.run.device)
     try:
-        return _train(cfg, dist_info, resume)
+        return _train(cfg, dist_info, resume, options)
     finally:
         distributed.shutdown(dist_info)
 
 
-def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> TrainResult:
+def _train(
+    cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool, options: ResumeOptions
+) -> TrainResult:
     device, is_main, world = dist_info.device, dist_info.is_main, dist_info.world_size
     run_dir = Path(cfg.run.out)
+    if is_main:
+        check_writable(run_dir)
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda and cfg.run.channels_last else torch.preserve_format
     seed_everything(cfg.run.seed + dist_info.rank)
@@ -91,6 +123,10 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
     total_steps = round(total_epochs * steps_per_epoch)
     stop_at = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
 
+    fingerprint = dataset.fingerprint()
+    if is_main:
+        (run_dir / DATA_REPORT_FILE).write_text(dataset.report())
+
     # --- networks, backbone, optimizers ---
     line_width = dataset.median_line_width() if is_main else None
     generator, cfg = make_generator(cfg)
@@ -105,9 +141,11 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
 
     step = 0
     if resume:
-        step = load_resume_state(run_dir, cfg, generator, discriminator, opt_g, opt_d, dist_info)
+        step = load_resume_state(
+            run_dir, cfg, generator, discriminator, opt_g, opt_d, dist_info,
+            fingerprint=fingerprint, steps_per_epoch=steps_per_epoch, options=options,
+        )  # fmt: skip
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         cfg.write_json(run_dir / "config.json")
         logger.info(
             "training %s (%s aggregation) on %d images, %d steps/epoch, %d steps; backbone %s; "
@@ -136,46 +174,83 @@ def _train(cfg: TrainConfig, dist_info: distributed.DistInfo, resume: bool) -> T
     run_logger = RunLogger(run_dir, enabled=is_main)
     if is_main:
         logger.info("logging to %s in %s", run_logger.backend, run_dir)
-    progress = Progress(total=stop_at, initial=step, enabled=is_main)
+    control = RunControl(cfg.run.max_minutes, cfg.run.checkpoint_minutes, dist_info)
+    progress = Progress(
+        total=stop_at,
+        initial=step,
+        images_per_step=cfg.optim.batch_size,
+        end=control.end,
+        enabled=is_main,
+    )
     window_start, window_steps = time.perf_counter(), 0
-    deadline = WallClockBudget(cfg.run.max_minutes, dist_info)
+    # a generator fine-tuned against a fresh discriminator starts gently (OptimConfig)
+    warmup = cfg.optim.finetune_warmup_steps if cfg.model.init else 0
+    if warmup and step < warmup and is_main:
+        logger.info(
+            "fine-tune warm-up: G's learning rate, λ_adv and batch-norm momentum rise over %d "
+            "steps",
+            warmup,
+        )
+    norm_momenta = batch_norm_momenta(generator)
+    state = RunState(
+        run_dir, cfg, generator, discriminator, opt_g, opt_d, backbone.name, line_width,
+        fingerprint, steps_per_epoch, dist_info,
+    )  # fmt: skip
 
     # --- the loop ---
-    while step < stop_at:
-        epoch, offset = divmod(step, steps_per_epoch)
-        for batch in epoch_loader(dataset, sampler, epoch, offset * rank_batch, rank_batch, cfg):
-            lr_factor = learning_rate_factor(step, steps_per_epoch, cfg)
-            set_learning_rate(opt_g, cfg.optim.lr_g * lr_factor)
-            set_learning_rate(opt_d, cfg.optim.lr_d * lr_factor)
-            batch = to_device(batch, device, memory_format)
+    with stop_signals(control):
+        while step < stop_at:
+            epoch, offset = divmod(step, steps_per_epoch)
+            loader = epoch_loader(dataset, sampler, epoch, offset * rank_batch, rank_batch, cfg)
+            for batch in loader:
+                lr_factor = learning_rate_factor(step, steps_per_epoch, cfg)
+                ramp = min(1.0, step / warmup) if warmup else 1.0
+                set_learning_rate(opt_g, cfg.optim.lr_g * lr_factor * ramp)
+                set_learning_rate(opt_d, cfg.optim.lr_d * lr_factor)
+                if warmup:
+                    loss.weights = dataclasses.replace(cfg.loss, adv=cfg.loss.adv * ramp)
+                    for norm, momentum in norm_momenta.items():
+                        norm.momentum = momentum * ramp
+                batch = to_device(batch, device, memory_format)
 
-            stats = training_step(loss, batch, opt_g, opt_d)
-            step += 1
-            window_steps += 1
-            if deadline.spent():
-                stop_at = step  # this step logs, draws and checkpoints as the last one
-            if step % cfg.run.log_every == 0 or step == stop_at:
-                stats = distributed.mean_across_ranks(stats, dist_info)
-                elapsed = time.perf_counter() - window_start
-                stats["speed/img_per_s"] = window_steps * cfg.optim.batch_size / elapsed
-                stats["lr/g"] = cfg.optim.lr_g * lr_factor
-                stats["epoch"] = step / steps_per_epoch
-                run_logger.scalars(step, stats)
-                progress.update(step, stats)
-                window_start, window_steps = time.perf_counter(), 0
-            if is_main and (step % cfg.run.image_every == 0 or step == stop_at):
-                log_images(run_logger, step, generator, batch)
-            if step % cfg.run.checkpoint_every == 0 or step == stop_at:
-                save_run_state(
-                    run_dir, cfg, step, generator, discriminator, opt_g, opt_d, backbone.name,
-                    line_width, dist_info,
-                )  # fmt: skip
-            if step >= stop_at:
-                break
+                stats = training_step(loss, batch, opt_g, opt_d)
+                step += 1
+                window_steps += 1
+                progress.advance(step)
+                stop, checkpoint_due = control.check()
+                if stop:
+                    stop_at = step  # this step logs, draws and checkpoints as the last one
+                if step % cfg.run.log_every == 0 or step == stop_at:
+                    stats = distributed.mean_across_ranks(stats, dist_info)
+                    elapsed = time.perf_counter() - window_start
+                    stats["speed/img_per_s"] = window_steps * cfg.optim.batch_size / elapsed
+                    stats["lr/g"] = cfg.optim.lr_g * lr_factor * ramp
+                    stats["epoch"] = step / steps_per_epoch
+                    run_logger.scalars(step, stats)
+                    progress.log(step, stats)
+                    window_start, window_steps = time.perf_counter(), 0
+                if is_main and (step % cfg.run.image_every == 0 or step == stop_at):
+                    log_images(run_logger, step, generator, batch)
+                if step == stop_at:
+                    state.save(step)  # the last one: a failure is the run's error
+                elif step % cfg.run.checkpoint_every == 0 or checkpoint_due:
+                    try:
+                        state.save(step)
+                    except CheckpointWriteError as error:  # training goes on; the next may work
+                        logger.error("%s", error)
+                    control.checkpointed()
+                if step >= stop_at:
+                    break
 
     progress.close()
     run_logger.close()
-    return TrainResult(generator, discriminator, step, backbone.name, run_dir)
+    if control.signal is not None and is_main:
+        logger.warning(
+            "stopped by %s at step %d with a checkpoint: continue with --resume",
+            signal.Signals(control.signal).name,
+            step,
+        )
+    return TrainResult(generator, discriminator, step, backbone.name, run_dir, control.signal)
 
 
 def training_step(
@@ -265,6 +340,17 @@ def make_generator(cfg: TrainConfig) -> tuple[Generator, TrainConfig]:
     return loaded.generator.train(), dataclasses.replace(cfg, model=model)
 
 
+def batch_norm_momenta(module: nn.Module) -> dict[nn.modules.batchnorm._BatchNorm, float]:
+    """Each batch norm of `module` with its running-statistics momentum. The fine-tune warm-up
+    scales them: the starting model's statistics would otherwise move a third of the way to
+    those of the first four batches of new art, whatever the learning rate."""
+    return {
+        norm: norm.momentum
+        for norm in module.modules()
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.momentum is not None
+    }
+
+
 class SkipSampler(Sampler[int]):
     """The epoch's index order from `sampler`, less the first `skip` (already trained on)."""
 
@@ -296,6 +382,7 @@ def epoch_loader(
         batch_size=rank_batch,
         sampler=SkipSampler(sampler, skip),
         num_workers=cfg.data.workers,
+        worker_init_fn=ignore_stop_signals,
         drop_last=True,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch),
@@ -315,18 +402,80 @@ def to_device(
     return moved
 
 
-class WallClockBudget:
-    """`run.max_minutes` of training time from here; every rank agrees on when it is spent."""
+class RunControl:
+    """When to stop early (`run.max_minutes` spent, or SIGINT/SIGTERM received) and when a
+    checkpoint falls due by time; every rank agrees, so all stop after the same step."""
 
-    def __init__(self, minutes: float, dist_info: distributed.DistInfo) -> None:
-        self.end = time.monotonic() + minutes * 60 if minutes else None
+    def __init__(
+        self, max_minutes: float, checkpoint_minutes: float, dist_info: distributed.DistInfo
+    ) -> None:
+        now = time.monotonic()
+        self.end = now + max_minutes * 60 if max_minutes else None
+        self.checkpoint_seconds = checkpoint_minutes * 60
+        self.last_checkpoint = now
+        self.signal: int | None = None  # set by `stop_signals`' handler
         self.dist_info = dist_info
 
-    def spent(self) -> bool:
-        if self.end is None:
-            return False
-        over = torch.tensor(float(time.monotonic() >= self.end), device=self.dist_info.device)
-        return bool(distributed.mean_across_ranks({"over": over}, self.dist_info)["over"] > 0)
+    def check(self) -> tuple[bool, bool]:
+        """(stop after this step, checkpoint after this step), the same on every rank."""
+        now = time.monotonic()
+        flags = {
+            "stop": self.signal is not None or (self.end is not None and now >= self.end),
+            "checkpoint": bool(self.checkpoint_seconds)
+            and now - self.last_checkpoint >= self.checkpoint_seconds,
+        }
+        if not self.dist_info.enabled:
+            return flags["stop"], flags["checkpoint"]
+        tensors = {
+            k: torch.tensor(float(v), device=self.dist_info.device) for k, v in flags.items()
+        }
+        agreed = distributed.mean_across_ranks(tensors, self.dist_info)
+        return agreed["stop"] > 0, agreed["checkpoint"] > 0
+
+    def checkpointed(self) -> None:
+        self.last_checkpoint = time.monotonic()
+
+
+@contextlib.contextmanager
+def stop_signals(control: RunControl) -> Iterator[None]:
+    """While training, SIGINT and SIGTERM ask for a stop after the current step, with a
+    checkpoint; a second signal stops at once, without one (KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        if control.signal is not None:
+            raise KeyboardInterrupt
+        control.signal = signum
+        logger.warning(
+            "%s: stopping after this step with a checkpoint (again to stop without one)",
+            signal.Signals(signum).name,
+        )
+
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C (sent to the whole process group) to the main process,
+    which finishes its step and saves; a worker that died of it would end the run unsaved."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse a run folder that cannot be created or written before any work is done."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as error:
+        raise ConfigError(f"cannot write to the run folder {run_dir}: {error.strerror}") from None
 
 
 # ---- the schedule -------------------------------------------------------------------------------
@@ -351,10 +500,24 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class Progress:
-    """A tqdm bar with the latest losses and img/s, or a plain line per log when tqdm is absent."""
+    """A tqdm bar that moves every step, with img/s, the time left (the budget's, when it ends
+    first) and the latest losses; a plain line per log when tqdm is absent."""
 
-    def __init__(self, *, total: int, initial: int, enabled: bool) -> None:
+    def __init__(
+        self,
+        *,
+        total: int,
+        initial: int,
+        images_per_step: int,
+        end: float | None,
+        enabled: bool,
+    ) -> None:
         self.enabled = enabled
+        self.images_per_step = images_per_step
+        self.end = end  # time.monotonic() when the wall-clock budget runs out
+        self.losses = ""
+        self.last = time.monotonic()
+        self.seconds_per_step: float | None = None
         self.bar = None
         if not enabled:
             return
@@ -363,23 +526,45 @@ class Progress:
         except ImportError:
             return
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-        self.total = total
 
-    def update(self, step: int, stats: dict[str, float]) -> None:
+    def advance(self, step: int) -> None:
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        elapsed, self.last = now - self.last, now
+        previous = self.seconds_per_step
+        self.seconds_per_step = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+        self.bar.update(step - self.bar.n)
+        self._show(now)
+
+    def log(self, step: int, stats: dict[str, float]) -> None:
         if not self.enabled:
             return
         shown = {k.split("/")[-1]: v for k, v in stats.items() if k.startswith(("G/", "D/loss"))}
-        text = " ".join(f"{k}={v:.3g}" for k, v in shown.items())
-        text += f" img/s={stats['speed/img_per_s']:.1f}"
+        self.losses = " ".join(f"{k}={v:.3g}" for k, v in shown.items())
         if self.bar is None:
-            print(f"step {step} epoch {stats['epoch']:.2f} {text}", flush=True)
+            speed = f"img/s={stats['speed/img_per_s']:.1f}"
+            print(f"step {step} epoch {stats['epoch']:.2f} {self.losses} {speed}", flush=True)
             return
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix_str(text)
+        self._show(time.monotonic())
+
+    def _show(self, now: float) -> None:
+        text = self.losses
+        if self.seconds_per_step:
+            text += f" img/s={self.images_per_step / self.seconds_per_step:.1f}"
+            steps_left = (self.bar.total - self.bar.n) * self.seconds_per_step
+            if self.end is not None and self.end - now < steps_left:
+                text += f" budget ends in {_clock(self.end - now)}"
+        self.bar.set_postfix_str(text.strip(), refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(max(0, round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
 
 
 @torch.no_grad()
@@ -424,50 +609,111 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_run_state(
-    run_dir: Path,
-    cfg: TrainConfig,
-    step: int,
-    generator: Generator,
-    discriminator: Discriminator,
-    opt_g: torch.optim.Optimizer,
-    opt_d: torch.optim.Optimizer,
-    backbone: str,
-    line_width: float | None,
-    dist_info: distributed.DistInfo,
-) -> None:
-    """The resume state (atomically: a temporary file, then a rename) and the exported generator.
+@dataclass
+class RunState:
+    """What a checkpoint holds, to save it at any step: the networks, the optimizers, and what
+    a resumed run checks (its config, the paths it names, the data's fingerprint)."""
 
-    Every rank's random state is gathered first, so all ranks must call this.
-    """
-    rng_states = distributed.gather_objects(rng_state(dist_info.device), dist_info)
-    if not dist_info.is_main:
-        return
-    state = {
-        "format": STATE_FORMAT,
-        "step": step,
-        "world_size": dist_info.world_size,
-        "config": cfg.to_dict(),
-        "backbone": backbone,
-        "generator": generator.state_dict(),
-        "discriminator": discriminator.state_dict(),
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict(),
-        "rng": rng_states,
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    partial = run_dir / (RESUME_FILE + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, run_dir / RESUME_FILE)
-    metadata = {
-        "backbone": backbone,
-        "step": step,
-        "trained_by": "colord train",
-        "config": cfg.to_dict(),
-    }
-    if line_width is not None:
-        metadata[LINE_WIDTH_KEY] = line_width
-    save_checkpoint(run_dir / GENERATOR_FILE, generator, metadata=metadata)
+    run_dir: Path
+    cfg: TrainConfig
+    generator: Generator
+    discriminator: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    backbone: str
+    line_width: float | None
+    fingerprint: dict[str, int]
+    steps_per_epoch: int
+    dist_info: distributed.DistInfo
+
+    def save(self, step: int) -> None:
+        """The resume state and the exported generator, each whole or not at all: both are
+        written to a staging folder (after a free-space check), flushed to the disk, then renamed
+        over the previous ones. On a failure the previous checkpoint stays, the staging folder
+        goes, and `CheckpointWriteError` says why in one line.
+
+        Every rank's random state is gathered first, so all ranks must call this.
+        """
+        rng_states = distributed.gather_objects(rng_state(self.dist_info.device), self.dist_info)
+        if not self.dist_info.is_main:
+            return
+        cfg = self.cfg.to_dict()
+        state = {
+            "format": STATE_FORMAT,
+            "step": step,
+            "world_size": self.dist_info.world_size,
+            "config": cfg,
+            "paths": resolved_paths(self.cfg),
+            "data": self.fingerprint,
+            "steps_per_epoch": self.steps_per_epoch,
+            "backbone": self.backbone,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": rng_states,
+        }
+        metadata = {"backbone": self.backbone, "step": step, "trained_by": "colord train"}
+        metadata["config"] = cfg
+        if self.line_width is not None:
+            metadata[LINE_WIDTH_KEY] = self.line_width
+        staging = self.run_dir / ".checkpoint.partial"
+        try:
+            check_free_space(self.run_dir, tensor_bytes(state) + tensor_bytes(state["generator"]))
+            shutil.rmtree(staging, ignore_errors=True)  # left by a killed process
+            staging.mkdir()
+            torch.save(state, staging / RESUME_FILE)
+            save_checkpoint(staging / GENERATOR_FILE, self.generator, metadata=metadata)
+            for name in (RESUME_FILE, GENERATOR_FILE):
+                fsync(staging / name)
+            for name in (RESUME_FILE, GENERATOR_FILE):
+                os.replace(staging / name, self.run_dir / name)
+            fsync(self.run_dir)
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+            reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
+            raise CheckpointWriteError(
+                f"checkpoint of step {step} not written to {self.run_dir} ({reason}); "
+                "the previous checkpoint is kept"
+            ) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a nest of dicts and lists: about what `torch.save` writes."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse to start a write that cannot fit (with 5% and 16 MB of slack for the rest)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed * 1.05 + (16 << 20):
+        raise OSError(28, f"{free >> 20} MB free, about {needed >> 20} MB needed")
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def resolved_paths(cfg: TrainConfig) -> dict[str, str]:
+    """The config's file and folder paths made absolute, as `PATH_KEYS` are compared."""
+    values = cfg.to_dict()
+    paths = {}
+    for name in PATH_KEYS:
+        section, key = name.split(".")
+        paths[name] = str(Path(values[section][key]).resolve()) if values[section][key] else ""
+    return paths
 
 
 def load_resume_state(
@@ -478,8 +724,15 @@ def load_resume_state(
     opt_g: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer,
     dist_info: distributed.DistInfo,
+    *,
+    fingerprint: dict[str, int],
+    steps_per_epoch: int,
+    options: ResumeOptions,
 ) -> int:
-    """Restore networks, optimizers and random state from the run folder; returns the step."""
+    """Restore networks, optimizers and random state from the run folder; returns the step.
+
+    Refused when the config or the data changed, unless `options` allow the change (reported).
+    """
     path = run_dir / RESUME_FILE
     if not path.is_file():
         raise ConfigError(f"nothing to resume: {path} does not exist")
@@ -487,15 +740,8 @@ def load_resume_state(
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != STATE_FORMAT:
         raise ConfigError(f"{path} has state format {state.get('format')}, expected {STATE_FORMAT}")
-    saved, current = state["config"], cfg.to_dict()
-    changed = [
-        f"{section}.{key}"
-        for section in FIXED_SECTIONS
-        for key in current[section]
-        if saved[section].get(key) != current[section][key]
-    ]
-    if changed:
-        raise ConfigError(f"cannot resume {path} with a changed config: {', '.join(changed)}")
+    check_resume_config(path, state, cfg, options)
+    check_resume_data(path, state, fingerprint, steps_per_epoch, options)
     generator.load_state_dict(state["generator"])
     discriminator.load_state_dict(state["discriminator"])
     opt_g.load_state_dict(state["opt_g"])
@@ -509,3 +755,72 @@ def load_resume_state(
             state["world_size"],
         )
     return int(state["step"])
+
+
+def check_resume_config(
+    path: Path, state: dict[str, Any], cfg: TrainConfig, options: ResumeOptions
+) -> None:
+    """The fixed sections must match the saved run's; paths as the files they name; the
+    schedule's length only with `options.extend`. Keys newer than the state take their default."""
+    saved, current, defaults = state["config"], cfg.to_dict(), TrainConfig().to_dict()
+    saved_paths, current_paths = state.get("paths", {}), resolved_paths(cfg)
+    changed, extended = [], []
+    for section in FIXED_SECTIONS:
+        for key, value in current[section].items():
+            name = f"{section}.{key}"
+            before = saved[section].get(key, defaults[section][key])
+            if name in PATH_KEYS:  # older states have no resolved paths: resolve here
+                before = saved_paths.get(name) or (str(Path(before).resolve()) if before else "")
+                value = current_paths[name]
+            if before == value:
+                continue
+            if name in SCHEDULE_KEYS and options.extend:
+                extended.append(f"{name} {before} -> {value}")
+            else:
+                changed.append(name)
+    if changed:
+        hint = (
+            " (--extend allows a new schedule length)" if set(changed) & set(SCHEDULE_KEYS) else ""
+        )
+        raise ConfigError(f"cannot resume {path} with a changed config: {', '.join(changed)}{hint}")
+    if extended:
+        logger.warning("schedule changed on resume: %s", ", ".join(extended))
+
+
+def check_resume_data(
+    path: Path,
+    state: dict[str, Any],
+    fingerprint: dict[str, int],
+    steps_per_epoch: int,
+    options: ResumeOptions,
+) -> None:
+    """The files trained on must be those of the saved run, unless `options` accept a change."""
+    if "data" not in state:
+        logger.warning("%s records no data fingerprint: the data cannot be checked", path)
+        return
+    change = describe_data_change(state["data"], fingerprint)
+    if change is None:
+        return
+    if state.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
+        change += f"; an epoch is now {steps_per_epoch} steps, was {state['steps_per_epoch']}"
+    if not options.accept_changed_data:
+        raise ConfigError(
+            f"the training data changed since {path} was saved: {change}. "
+            "Resume with --accept-changed-data to train on it as it is now"
+        )
+    logger.warning("resuming on changed training data: %s", change)
+
+
+def describe_data_change(before: dict[str, int], after: dict[str, int]) -> str | None:
+    """'2 added (c.png, d.png), 1 changed in size (a.png)', or None when nothing changed."""
+    kinds = {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed in size": sorted(k for k in before.keys() & after.keys() if before[k] != after[k]),
+    }
+    parts = [
+        f"{len(names)} {kind} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+        for kind, names in kinds.items()
+        if names
+    ]
+    return ", ".join(parts) if parts else None
