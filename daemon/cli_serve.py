@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from colord.daemon.cli_engine import WORKING_SIZE
-from colord.daemon.protocol import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SIDE, Limits
+from colord.daemon.protocol import DEFAULT_MAX_SIDE, WORKING_SIZE_MULTIPLE, Limits
 from colord.daemon.server import (
     DEFAULT_ENDPOINT,
     DaemonStartError,
@@ -68,12 +68,8 @@ def open_engine(
     "endpoint",
     default=DEFAULT_ENDPOINT,
     show_default=True,
-    help="ZeroMQ endpoint to listen on; tcp://127.0.0.1:* picks a free port.",
-)
-@click.option(
-    "--allow-remote",
-    is_flag=True,
-    help="Allow a --bind address other than loopback (the token travels in clear text).",
+    help="ZeroMQ endpoint to listen on, loopback or ipc:// only; tcp://127.0.0.1:* picks a "
+    "free port.",
 )
 @click.option(
     "--connection-file",
@@ -98,22 +94,21 @@ def open_engine(
     "from its stroke width) or a multiple of 16.",
 )
 @click.option(
-    "--max-message-bytes",
-    type=click.IntRange(min=1024),
-    default=DEFAULT_MAX_MESSAGE_BYTES,
+    "--max-side",
+    type=click.IntRange(min=WORKING_SIZE_MULTIPLE),
+    default=DEFAULT_MAX_SIDE,
     show_default=True,
-    help="Largest request accepted (ZeroMQ drops larger messages).",
+    help="Longest image side accepted; the largest message accepted follows from it.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every request and every refusal.")
 def serve(
     model_path: Path | None,
     device: str | None,
     endpoint: str,
-    allow_remote: bool,
     connection_file: Path | None,
     queue_size: int,
     working_size: int | None,
-    max_message_bytes: int,
+    max_side: int,
     verbose: bool,
 ) -> None:
     """Run the colorization daemon that the painting-app plug-ins talk to."""
@@ -122,14 +117,10 @@ def serve(
         format="%(asctime)s colord %(levelname)s %(message)s",
     )
     if not is_local_endpoint(endpoint):
-        if not allow_remote:
-            raise click.UsageError(
-                f"{endpoint} is not a loopback address; pass --allow-remote to listen there."
-            )
-        click.echo(
-            f"Warning: listening on {endpoint}: other machines can reach the daemon, and the "
-            "token travels unencrypted.",
-            err=True,
+        raise click.UsageError(
+            f"{endpoint} is not a loopback address. The daemon serves this machine only (its "
+            "token and pixels travel unencrypted); to use it from another machine, forward its "
+            "port over SSH: ssh -N -L 5547:127.0.0.1:5547 HOST (docs/protocol.md, Remote use)."
         )
 
     def load() -> EngineAdapter:
@@ -140,7 +131,7 @@ def serve(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     config = ServeConfig(
         endpoint=endpoint,
-        limits=Limits(DEFAULT_MAX_SIDE, max_message_bytes, queue_size),
+        limits=Limits(max_side=max_side, queue_size=queue_size),
         connection_file=connection_file,
     )
     try:

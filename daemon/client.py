@@ -83,6 +83,7 @@ class Client:
         self._socket.connect(endpoint)
         self._buffer: bytearray | None = None  # the last large request, reused when sent
         self._buffer_tracker: zmq.MessageTracker = zmq.MessageTracker()
+        self._limits: dict[str, Any] | None = None  # the daemon's info.limits, asked once
 
     @classmethod
     def from_connection_file(
@@ -130,6 +131,7 @@ class Client:
             )
         except ValueError as error:
             raise DaemonError(protocol.BAD_IMAGE, f"Cannot send this image: {error}.") from None
+        self._refuse_oversize(args)
         result = self.request("colorize", args)
         try:
             image = protocol.image_to_array(_result_image(result))
@@ -137,6 +139,32 @@ class Client:
         except (KeyError, TypeError, ValueError, ProtocolError) as error:
             raise BadReply(f"The daemon's colorize result is not valid: {error}.") from None
         return ColorizeReply(image, timings)
+
+    def _refuse_oversize(self, args: ColorizeArgs) -> None:
+        """Fail at once on images above the daemon's limits: ZeroMQ would drop such a message
+        unanswered and leave the client waiting out its timeout."""
+        if self._limits is None:
+            self._limits = self.info()["limits"]
+        max_side, max_bytes = self._limits["max_side"], self._limits["max_message_bytes"]
+        images = {"line art": args.line_art, "reference": args.reference}
+        pixel_bytes = 0
+        for name, image in images.items():
+            if image is None:
+                continue
+            pixel_bytes += memoryview(image.data).nbytes
+            if max(image.width, image.height) > max_side:
+                raise ErrorReply(
+                    protocol.TOO_LARGE,
+                    f"The {name} is {image.width}x{image.height} px; the daemon accepts at most "
+                    f"{max_side} px a side. Scale it down, or start the daemon with a larger "
+                    "--max-side.",
+                )
+        if pixel_bytes + protocol.REQUEST_OVERHEAD_BYTES > max_bytes:
+            raise ErrorReply(
+                protocol.TOO_LARGE,
+                f"The images take {pixel_bytes} bytes; the daemon accepts messages of at most "
+                f"{max_bytes} bytes. Send smaller images.",
+            )
 
     # -- one round trip ------------------------------------------------------------------------
 

@@ -45,8 +45,8 @@ FORMATS: dict[str, tuple[int, int]] = {
 RESULT_FORMATS = ("RGBA8", "BGRA8")
 MAX_ID_BYTES = 256
 WORKING_SIZE_MULTIPLE = 16  # the model's input sides are multiples of 16
-DEFAULT_MAX_SIDE = 16384
-DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
+DEFAULT_MAX_SIDE = 8192  # two RGBA16 images of 8192^2 make a 1 GiB request
+REQUEST_OVERHEAD_BYTES = 1 << 16  # what a request holds besides pixels, with room to spare
 # Buffers at least this long are joined into the message once instead of being copied twice.
 _ZERO_COPY_MIN_BYTES = 1 << 16
 BUFFER_MIN_BYTES = 1 << 20  # messages this long are written into a reusable bytearray
@@ -64,9 +64,31 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
+    """What one request may ask for. `max_working_size` None: the daemon knows no cap below
+    `max_side` (the server sets the engine's cap when it starts serving)."""
+
     max_side: int = DEFAULT_MAX_SIDE
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     queue_size: int = 8
+    max_working_size: int | None = None
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The longest valid request: line art and reference of max_side a side in the widest
+        format, plus the rest of the message. ZeroMQ drops longer messages unread."""
+        widest = max(bytes_per_pixel(image_format) for image_format in FORMATS)
+        return 2 * self.max_side * self.max_side * widest + REQUEST_OVERHEAD_BYTES
+
+    @property
+    def working_size_cap(self) -> int:
+        return self.max_side if self.max_working_size is None else self.max_working_size
+
+    def to_message(self) -> dict[str, int]:
+        return {
+            "max_side": self.max_side,
+            "max_message_bytes": self.max_message_bytes,
+            "max_working_size": self.working_size_cap,
+            "queue_size": self.queue_size,
+        }
 
 
 @dataclass(frozen=True)
@@ -206,97 +228,81 @@ def encode_error(request_id: int | str | None, code: str, message: str) -> bytes
 
 # ---------------------------------------------------------------------------------------------
 # decoding
+#
+# A request is read in two steps so that a peer without the token costs the daemon next to
+# nothing: first its header (v, id, op, token) from at most HEADER_BYTES at the start of the body;
+# then, only for a request with the right token, the whole body. Both steps use msgpack's own
+# unpacker with a limit on every length.
+
+HEADER_BYTES = 4096  # v, id, op and token come before args, within this many bytes
+HEADER_KEYS = ("v", "id", "op", "token")
+MAX_CONTAINER_LEN = 64  # entries in any map or array; a valid request has at most 5
+MAX_STR_BYTES = 1 << 16  # any str in a request; the longest valid one is a 256-byte id
 
 
-def _unpack_map(body: bytes | memoryview) -> dict[str, Any]:
+def _read_header(body: bytes | memoryview) -> dict[str, Any]:
+    """The first value of each header key, read from the entries before `args`."""
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        max_buffer_size=HEADER_BYTES,
+        max_str_len=HEADER_BYTES,
+        max_bin_len=HEADER_BYTES,
+        max_array_len=MAX_CONTAINER_LEN,
+        max_map_len=MAX_CONTAINER_LEN,
+        max_ext_len=0,
+    )
+    unpacker.feed(memoryview(body)[:HEADER_BYTES])
     try:
-        message = unpack(body)
+        entries = unpacker.read_map_header()
+    except msgpack.OutOfData:
+        raise ProtocolError(MALFORMED, "The message is empty.") from None
+    except ValueError:
+        raise ProtocolError(
+            MALFORMED, f"The message must be a msgpack map of at most {MAX_CONTAINER_LEN} entries."
+        ) from None
+    header: dict[str, Any] = {}
+    try:
+        for _ in range(entries):
+            if len(header) == len(HEADER_KEYS):
+                break
+            key = unpacker.unpack()
+            if not isinstance(key, str):
+                raise ProtocolError(MALFORMED, "Map keys must be strings.")
+            if key == "args":
+                break
+            value = unpacker.unpack()
+            if key in HEADER_KEYS:
+                header.setdefault(key, value)
+    except msgpack.OutOfData:
+        if len(body) <= HEADER_BYTES:
+            raise ProtocolError(MALFORMED, "The message is truncated.") from None
+        raise ProtocolError(
+            MALFORMED,
+            f"'v', 'id', 'op' and 'token' must come before 'args', within the first "
+            f"{HEADER_BYTES} bytes of the message.",
+        ) from None
     except ValueError as error:
+        raise ProtocolError(MALFORMED, f"The message is not valid msgpack: {error}.") from None
+    return header
+
+
+def _unpack_map(body: bytes | memoryview, max_bin_len: int) -> dict[str, Any]:
+    """The whole body, bounded: bin values at most max_bin_len, no extension types."""
+    try:
+        message = msgpack.unpackb(
+            body,
+            raw=False,
+            max_str_len=MAX_STR_BYTES,
+            max_bin_len=max_bin_len,
+            max_array_len=MAX_CONTAINER_LEN,
+            max_map_len=MAX_CONTAINER_LEN,
+            max_ext_len=0,
+        )
+    except ValueError as error:  # msgpack's errors, including truncation, are ValueErrors
         raise ProtocolError(MALFORMED, f"The message is not valid msgpack: {error}.") from None
     if not isinstance(message, dict):
         raise ProtocolError(MALFORMED, "The message must be a msgpack map.")
     return message
-
-
-MAX_DEPTH = 32  # nesting deeper than any valid message
-
-
-def unpack(body: bytes | memoryview) -> Any:
-    """Decode one msgpack value filling all of body; raise ValueError on anything else.
-
-    Unlike msgpack.unpackb, `bin` values come back as memoryviews into body (no copy of the
-    pixels). Extension types are rejected; map keys must be strings.
-    """
-    view = memoryview(body).cast("B")
-    value, end = _unpack_value(view, 0, 0)
-    if end != len(view):
-        raise ValueError(f"{len(view) - end} bytes follow the message")
-    return value
-
-
-_FIXED_FORMATS = {
-    0xCA: ">f", 0xCB: ">d", 0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q",
-    0xD0: ">b", 0xD1: ">h", 0xD2: ">i", 0xD3: ">q",
-}  # fmt: skip
-_LENGTH_FORMATS = {  # type byte -> (kind, length format)
-    0xC4: ("bin", ">B"), 0xC5: ("bin", ">H"), 0xC6: ("bin", ">I"),
-    0xD9: ("str", ">B"), 0xDA: ("str", ">H"), 0xDB: ("str", ">I"),
-    0xDC: ("array", ">H"), 0xDD: ("array", ">I"), 0xDE: ("map", ">H"), 0xDF: ("map", ">I"),
-}  # fmt: skip
-
-
-def _read(view: memoryview, offset: int, fmt: str) -> tuple[Any, int]:
-    size = struct.calcsize(fmt)
-    if offset + size > len(view):
-        raise ValueError("the message is truncated")
-    return struct.unpack_from(fmt, view, offset)[0], offset + size
-
-
-def _unpack_value(view: memoryview, offset: int, depth: int) -> tuple[Any, int]:
-    if depth > MAX_DEPTH:
-        raise ValueError(f"values are nested more than {MAX_DEPTH} deep")
-    kind_byte, offset = _read(view, offset, ">B")
-    if kind_byte <= 0x7F:
-        return kind_byte, offset
-    if kind_byte >= 0xE0:
-        return kind_byte - 0x100, offset
-    if kind_byte in (0xC0, 0xC2, 0xC3):
-        return {0xC0: None, 0xC2: False, 0xC3: True}[kind_byte], offset
-    if kind_byte in _FIXED_FORMATS:
-        return _read(view, offset, _FIXED_FORMATS[kind_byte])
-    if 0x80 <= kind_byte <= 0x8F:
-        kind, length = "map", kind_byte & 0x0F
-    elif 0x90 <= kind_byte <= 0x9F:
-        kind, length = "array", kind_byte & 0x0F
-    elif 0xA0 <= kind_byte <= 0xBF:
-        kind, length = "str", kind_byte & 0x1F
-    elif kind_byte in _LENGTH_FORMATS:
-        kind, length_format = _LENGTH_FORMATS[kind_byte]
-        length, offset = _read(view, offset, length_format)
-    else:
-        raise ValueError(f"unsupported msgpack type byte 0x{kind_byte:02x}")
-    if kind in ("bin", "str"):
-        end = offset + length
-        if end > len(view):
-            raise ValueError("the message is truncated")
-        if kind == "bin":
-            return view[offset:end], end
-        return str(view[offset:end], "utf-8"), end  # UnicodeDecodeError is a ValueError
-    if length > len(view) - offset:  # every element takes at least one byte
-        raise ValueError("the message is truncated")
-    if kind == "array":
-        items = []
-        for _ in range(length):
-            item, offset = _unpack_value(view, offset, depth + 1)
-            items.append(item)
-        return items, offset
-    mapping: dict[str, Any] = {}
-    for _ in range(length):
-        key, offset = _unpack_value(view, offset, depth + 1)
-        if not isinstance(key, str):
-            raise ValueError("map keys must be strings")
-        mapping[key], offset = _unpack_value(view, offset, depth + 1)
-    return mapping, offset
 
 
 def _is_int(value: Any) -> bool:
@@ -312,23 +318,23 @@ def _valid_id(value: Any) -> bool:
 def decode_request(body: bytes | memoryview, *, token: str, limits: Limits) -> Request:
     """Decode and validate a request body, checking it in the order docs/protocol.md gives.
 
-    `token` is the daemon's secret. Raises ProtocolError, carrying the request id once that id is
-    known to be valid.
+    `token` is the daemon's secret. Nothing past the header is decoded before the token matched.
+    Raises ProtocolError, carrying the request id once that id is known to be valid.
     """
-    message = _unpack_map(body)
-    version = message.get("v")
+    header = _read_header(body)
+    version = header.get("v")
     if not _is_int(version) or version != PROTOCOL_VERSION:
         raise ProtocolError(
             VERSION,
             f"This daemon speaks protocol version {PROTOCOL_VERSION}; "
             f"the request says {version!r}.",
         )
-    request_id = message.get("id")
+    request_id = header.get("id")
     if not _valid_id(request_id):
         raise ProtocolError(
             BAD_REQUEST, "The request id must be an int or a string of at most 256 bytes."
         )
-    sent_token = message.get("token")
+    sent_token = header.get("token")
     if not isinstance(sent_token, str) or not hmac.compare_digest(
         sent_token.encode("utf-8", "surrogatepass"), token.encode("utf-8")
     ):
@@ -337,22 +343,21 @@ def decode_request(body: bytes | memoryview, *, token: str, limits: Limits) -> R
             "The token is missing or wrong; read it from the daemon's connection file.",
             request_id,
         )
-    op = message.get("op")
-    if op not in OPS:
+    op = header.get("op")
+    if not isinstance(op, str) or op not in OPS:
         raise ProtocolError(
             UNKNOWN_OP, f"Unknown op {op!r}; this daemon knows {', '.join(OPS)}.", request_id
         )
-    args = message.get("args")
-    if op != "colorize":
-        if args is not None and not isinstance(args, dict):
-            raise ProtocolError(BAD_REQUEST, "'args' must be a map.", request_id)
-        return Request(request_id, op)
     try:
-        colorize_args = _decode_colorize_args(args, limits)
+        args = _unpack_map(body, limits.max_message_bytes).get("args")
+        if op != "colorize":
+            if args is not None and not isinstance(args, dict):
+                raise ProtocolError(BAD_REQUEST, "'args' must be a map.")
+            return Request(request_id, op)
+        return Request(request_id, op, _decode_colorize_args(args, limits))
     except ProtocolError as error:
         error.request_id = request_id
         raise
-    return Request(request_id, op, colorize_args)
 
 
 def _decode_colorize_args(args: Any, limits: Limits) -> ColorizeArgs:
@@ -373,19 +378,25 @@ def _decode_colorize_args(args: Any, limits: Limits) -> ColorizeArgs:
     working_size = options.get("working_size")
     if working_size is not None and not (
         _is_int(working_size)
-        and WORKING_SIZE_MULTIPLE <= working_size <= limits.max_side
+        and working_size >= WORKING_SIZE_MULTIPLE
         and working_size % WORKING_SIZE_MULTIPLE == 0
     ):
         raise ProtocolError(
             BAD_REQUEST,
             f"'working_size' must be a multiple of {WORKING_SIZE_MULTIPLE} from "
-            f"{WORKING_SIZE_MULTIPLE} to {limits.max_side}; got {working_size!r}.",
+            f"{WORKING_SIZE_MULTIPLE}; got {working_size!r}.",
+        )
+    if working_size is not None and working_size > limits.working_size_cap:
+        raise ProtocolError(
+            TOO_LARGE,
+            f"'working_size' {working_size} is above what this daemon's device affords "
+            f"({limits.working_size_cap}); choose a smaller one or leave it automatic.",
         )
     keep_lines = options.get("keep_lines", True)
     if not isinstance(keep_lines, bool):
         raise ProtocolError(BAD_REQUEST, f"'keep_lines' must be true or false; got {keep_lines!r}.")
     result_format = options.get("result_format", "RGBA8")
-    if result_format not in RESULT_FORMATS:
+    if not isinstance(result_format, str) or result_format not in RESULT_FORMATS:
         raise ProtocolError(
             BAD_REQUEST,
             f"'result_format' must be one of {', '.join(RESULT_FORMATS)}; got {result_format!r}.",
@@ -400,12 +411,12 @@ def _decode_image(message: Any, name: str, limits: Limits) -> WireImage:
     image_format, data = message.get("format"), message.get("data")
     if not (_is_int(width) and _is_int(height)):
         raise ProtocolError(BAD_IMAGE, f"'{name}' needs an int 'width' and an int 'height'.")
-    if image_format not in FORMATS:
+    if not isinstance(image_format, str) or image_format not in FORMATS:
         raise ProtocolError(
             BAD_IMAGE,
             f"'{name}' has format {image_format!r}; supported formats: {', '.join(FORMATS)}.",
         )
-    if not isinstance(data, memoryview):
+    if not isinstance(data, bytes):
         raise ProtocolError(BAD_IMAGE, f"'{name}.data' must be msgpack bin (raw pixel bytes).")
     if width < 1 or height < 1:
         raise ProtocolError(BAD_IMAGE, f"'{name}' is {width}x{height}; both sides must be >= 1.")
@@ -427,7 +438,7 @@ def _decode_image(message: Any, name: str, limits: Limits) -> WireImage:
 
 def decode_reply(body: bytes | memoryview) -> Reply:
     """Decode a reply (client side). Raises ProtocolError(MALFORMED) if it is not a v1 reply."""
-    message = _unpack_map(body)
+    message = _unpack_map(body, len(body))
     if message.get("v") != PROTOCOL_VERSION or not isinstance(message.get("ok"), bool):
         raise ProtocolError(MALFORMED, "The daemon's reply is not a protocol v1 reply.")
     if message["ok"]:

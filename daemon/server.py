@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ log = logging.getLogger("colord.daemon")
 DAEMON_VERSION = importlib.metadata.version("colord")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5547"
 MAX_BATCH = 8  # queued jobs handed to Engine.colorize_batch at once on an accelerator
+RECEIVE_HWM = 4  # a DEALER client keeps a few requests in flight; more only hold memory
 POLL_INTERVAL_MS = 100  # how often the socket thread looks at the stop flag
 LINGER_MS = 2000  # how long closing the socket may wait to flush the last replies
 
@@ -66,7 +67,7 @@ class EngineLike(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """model, preset, device, dtype, working_size."""
+        """model, preset, device, dtype, working_size; optionally max_working_size."""
         ...
 
 
@@ -87,7 +88,8 @@ class EngineAdapter:
     def describe(self) -> dict[str, Any]:
         info = self.engine.info()
         return {key: info.get(key) or "" for key in ("model", "preset", "device", "dtype")} | {
-            "working_size": info.get("working_size", 0)
+            "working_size": info.get("working_size", 0),
+            "max_working_size": info.get("max_working_size"),
         }
 
 
@@ -246,6 +248,8 @@ class Server:
         self._router = self._context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._router.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
+        # Messages that wait per peer; a peer sending more is slowed down by TCP, not buffered.
+        self._router.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._router.setsockopt(zmq.LINGER, LINGER_MS)
         self._peers = PeerTracker(self._router)
         try:
@@ -286,6 +290,9 @@ class Server:
     def serve(self, engine: EngineLike) -> None:
         """Serve until request_stop(); every accepted request is answered before returning."""
         self._engine = engine
+        cap = engine.describe().get("max_working_size")
+        if isinstance(cap, int) and cap > 0:
+            self.limits = replace(self.limits, max_working_size=min(cap, self.limits.max_side))
         # Batching helps an accelerator; on CPU it only changes the float summation order.
         on_cpu = str(engine.describe().get("device", "cpu")).startswith("cpu")
         self._max_batch = 1 if on_cpu else MAX_BATCH
@@ -374,11 +381,7 @@ class Server:
             "device": described.get("device", ""),
             "dtype": described.get("dtype", ""),
             "working_size": described.get("working_size", 0),
-            "limits": {
-                "max_side": self.limits.max_side,
-                "max_message_bytes": self.limits.max_message_bytes,
-                "queue_size": self.limits.queue_size,
-            },
+            "limits": self.limits.to_message(),
         }
         self._reply_ok(envelope, request.id, result)
 

@@ -73,8 +73,9 @@ def test_ping_info_and_colorize_round_trips(daemon: RunningDaemon, engine: Engin
         assert (info["version"], info["protocol"], info["preset"]) == (VERSION, 1, "tiny")
         assert (info["device"], info["dtype"], info["working_size"]) == ("cpu", "float32", "auto")
         assert info["limits"] == {
-            "max_side": 16384,
-            "max_message_bytes": protocol.DEFAULT_MAX_MESSAGE_BYTES,
+            "max_side": protocol.DEFAULT_MAX_SIDE,
+            "max_message_bytes": protocol.Limits().max_message_bytes,
+            "max_working_size": 1024,  # the engine's cap on CPU
             "queue_size": 8,
         }
         with_reference = client.colorize(line_art, reference)
@@ -198,18 +199,19 @@ def test_ping_command(daemon: RunningDaemon, tmp_path: Path) -> None:
     assert "not running" in missing.stderr
 
 
-def test_remote_bind_needs_the_flag() -> None:
+def test_a_remote_bind_is_refused_with_the_ssh_advice() -> None:
     refused = run_cli("serve", "--bind", "tcp://0.0.0.0:*")
-    assert refused.returncode == 2 and "--allow-remote" in refused.stderr
+    assert refused.returncode == 2 and "ssh -N -L 5547:127.0.0.1:5547" in refused.stderr
+    no_flag = run_cli("serve", "--bind", "tcp://0.0.0.0:*", "--allow-remote")
+    assert no_flag.returncode == 2 and "--allow-remote" in no_flag.stderr
 
 
-def test_serve_warns_on_remote_bind_and_needs_a_usable_model(tmp_path: Path) -> None:
+def test_serve_needs_a_usable_model(tmp_path: Path) -> None:
     connection_file = tmp_path / "c.json"
     result = run_cli(
-        "serve", "--bind", "tcp://0.0.0.0:*", "--allow-remote", "--connection-file",
+        "serve", "--bind", "tcp://127.0.0.1:*", "--connection-file",
         str(connection_file), "--model", str(tmp_path / "missing.safetensors"),
     )  # fmt: skip
-    assert "Warning" in result.stderr
     assert result.returncode != 0 and "missing.safetensors" in result.stderr
     assert not connection_file.exists()
 
@@ -283,14 +285,14 @@ def test_replies_are_matched_by_id_on_one_socket(daemon: RunningDaemon) -> None:
 
 @pytest.mark.slow
 def test_busy_under_overload_then_clean_exit_on_sigint(tiny_checkpoint: Path) -> None:
-    limits = ["--queue-size", "1", "--max-message-bytes", str(1 << 20)]
+    limits = ["--queue-size", "1", "--max-side", "256"]  # 1 MiB and 64 KiB messages
     with start_daemon(tiny_checkpoint, extra_args=limits) as daemon:
         oversized = dealer(daemon)  # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE
         oversized.send(bytes(2 << 20))
         assert oversized.poll(1000) == 0
         oversized.close()
         with daemon.client() as client:
-            assert client.info()["limits"]["max_message_bytes"] == 1 << 20
+            assert client.info()["limits"]["max_message_bytes"] == (1 << 20) + (1 << 16)
         sock = dealer(daemon)
         try:
             burst = 8

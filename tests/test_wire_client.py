@@ -66,7 +66,12 @@ def test_info_describes_the_daemon(client: colord_wire.WireClient) -> None:
     assert info["preset"] == "tiny"
     assert info["device"] == "cpu"
     assert info["working_size"] == "auto"
-    assert set(info["limits"]) == {"max_side", "max_message_bytes", "queue_size"}
+    assert set(info["limits"]) == {
+        "max_side",
+        "max_message_bytes",
+        "max_working_size",
+        "queue_size",
+    }
 
 
 def test_colorize_returns_what_the_daemon_computes(
@@ -413,9 +418,31 @@ def test_missing_or_broken_connection_file_means_not_running(
     path = tmp_path / "daemon.json"
     if content is not None:
         path.write_text(content)
+        path.chmod(0o600)
     with pytest.raises(colord_wire.DaemonNotRunning, match=match) as caught:
         colord_wire.read_connection(path)
     assert caught.value.message.endswith("Start it with `colord serve`, then try again.")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX owners and modes")
+def test_unsafe_connection_files_are_refused_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = daemon_connection.ConnectionInfo("tcp://127.0.0.1:6000", "t", os.getpid(), "0.1.0")
+    path = daemon_connection.write_connection(info, tmp_path / "daemon.json")
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    path.chmod(0o640)
+    uid = os.getuid()
+    cases = [(link, "is a symbolic link"), (path, r"readable by other users \(mode 0640\)")]
+    for where, reason in cases:
+        with pytest.raises(colord_wire.ColordError, match=reason) as caught:
+            colord_wire.read_connection(where)
+        assert caught.value.code == "unsafe_connection_file"
+    path.chmod(0o600)
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+    with pytest.raises(colord_wire.ColordError, match="belongs to another user"):
+        colord_wire.read_connection(path)
 
 
 def test_a_connection_file_of_another_protocol_is_a_version_error(tmp_path: Path) -> None:

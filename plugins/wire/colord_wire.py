@@ -14,6 +14,7 @@ The protocol itself is specified in docs/protocol.md.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -30,6 +31,7 @@ DEFAULT_TIMEOUT = 120.0
 START_HINT = "Start it with `colord serve`, then try again."
 
 # Bytes per pixel of each image format of protocol v1 (rows top to bottom, no padding).
+REQUEST_OVERHEAD_BYTES = 1 << 16  # a request's bytes besides pixels, as the daemon allows for
 BYTES_PER_PIXEL = {"RGBA8": 4, "BGRA8": 4, "RGB8": 3, "GRAY8": 1, "GRAYA8": 2, "RGBA16": 8}
 
 
@@ -528,9 +530,11 @@ def read_connection(path: str | Path | None = None) -> Connection:
     """
     path = Path(path) if path is not None else connection_file_path()
     try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
+        fields = json.loads(_read_private_file(path))
     except FileNotFoundError:
         raise _not_running(f"no connection file at {path}") from None
+    except UnsafeConnectionFile as exc:
+        raise ColordError("unsafe_connection_file", str(exc)) from None
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
         raise _not_running(f"its connection file {path} is unreadable: {exc}") from None
     try:
@@ -548,6 +552,39 @@ def read_connection(path: str | Path | None = None) -> Connection:
             f"its connection file {path} names process {connection.pid}, which has exited"
         )
     return connection
+
+
+class UnsafeConnectionFile(OSError):
+    """The connection file is there but cannot be trusted."""
+
+
+def _read_private_file(path: Path) -> str:
+    """The text of a file that is the user's own and private; never read through a symlink."""
+    if sys.platform == "win32":
+        return path.read_text(encoding="utf-8")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeConnectionFile(
+                f"colord's connection file {path} is a symbolic link, which colord refuses to "
+                "follow. Remove it and restart `colord serve`."
+            ) from None
+        raise
+    with os.fdopen(descriptor, encoding="utf-8") as file:
+        status = os.fstat(file.fileno())
+        if status.st_uid != os.getuid():
+            raise UnsafeConnectionFile(
+                f"colord's connection file {path} belongs to another user (uid {status.st_uid}), "
+                "who could have planted it. Remove it and restart `colord serve`."
+            )
+        if status.st_mode & 0o077:
+            raise UnsafeConnectionFile(
+                f"colord's connection file {path} is readable by other users (mode "
+                f"{status.st_mode & 0o777:04o}), so its token is no longer secret. Restart "
+                "`colord serve` to write a fresh one."
+            )
+        return file.read()
 
 
 def _field(fields: Any, name: str, kind: type) -> Any:
@@ -622,6 +659,7 @@ class WireClient:
         self._address = _parse_endpoint(endpoint)
         self._peer: ZmtpPeer | None = None
         self._ids = itertools.count(1)
+        self._limits: dict | None = None  # the daemon's info["limits"], asked once
 
     @classmethod
     def from_connection_file(
@@ -650,7 +688,11 @@ class WireClient:
         result_format: str = "RGBA8",
         timeout: float | None = None,
     ) -> tuple[Image, dict]:
-        """Colour `line_art` after `reference`; returns the image (same size) and the timings."""
+        """Colour `line_art` after `reference`; returns the image (same size) and the timings.
+
+        Images above the daemon's limits fail at once with `too_large` (ZeroMQ would drop such a
+        message unanswered, and the request would only time out)."""
+        self._refuse_oversize(line_art, reference, timeout)
         options: dict[str, Any] = {"keep_lines": keep_lines, "result_format": result_format}
         if working_size is not None:
             options["working_size"] = working_size
@@ -663,6 +705,32 @@ class WireClient:
         image = _image_from_wire(result.get("image"))
         timings = result.get("timings")
         return image, timings if isinstance(timings, dict) else {}
+
+    def _refuse_oversize(
+        self, line_art: Image, reference: Image | None, timeout: float | None
+    ) -> None:
+        if self._limits is None:
+            limits = self.info(timeout=timeout).get("limits")
+            self._limits = limits if isinstance(limits, dict) else {}
+        max_side = self._limits.get("max_side")
+        max_bytes = self._limits.get("max_message_bytes")
+        images = {"line art": line_art, "reference": reference}
+        pixel_bytes = 0
+        for name, image in images.items():
+            if image is None:
+                continue
+            pixel_bytes += len(image.data)
+            if isinstance(max_side, int) and max(image.width, image.height) > max_side:
+                raise DaemonError(
+                    "too_large",
+                    f"The {name} is {image.width}x{image.height} px; the daemon accepts at most "
+                    f"{max_side} px a side.",
+                )
+        if isinstance(max_bytes, int) and pixel_bytes + REQUEST_OVERHEAD_BYTES > max_bytes:
+            raise DaemonError(
+                "too_large",
+                f"The images take {pixel_bytes} bytes; the daemon accepts at most {max_bytes}.",
+            )
 
     def close(self) -> None:
         if self._peer is not None:
