@@ -297,8 +297,6 @@ def region_color_errors(
 # ---------------------------------------------------------------------------------------------
 # Attention accuracy
 
-ATTENTION_RADII_PX = (16, 32)
-
 
 @dataclass(frozen=True)
 class AttentionArgmax:
