@@ -176,6 +176,23 @@ def test_random_field_values(daemon: RunningDaemon, sock: zmq.Socket, data: st.D
         assert (result["width"], result["height"]) == (line_art["width"], line_art["height"])
 
 
+@pytest.mark.parametrize("op", ["ping", "info", "colorize"])
+def test_every_op_refuses_a_wrong_or_missing_token(
+    daemon: RunningDaemon, sock: zmq.Socket, op: str
+) -> None:
+    # the fuzzer above meets a ping with a wrong token about once a run: every op and every kind
+    # of wrong token here, each time
+    one_off = daemon.token[:-1] + ("1" if daemon.token.endswith("0") else "0")
+    line_art = {"width": 1, "height": 1, "format": "GRAY8", "data": b"\0"}
+    upper = daemon.token.upper()  # hex: it differs unless the token has no letter at all
+    for token in (one_off, *([upper] if upper != daemon.token else []), "", None, "missing"):
+        message = {"v": 1, "id": 3, "op": op, "token": token, "args": {"line_art": line_art}}
+        if token == "missing":
+            del message["token"]
+        reply = exchange(sock, [msgpack.packb(message)])
+        assert (reply.id, reply.ok, reply.error_code) == (3, False, "unauthorized"), token
+
+
 @st.composite
 def valid_images(draw: st.DrawFn) -> dict:
     """Any format and size from 1x1 to 12x12; random pixels, or the shapes that stress the line
