@@ -7,7 +7,8 @@ It starts its own `colord serve` on a free loopback port (default limits) and pr
 1. ping round trips (p50, p99, max) alone, then while other connections send large messages
    without the token (a 30 MB array of empty maps; a wrong-token request carrying it), each
    with its ratio to the baseline, and how long the daemon took to refuse each large message;
-2. the daemon's RSS before, at its peak during that flood and after;
+2. the daemon's RSS before, at its peak during that flood and after; then the same flood against
+   a bare pyzmq ROUTER that answers without reading (the transport's floor on this machine);
 3. the RSS that --pin-connections raw ZMTP connections pin by each sending --pin-mb MB of a
    frame that declares 1 GiB (allowed: the message limit is that large) and of one declaring
    more than the message limit (dropped by ZeroMQ);
@@ -45,12 +46,23 @@ from colord.daemon import protocol
 FLOOD_MB = 30
 
 
-def dealer(daemon: RunningDaemon) -> zmq.Socket:
+def dealer(endpoint: str) -> zmq.Socket:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 120_000)
-    sock.connect(daemon.endpoint)
+    sock.connect(endpoint)
     return sock
+
+
+def bare_router(endpoints: Queue) -> None:
+    """The transport's floor: a pyzmq ROUTER in its own process that answers every message at
+    once with a fixed ok reply, reading nothing."""
+    router = zmq.Context().socket(zmq.ROUTER)
+    endpoints.put(f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}")
+    answer = protocol.encode_ok(0, {})
+    while True:
+        frames = router.recv_multipart(copy=False)
+        router.send_multipart([frames[0].bytes, answer])
 
 
 def ping_times(sock: zmq.Socket, token: str, count: int, keep_going=lambda: True) -> list[float]:
@@ -114,24 +126,28 @@ def send_flood(endpoint: str, bodies: list[bytes], messages: int, results: Queue
     context.term()
 
 
-def flood(daemon: RunningDaemon, pings: int, messages: int, senders: int) -> None:
-    sock = dealer(daemon)
-    baseline = summary(ping_times(sock, daemon.token, pings))
-    print(f"ping alone: p50 {baseline[0]:.2f} ms, p99 {baseline[1]:.2f} ms, "
+def flood(
+    name: str, endpoint: str, pid: int, token: str, pings: int, messages: int, senders: int
+) -> None:
+    """Pings alone, then during the flood, against `endpoint` (served by process `pid`)."""
+    sock = dealer(endpoint)
+    baseline = summary(ping_times(sock, token, pings))
+    print(f"{name}:")
+    print(f"  ping alone: p50 {baseline[0]:.2f} ms, p99 {baseline[1]:.2f} ms, "
           f"max {baseline[2]:.2f} ms")  # fmt: skip
-    bodies = flood_bodies(daemon.token)
+    bodies = flood_bodies(token)
     results: Queue = multiprocessing.get_context("fork").Queue()
     processes = [
         multiprocessing.get_context("fork").Process(
-            target=send_flood, args=(daemon.endpoint, bodies, messages, results)
+            target=send_flood, args=(endpoint, bodies, messages, results)
         )
         for _ in range(senders)
     ]
-    before = rss_mib(daemon.process.pid)
-    sampler = RssSampler(daemon.process.pid)
+    before = rss_mib(pid)
+    sampler = RssSampler(pid)
     for process in processes:
         process.start()
-    during = ping_times(sock, daemon.token, 100_000, lambda: any(p.is_alive() for p in processes))
+    during = ping_times(sock, token, 100_000, lambda: any(p.is_alive() for p in processes))
     refusals = [results.get(timeout=120) for _ in range(senders * messages)]
     for process in processes:
         process.join()
@@ -139,17 +155,18 @@ def flood(daemon: RunningDaemon, pings: int, messages: int, senders: int) -> Non
     sock.close()
     flooded = summary(during)
     ratios = [f / b for f, b in zip(flooded, baseline, strict=True)]
-    print(f"ping during the flood ({len(during)} pings; {senders} processes x {messages} messages "
-          f"of {FLOOD_MB} MB without the token): p50 {flooded[0]:.2f} ms (x{ratios[0]:.2f}), "
+    print(f"  ping during the flood ({len(during)} pings; {senders} processes x {messages} "
+          f"messages of {FLOOD_MB} MB without the token): "
+          f"p50 {flooded[0]:.2f} ms (x{ratios[0]:.2f}), "
           f"p99 {flooded[1]:.2f} ms (x{ratios[1]:.2f}), max {flooded[2]:.2f} ms "
           f"(x{ratios[2]:.2f}; {flooded[2] - baseline[2]:+.1f} ms)")  # fmt: skip
     codes = sorted({code for code, _ in refusals})
     refusal_ms = [ms for _, ms in refusals]
-    print(f"each large message refused ({', '.join(codes)}) in p50 "
+    print(f"  each large message refused ({', '.join(codes)}) in p50 "
           f"{statistics.median(refusal_ms):.1f} ms, max {max(refusal_ms):.1f} ms "
           "(sending included)")  # fmt: skip
-    after = rss_mib(daemon.process.pid)
-    print(f"daemon RSS before {before:.0f} MiB, peak during the flood {peak:.0f} MiB "
+    after = rss_mib(pid)
+    print(f"  RSS before {before:.0f} MiB, peak during the flood {peak:.0f} MiB "
           f"(+{peak - before:.0f} MiB, x{peak / before:.2f}), after {after:.0f} MiB")  # fmt: skip
 
 
@@ -263,14 +280,29 @@ def main() -> None:
     ):
         limit = protocol.Limits().max_message_bytes
         print(f"daemon limits: max side {protocol.DEFAULT_MAX_SIDE}, message {limit} bytes")
-        flood(daemon, options.pings, options.messages, options.senders)
+        flood(
+            "the daemon", daemon.endpoint, daemon.process.pid, daemon.token,
+            options.pings, options.messages, options.senders,
+        )  # fmt: skip
         for declared, label in ((1 << 30, "1 GiB"), (limit + 1, "the limit + 1 byte")):
             grown = pin(daemon, options.pin_connections, options.pin_mb, declared)
             print(f"{options.pin_connections} raw connections each sending {options.pin_mb} MB "
                   f"of a frame declared as {label}: RSS +{grown:.0f} MiB")  # fmt: skip
-        with dealer(daemon) as sock:
+        with dealer(daemon.endpoint) as sock:
             assert ping_times(sock, daemon.token, 1), "the daemon stopped answering"
         daemon.stop()
+    endpoints: Queue = multiprocessing.get_context("fork").Queue()
+    floor = multiprocessing.get_context("fork").Process(target=bare_router, args=(endpoints,))
+    floor.start()
+    try:
+        assert floor.pid is not None
+        flood(
+            "a bare pyzmq ROUTER (the transport's floor)", endpoints.get(timeout=30), floor.pid,
+            "f" * 32, options.pings, options.messages, options.senders,
+        )  # fmt: skip
+    finally:
+        floor.kill()
+        floor.join()
     decode_cost(options.decode_side)
     cipher_rate(options.cipher_mb)
 
