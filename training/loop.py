@@ -159,6 +159,9 @@ def _train(
             world,
             device,
         )
+        if stop_at < total_steps or cfg.run.max_minutes:
+            budget = f" or after {cfg.run.max_minutes:g} minutes" if cfg.run.max_minutes else ""
+            logger.info("this run stops at step %d%s, with a checkpoint", stop_at, budget)
 
     g_train = distributed.wrap(generator, dist_info)
     d_train = distributed.wrap(discriminator, dist_info)
