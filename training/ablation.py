@@ -178,7 +178,14 @@ def row_metrics(settings: dict, method: str) -> dict[str, dict]:
 def ablation_table(summary: dict, table: str) -> str:
     runs = summary["runs"]
     entries: Sequence[dict] = summary["tables"][table]
-    rows = {e["label"]: row_metrics(runs[e["key"]]["settings"], MODEL) for e in entries}
+    # under a time budget, the steps each row managed are part of the result
+    timed = bool(summary.get("minutes_per_row"))
+    rows = {
+        (f"{e['label']} ({runs[e['key']]['steps']} steps)" if timed else e["label"]): row_metrics(
+            runs[e["key"]]["settings"], MODEL
+        )
+        for e in entries
+    }
     first = runs[entries[0]["key"]]["settings"]
     for baseline in BASELINES:
         rows[f"baseline: {baseline}"] = row_metrics(first, baseline)
