@@ -77,9 +77,6 @@ def test_a_colorizer_that_leaves_the_line_art_uncoloured_fails(
     assert report.to_json()["own_color"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the shipped default model v1 averages colours (issue: correspondence)"
-)
 def test_the_shipped_model_gives_each_region_its_own_colour(
     probe_set: list[probes.Probe],
 ) -> None:
