@@ -37,8 +37,9 @@ def run_rank(rank: int, port: int, art: Path, out: Path, results: Path) -> None:
         WORLD_SIZE=str(WORLD),
     )
     torch.set_num_threads(1)
-    # record the dataset indices behind each batch this rank trains on (no worker processes:
-    # a batch's samples are read just before its step)
+    # record the dataset indices behind each batch this rank trains on (no worker processes: a
+    # batch's samples are the last ones read before its step; samples read outside the batches,
+    # e.g. to measure the training strokes, come before them)
     fetched: list[int] = []
     batches: list[list[int]] = []
     read_sample, step = ColorizationDataset.__getitem__, loop.training_step
@@ -48,8 +49,7 @@ def run_rank(rank: int, port: int, art: Path, out: Path, results: Path) -> None:
         return read_sample(dataset, index)
 
     def recording_step(loss, batch, *args, **kwargs):
-        assert len(batch["sketch"]) == len(fetched)
-        batches.append(fetched.copy())
+        batches.append(fetched[-len(batch["sketch"]) :])
         fetched.clear()
         return step(loss, batch, *args, **kwargs)
 
