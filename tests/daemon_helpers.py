@@ -17,9 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import zmq
 
 from colord.daemon.client import Client
 from colord.daemon.connection import ConnectionFileError, read_connection
@@ -116,3 +119,16 @@ def start_daemon(
             raise RuntimeError(f"colord serve did not start (exit {process.returncode}):\n{output}")
         time.sleep(0.05)
     return RunningDaemon(info.endpoint, info.token, connection_file, process, log_file)
+
+
+@contextmanager
+def raw_dealer(endpoint: str) -> Iterator[zmq.Socket]:
+    """A bare DEALER socket on the daemon, for sending hand-made frames."""
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.RCVTIMEO, 60_000)
+    dealer.connect(endpoint)
+    try:
+        yield dealer
+    finally:
+        dealer.close()

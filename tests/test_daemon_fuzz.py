@@ -10,7 +10,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from daemon_helpers import RunningDaemon, start_daemon
+from daemon_helpers import RunningDaemon, raw_dealer, start_daemon
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -29,12 +29,8 @@ def daemon(tiny_checkpoint: Path) -> Iterator[RunningDaemon]:
 
 @pytest.fixture(scope="module")
 def sock(daemon: RunningDaemon) -> Iterator[zmq.Socket]:
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.RCVTIMEO, 60_000)
-    dealer.connect(daemon.endpoint)
-    yield dealer
-    dealer.close()
+    with raw_dealer(daemon.endpoint) as dealer:
+        yield dealer
 
 
 def exchange(sock: zmq.Socket, frames: list[bytes]) -> protocol.Reply:

@@ -13,7 +13,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from daemon_helpers import RunningDaemon, start_daemon
+from daemon_helpers import RunningDaemon, raw_dealer, start_daemon
 
 from colord.daemon import protocol
 from colord.daemon.client import ErrorReply
@@ -34,12 +34,8 @@ def daemon(tiny_checkpoint: Path) -> Iterator[RunningDaemon]:
 
 @pytest.fixture
 def sock(daemon: RunningDaemon) -> Iterator[zmq.Socket]:
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.RCVTIMEO, 60_000)
-    dealer.connect(daemon.endpoint)
-    yield dealer
-    dealer.close()
+    with raw_dealer(daemon.endpoint) as dealer:
+        yield dealer
 
 
 def exchange(sock: zmq.Socket, body: bytes) -> protocol.Reply:
