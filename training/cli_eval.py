@@ -205,6 +205,12 @@ def eval_command(
     help="Held-out images every row is evaluated on.",
 )
 @click.option(
+    "--line-art",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Drawn line art paired with the held-out images (same stems); else XDoG sketches.",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False),
@@ -249,6 +255,7 @@ def eval_command(
 def ablate_command(
     images_dir: str,
     held_out: Path,
+    line_art: Path | None,
     config_path: str | None,
     preset: str | None,
     overrides: tuple[str, ...],
@@ -286,6 +293,7 @@ def ablate_command(
                 tables=tuple(name.strip() for name in tables.split(",") if name.strip()),
                 eval=EvalOptions(
                     images=held_out,
+                    line_art=line_art,
                     out=out,
                     size=size,
                     limit=limit,
