@@ -22,7 +22,8 @@ from colord.training.augment import ReferenceMotion, random_thin_plate_spline, w
 from colord.training.config import ConfigError, load_config
 from colord.training.correspondence import correspondence_to_grid, landing_at_cells
 from colord.training.loop import train
-from colord.training.losses import cell_centres, correspondence_loss
+from colord.training.losses import correspondence_loss
+from colord.training.metrics import cell_centres
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
@@ -104,7 +105,7 @@ def test_the_hint_is_the_reference_moved_by_the_attention(monkeypatch: pytest.Mo
 
 def test_correspondence_loss_prefers_the_true_cell_and_skips_unknown_anchors() -> None:
     grid = (4, 4)
-    centres = cell_centres(grid, (64, 64))  # 16 px cells
+    centres = torch.from_numpy(cell_centres(grid, (64, 64))).float()  # 16 px cells
     landing = centres.clone().unsqueeze(0)  # each anchor's content lands on its own cell
     landing[0, 3] = float("nan")  # one anchor leaves the frame
     key = torch.eye(16, 16).unsqueeze(0) * 10
@@ -119,7 +120,7 @@ def test_correspondence_loss_prefers_the_true_cell_and_skips_unknown_anchors() -
 def test_correspondence_loss_target_is_soft_over_neighbours_by_distance() -> None:
     """Its minimum over logits is the Gaussian target's entropy, reached when the attention
     equals the target, not a one-hot: a position between two cells wants both equally."""
-    centres = cell_centres((1, 2), (16, 32))  # two cells, centres 15.5 px apart
+    centres = torch.from_numpy(cell_centres((1, 2), (16, 32))).float()  # centres 16 px apart
     landing = centres.mean(0).view(1, 1, 2)  # exactly between them
     query = torch.zeros(1, 1, 2)
     even = correspondence_loss(query, torch.eye(2)[None], landing, centres, scale=1.0, sigma=4.0)
@@ -131,7 +132,7 @@ def test_correspondence_loss_reaches_the_query_and_key_maps() -> None:
     generator = tiny(attention_stride=8)
     sketch, reference = torch.rand(1, 1, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     _, extras = generator(sketch, reference, return_extras=True)
-    centres = cell_centres(extras.reference_grid, (32, 32))
+    centres = torch.from_numpy(cell_centres(extras.reference_grid, (32, 32))).float()
     landing = centres.unsqueeze(0)
     loss = correspondence_loss(
         extras.query, extras.key, landing, centres, scale=generator.attention_scale, sigma=4.0

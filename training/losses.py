@@ -19,6 +19,7 @@ from torch import nn
 from .backbones import FeatureBackbone
 from .config import LossConfig
 from .correspondence import correspondence_to_grid, landing_at_cells
+from .metrics import cell_centres
 
 Batch = dict[str, torch.Tensor]
 
@@ -103,15 +104,6 @@ def triplet_loss(
 
     per_anchor = F.relu(-similarity(positive) + similarity(negative) + margin)
     return per_anchor[valid].mean()
-
-
-def cell_centres(grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
-    """(h*w, 2) float32: the (x, y) pixel centre of each row-major attention cell."""
-    (grid_h, grid_w), (image_h, image_w) = grid_hw, image_hw
-    ys = (torch.arange(grid_h, dtype=torch.float32) + 0.5) * image_h / grid_h - 0.5
-    xs = (torch.arange(grid_w, dtype=torch.float32) + 0.5) * image_w / grid_w - 0.5
-    rows, cols = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([cols, rows], dim=-1).reshape(-1, 2)
 
 
 def correspondence_loss(
@@ -255,7 +247,7 @@ class SCFTLoss:
             extras.query,
             extras.key,
             landing,
-            cell_centres(extras.reference_grid, image_hw),
+            torch.from_numpy(cell_centres(extras.reference_grid, image_hw)).float(),
             scale=self.attention_scale,
             sigma=self.weights.correspondence_sigma * stride,
         )
