@@ -354,8 +354,9 @@ class ZmtpPeer:
                 f"The program at {where} asks for the ZeroMQ security mechanism {mechanism}; "
                 "colord's plug-ins use NULL (the daemon checks a token instead).",
             )
-        properties = [(b"Socket-Type", b"DEALER")] + ([(b"Identity", identity)] if identity else [])
-        self._send_frame(_ready_body(properties), _FLAG_COMMAND, deadline)
+        # The peer's READY first, then ours: a ZMTP peer sends its READY without waiting for ours,
+        # and one that finds our socket type incompatible may close before its READY is out; read
+        # first, the client judges the peer's type itself and always says what it found.
         flags, body = self._recv_frame(deadline)
         name, data = _split_command(body) if flags & _FLAG_COMMAND else (b"", b"")
         if name == b"ERROR":
@@ -375,6 +376,8 @@ class ZmtpPeer:
                 f"The ZeroMQ peer at {where} is a {peer_type.decode('ascii', 'replace')} socket, "
                 "which cannot answer requests.",
             )
+        properties = [(b"Socket-Type", b"DEALER")] + ([(b"Identity", identity)] if identity else [])
+        self._send_frame(_ready_body(properties), _FLAG_COMMAND, deadline)
 
     def _on_command(self, body: bytearray, deadline: float | None) -> None:
         name, data = _split_command(body)
