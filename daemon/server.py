@@ -184,8 +184,8 @@ class PeerTracker:
     libzmq does not tell a ROUTER which identity disconnected, but its monitor reports the socket
     fd of every accepted and closed connection, and each received message carries its source fd
     (ZMQ_SRCFD). A generation count per fd tells apart two connections that reused one fd. The
-    monitor is drained before every received message, so an accept is always seen before the
-    first request of that connection.
+    monitor is drained before every received message; a request that still overtakes its
+    connection's accept is re-filed when the accept arrives.
     """
 
     def __init__(self, router: zmq.Socket):
@@ -201,7 +201,15 @@ class PeerTracker:
             event = recv_monitor_message(self.monitor)
             fd = event["value"]
             if event["event"] == zmq.EVENT_ACCEPTED:
+                # A request can overtake its connection's accept event (the monitor is a separate
+                # pipe), and was then filed under the fd's previous generation. That connection's
+                # disconnect came before this accept and took its own jobs, so whatever is still
+                # filed there belongs to the new connection.
+                early = self._jobs.pop((fd, self._generation[fd]), set())
                 self._generation[fd] += 1
+                for job in early:
+                    job.peer = (fd, self._generation[fd])
+                    self.track(job)
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 for job in self._jobs.pop((fd, self._generation[fd]), ()):
                     job.cancelled = True
