@@ -1,8 +1,9 @@
 """Install the Krita and GIMP 3 plug-ins into a user profile, or pack them as a zip.
 
-Each host gets a bundle: its plug-in files (shipped as data in `colord.plugins`) plus a copy of the
-shared wire client. The bundle knows two layouts, one for installing (paths relative to the host's
-data or config folder) and one for the zip (what Krita's "Import Python Plugin from File…" expects:
+Each host gets a bundle: its plug-in files (shipped as data in `colord.plugins`) plus a copy of
+every shared module in `plugins/wire/` (the wire client and what it and the plug-ins share).
+The bundle knows two layouts, one for installing (paths relative to the host's data or config
+folder) and one for the zip (what Krita's "Import Python Plugin from File…" expects:
 the `.desktop` and `.action` files at the top beside the package folder).
 """
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 HOSTS = ("krita", "gimp")
 KRITA_PLUGIN = "colord_krita"
 GIMP_PLUGIN = "colord_gimp"
-WIRE_CLIENT = "colord_wire.py"
+WIRE_CLIENT = "colord_wire.py"  # the one shared module every bundle must have
 # Beside the plug-in in the host's folder: what the last install wrote, path -> sha256.
 MANIFEST_SUFFIX = ".colord-install.json"
 
@@ -76,24 +77,35 @@ def _package_files(folder: Traversable, prefix: PurePosixPath) -> list[tuple[Pur
     return found
 
 
+def _shared_modules(folder: Traversable) -> list[tuple[str, bytes]]:
+    """The standard-library modules every plug-in bundle carries beside its own files."""
+    return [
+        (entry.name, entry.read_bytes())
+        for entry in sorted(folder.iterdir(), key=lambda item: item.name)
+        if entry.is_file() and entry.name.endswith(".py")
+    ]
+
+
 def bundle(host: str) -> list[BundleFile]:
     """The files that make up the installable plug-in for `host` ("krita" or "gimp")."""
     root = _plugins_root()
     wire = root / "wire" / WIRE_CLIENT
     if not wire.is_file():
         raise PluginInstallError(f"The wire client {WIRE_CLIENT} is missing from colord.plugins.")
+    shared = _shared_modules(root / "wire")
     if host == "krita":
         package = root / "krita" / KRITA_PLUGIN
         files = [
             BundleFile(PurePosixPath("pykrita") / path, path, data)
             for path, data in _package_files(package, PurePosixPath(KRITA_PLUGIN))
         ]
-        files.append(
+        files.extend(
             BundleFile(
-                PurePosixPath("pykrita", KRITA_PLUGIN, WIRE_CLIENT),
-                PurePosixPath(KRITA_PLUGIN, WIRE_CLIENT),
-                wire.read_bytes(),
+                PurePosixPath("pykrita", KRITA_PLUGIN, name),
+                PurePosixPath(KRITA_PLUGIN, name),
+                data,
             )
+            for name, data in shared
         )
         for name, folder in (
             (f"{KRITA_PLUGIN}.desktop", "pykrita"),
@@ -114,12 +126,11 @@ def bundle(host: str) -> list[BundleFile]:
             BundleFile(PurePosixPath("plug-ins") / path, path, data, executable=path == main_file)
             for path, data in _package_files(package, PurePosixPath(GIMP_PLUGIN))
         ]
-        files.append(
+        files.extend(
             BundleFile(
-                PurePosixPath("plug-ins", GIMP_PLUGIN, WIRE_CLIENT),
-                PurePosixPath(GIMP_PLUGIN, WIRE_CLIENT),
-                wire.read_bytes(),
+                PurePosixPath("plug-ins", GIMP_PLUGIN, name), PurePosixPath(GIMP_PLUGIN, name), data
             )
+            for name, data in shared
         )
         return files
     raise PluginInstallError(f"Unknown host {host!r}: choose one of {', '.join(HOSTS)}.")
