@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import random
@@ -85,8 +86,13 @@ def train(
     """Train (or continue training) SCFT as `cfg` says; returns the final networks on every rank."""
     dist_info = distributed.init_distributed(cfg.run.device)
     try:
-        return _train(cfg, dist_info, resume, options)
+        result = _train(cfg, dist_info, resume, options)
+        distributed.barrier(dist_info)  # no rank leaves while another still talks to it
+        return result
     finally:
+        # The DDP wrappers sit in reference cycles; freed only at interpreter exit, after the
+        # group is gone, gloo's threads could still hold their work there and abort the process.
+        gc.collect()
         distributed.shutdown(dist_info)
 
 
