@@ -32,7 +32,6 @@ DEFAULT_GAP = 6  # canvas pixels: openings up to this wide are closed (tuned for
 DEFAULT_MIN_AREA = 64  # canvas pixels: smaller regions (specks, hatching) join a neighbour
 PALETTE_SIZE = 8  # colours k-means finds in the reference
 _MEDIAN_SAMPLES = 1 << 20  # pixels sampled per channel for the region medians
-_SEED_FAR = 2.0  # colours are read this many pixels or more away from the lines
 
 
 @dataclass(frozen=True)
@@ -51,108 +50,132 @@ class FlatsOptions:
 class Regions:
     labels: np.ndarray  # (H, W) int32, 1..count, every pixel (lines included)
     count: int
-    distance: np.ndarray  # (H, W) float32: each pixel's distance to the nearest line pixel
+    depth: np.ndarray  # (H, W) uint8: 0 on the lines, 1 on paper next to them, 2 farther
 
 
 def flat_regions(
     lines: np.ndarray, gap: int = DEFAULT_GAP, min_area: int = DEFAULT_MIN_AREA
 ) -> Regions:
-    """Label every pixel of a (H, W) bool line mask with its region (module docstring, step 1).
+    """Label every pixel of a (H, W) line mask (bool, or uint8 1 on lines) with its region
+    (module docstring, step 1).
 
     A canvas without paper (all line), or without a region of `min_area`, is one region.
     """
-    lines = np.asarray(lines, dtype=bool)
-    paper = (~lines).view(np.uint8)
-    # paper around the canvas, not line: the canvas edge closes no region
-    distance = cv2.distanceTransform(
-        cv2.copyMakeBorder(paper, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1), cv2.DIST_L2, 3
-    )[1:-1, 1:-1]
+    paper = (np.asarray(lines) == 0).view(np.uint8)
+    far = cv2.erode(paper, np.ones((3, 3), np.uint8))  # the canvas edge closes no region
+    depth = cv2.add(paper, far)
+    del far
+    one_region = Regions(np.ones(paper.shape, np.int32), 1, depth)
     if not paper.any():
-        return Regions(np.ones(lines.shape, np.int32), 1, distance)
-    area_count, areas = cv2.connectedComponents(paper, connectivity=4)
-    seeds = (distance > gap / 2).view(np.uint8) if gap else paper
+        return one_region
+    area_count, areas = cv2.connectedComponents(paper, connectivity=4)  # 0 on the lines
+    seeds = _clear_of_lines(paper, gap)
     seed_count, markers = cv2.connectedComponents(seeds, connectivity=4)
     has_seed = np.zeros(area_count, bool)
-    has_seed[areas[seeds.astype(bool)]] = True
-    thin = paper.astype(bool) & ~has_seed[areas]  # closed areas without a seed keep their own
-    markers[thin] = seed_count + areas[thin]
-    markers = _drop_specks(markers, min_area)
-    if markers.max() == 0:
-        return Regions(np.ones(lines.shape, np.int32), 1, distance)
-    labels = _grow(markers, areas, paper.astype(bool))
-    present = np.zeros(int(labels.max()) + 1, bool)
-    present[labels] = True
-    renumber = np.cumsum(present).astype(np.int32)  # 1..count in the order of the markers
-    return Regions(renumber[labels], int(renumber[-1]), distance)
+    has_seed[areas[seeds.view(bool)]] = True
+    del seeds
+    thin_area = ~has_seed  # closed areas too thin to hold a seed keep their own region
+    thin_area[0] = False
+    if thin_area.any():
+        thin = thin_area[areas]
+        markers[thin] = seed_count + areas[thin]
+        del thin
+    markers, count = _drop_specks(markers, min_area)
+    if count == 0:
+        return one_region
+    _grow(markers, areas)
+    return Regions(markers, count, depth)
 
 
-def _nearest_marker(markers: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """For the pixels `where`, the marker label of the nearest marked pixel (Euclidean)."""
+def _clear_of_lines(paper: np.ndarray, gap: int) -> np.ndarray:
+    """(H, W) uint8, 1 on paper farther than gap / 2 from every line: a disc of that radius
+    fits, so no seed passes an opening `gap` pixels wide or narrower."""
+    if gap == 0:
+        return paper
+    radius = (gap + 1) // 2
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.erode(paper, disc)  # outside the canvas counts as paper
+
+
+def _drop_specks(markers: np.ndarray, min_area: int) -> tuple[np.ndarray, int]:
+    """Markers of fewer than `min_area` pixels become 0 (flooded by a neighbour), the rest are
+    numbered 1..count in their order; returns (markers, count)."""
+    keep = np.bincount(markers.ravel()) >= min_area
+    keep[0] = False
+    renumber = np.where(keep, np.cumsum(keep), 0).astype(np.int32)
+    return renumber[markers], int(keep.sum())
+
+
+def _grow(labels: np.ndarray, areas: np.ndarray) -> None:
+    """Label every unmarked pixel (0) in place with its nearest marker (Euclidean), then pull
+    back paper whose nearest marker lies across a line while its own closed area has one, so
+    a label never jumps a line. Lines take the nearest region on either side."""
+    unmarked = labels == 0
+    if not unmarked.any():
+        return
     _, nearest = cv2.distanceTransformWithLabels(
-        (markers == 0).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
-    )  # each marked pixel is its own label, numbered in raster order
-    marked = markers.ravel()[np.flatnonzero(markers)]
-    return marked[nearest[where] - 1]
-
-
-def _grow(markers: np.ndarray, areas: np.ndarray, paper: np.ndarray) -> np.ndarray:
-    """Every pixel labelled: paper by the nearest marker within its own closed area (so a label
-    never jumps a line), lines by the region of the nearest paper."""
-    labels = markers.copy()
-    unmarked = paper & (markers == 0)
-    labels[unmarked] = _nearest_marker(markers, unmarked)
-    area_of = np.zeros(int(markers.max()) + 1, np.int32)
-    area_of[markers[markers > 0]] = areas[markers > 0]
+        unmarked.view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )  # each marked pixel is its own label, numbered from 1 in raster order
+    marked = ~unmarked
+    marked_label, marked_area = labels[marked], areas[marked]
+    del marked
+    source = nearest[unmarked] - 1
+    del nearest
+    labels[unmarked] = marked_label[source]
     has_marker = np.zeros(int(areas.max()) + 1, bool)
-    has_marker[area_of[1:]] = True
-    # rare: the nearest marker lies across a line although the pixel's own area has one; grow
-    # those from their area's own labels (an area without a marker, a speck, keeps the nearest)
-    jumped = unmarked & has_marker[areas] & (area_of[labels] != areas)
-    while jumped.any():
-        labels[jumped] = 0
-        grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-        reached = jumped & (grown > 0) & (area_of[grown] == areas)
+    has_marker[marked_area] = True
+    has_marker[0] = False  # the lines may take any side
+    own_area = areas[unmarked]
+    jumped = (marked_area[source] != own_area) & has_marker[own_area]
+    if jumped.any():
+        pending = np.zeros(labels.shape, bool)
+        pending[unmarked] = jumped
+        _pull_back(labels, areas > 0, pending)
+
+
+def _pull_back(labels: np.ndarray, paper: np.ndarray, pending: np.ndarray) -> None:
+    """Rare: the `pending` paper pixels, labelled across a line, take instead a 4-neighbour's
+    label, step by step (a 4-neighbour on paper lies in the same closed area)."""
+    while pending.any():
+        own = np.where(paper & ~pending, labels, 0)
+        grown = np.zeros_like(own)
+        grown[1:] = own[:-1]
+        np.maximum(grown[:-1], own[1:], out=grown[:-1])
+        np.maximum(grown[:, 1:], own[:, :-1], out=grown[:, 1:])
+        np.maximum(grown[:, :-1], own[:, 1:], out=grown[:, :-1])
+        reached = pending & (grown > 0)
         if not reached.any():  # cannot happen for a connected area; never loop forever
             break
         labels[reached] = grown[reached]
-        jumped &= ~reached
-    lines = ~paper
-    if lines.any():
-        labels[lines] = _nearest_marker(np.where(paper, labels, 0), lines)
-    return labels
-
-
-def _drop_specks(markers: np.ndarray, min_area: int) -> np.ndarray:
-    """Markers whose region is smaller than `min_area` pixels become 0 (flooded by a neighbour)."""
-    sizes = np.bincount(markers.ravel())
-    small = sizes < min_area
-    small[0] = False
-    if small.any():
-        markers = np.where(small[markers], 0, markers).astype(np.int32)
-    return markers
+        pending &= ~reached
 
 
 def region_colours(colours: np.ndarray, regions: Regions) -> np.ndarray:
-    """(count, 3) uint8 RGB: each region's median colour in CIELAB, read away from the lines
-    where it can be.
+    """(count, 3) uint8 RGB: per region, its actual colour nearest the per-channel median in
+    CIELAB of the model's colours, read where the region is most its own: away from the lines
+    where it reaches that far, else on its paper, else on its lines.
 
-    colours: (H, W, 3) uint8 RGB at canvas size. Large canvases are read on an even sample of at
-    most `_MEDIAN_SAMPLES` pixels; a region the sample misses is read on all its pixels.
+    colours: (H, W, 3 or 4) uint8 RGB(A) at canvas size. Large canvases are read on an even
+    grid of at most `_MEDIAN_SAMPLES` pixels; a region the grid misses is read on all its pixels.
     """
-    labels, count = regions.labels, regions.count
-    # read each region where it is most its own: far from the lines, else on its paper, else all
-    use = np.zeros(labels.shape, bool)
-    for tier in (regions.distance >= _SEED_FAR, regions.distance > 0, np.ones_like(use)):
-        unread = np.bincount(labels[use], minlength=count + 1) == 0
-        use |= tier & unread[labels]
+    labels, depth, count = regions.labels, regions.depth, regions.count
     step = max(1, int(np.ceil(np.sqrt(labels.size / _MEDIAN_SAMPLES))))
-    sampled = np.zeros_like(use)
-    sampled[::step, ::step] = True
-    missed = np.bincount(labels[use & sampled], minlength=count + 1) == 0
-    pick = use & (sampled | missed[labels])
-    lab = cv2.cvtColor(colours, cv2.COLOR_RGB2LAB)[pick]  # (P, 3) uint8, OpenCV's 8-bit Lab
-    chosen = _nearest_to_medians(lab, labels[pick], count)
-    return colours[pick][chosen]
+    sample = labels[::step, ::step].ravel()
+    sample_depth = depth[::step, ::step].ravel()
+    sample_rgb = colours[::step, ::step, :3].reshape(-1, 3)
+    missed = np.bincount(sample, minlength=count + 1) == 0
+    missed[0] = False
+    if missed.any():
+        extra = missed[labels]
+        sample = np.concatenate([sample, labels[extra]])
+        sample_depth = np.concatenate([sample_depth, depth[extra]])
+        sample_rgb = np.concatenate([sample_rgb, colours[extra][:, :3]])
+    deepest = np.zeros(count + 1, np.uint8)
+    np.maximum.at(deepest, sample, sample_depth)
+    pick = sample_depth == deepest[sample]
+    rgb = np.ascontiguousarray(sample_rgb[pick])
+    lab = cv2.cvtColor(rgb[None], cv2.COLOR_RGB2LAB)[0]  # OpenCV's 8-bit Lab
+    return rgb[_nearest_to_medians(lab, sample[pick], count)]
 
 
 def _nearest_to_medians(lab: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
@@ -210,16 +233,20 @@ def flats(
     reference: np.ndarray | None = None,
     options: FlatsOptions = FlatsOptions(),
 ) -> np.ndarray:
-    """(H, W, 4) uint8 RGBA flats of the line art `lines` (bool, canvas size), coloured after the
-    model's `colours` ((H, W, 3) uint8 RGB at canvas size); `reference` (RGB) for the palette."""
+    """(H, W, 4) uint8 RGBA flats of the line mask `lines` ((H, W) bool, or uint8 1 on lines),
+    coloured after the model's `colours` ((H, W, 3 or 4) uint8 RGB(A), the same size);
+    `reference` ((h, w, 3) uint8 RGB) for the palette."""
+    if options.snap_to_palette and reference is None:
+        raise ValueError("snapping flats to the reference's palette needs a reference")
     regions = flat_regions(lines, options.gap, options.min_area)
-    labels, count = regions.labels, regions.count
-    palette_colours = region_colours(colours, regions)
-    if options.snap_to_palette:
-        if reference is None:
-            raise ValueError("snapping flats to the reference's palette needs a reference")
-        palette_colours = snap_to_palette(palette_colours, reference_palette(reference))
-    table = np.concatenate([palette_colours, np.full((count, 1), 255, np.uint8)], axis=1)
+    region_rgb = region_colours(colours, regions)
+    if reference is not None and options.snap_to_palette:
+        region_rgb = snap_to_palette(region_rgb, reference_palette(reference))
+    # one uint32 per RGBA pixel, row 0 unused (labels start at 1), so one gather paints the layer
+    table = np.zeros((regions.count + 1, 4), np.uint8)
+    table[1:, :3] = region_rgb
+    table[1:, 3] = 255
     if options.transparent_ground:
-        table[ground_region(labels) - 1] = 0
-    return table[labels - 1]
+        table[ground_region(regions.labels)] = 0
+    packed = table.view(np.uint32).reshape(-1)[regions.labels]
+    return packed.view(np.uint8).reshape(*regions.labels.shape, 4)

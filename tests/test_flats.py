@@ -173,3 +173,20 @@ def test_degenerate_canvases_give_one_colour_per_region(lines: np.ndarray) -> No
     assert out.shape == (*lines.shape, 4)
     assert np.all(out[..., 3] == 255)
     assert np.all(np.abs(out[..., :3].astype(int) - 90) <= 2)
+
+
+def test_a_narrow_inlet_keeps_its_own_closed_areas_region() -> None:
+    """A 4 px channel of the left area reaching 50 px into the right one, behind 1 px lines:
+    its far end lies nearer the right area's paper than its own, yet never takes that region."""
+    drawing = page(256)
+    cv2.rectangle(drawing, (20, 20), (235, 235), 0, 1)
+    drawing[20:236, 128] = 0  # the wall between the left and right areas
+    drawing[100, 128:181] = 0
+    drawing[105, 128:181] = 0
+    drawing[100:106, 180] = 0
+    drawing[101:105, 128] = 255  # the channel opens into the left area
+    regions = flat_regions(lines_of(drawing))
+    left, right = regions.labels[60, 60], regions.labels[60, 200]
+    assert left != right
+    assert np.all(regions.labels[101:105, 129:180] == left)
+    assert np.all(regions.labels[106:110, 140:180] == right)
