@@ -25,7 +25,14 @@ from dataclasses import replace
 
 import torch
 
-from colord.model import PRESETS, Discriminator, Generator, count_parameters, get_preset
+from colord.model import (
+    PRESETS,
+    SIZE_MULTIPLE,
+    Discriminator,
+    Generator,
+    count_parameters,
+    get_preset,
+)
 from colord.training.backbones import BACKBONES, load_feature_backbone
 from colord.training.config import LossConfig
 from colord.training.loop import autocast_factory, enable_cuda_fast_path, training_step
@@ -45,8 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-triplet", action="store_true", help="as colord train --no-triplet")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
-    if args.size % 16:
-        parser.error("--size must be a multiple of 16")
+    if args.size % SIZE_MULTIPLE:
+        parser.error(f"--size must be a multiple of {SIZE_MULTIPLE}")
     return args
 
 

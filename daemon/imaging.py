@@ -7,8 +7,8 @@ Everything the engine does to pixels before and after the generator lives here:
 2. **Flatten** it on white: transparent pixels become paper. 16-bit input is reduced to 8 bits
    first (the output is 8-bit anyway).
 3. **Find the lines** as training binarizes drawn line art: a pixel is a line when, flattened on
-   white, it is darker than 200 of 255 (`LINE_THRESHOLD`, the value of
-   `colord.training.sketch.binarize_line_art`; set high so anti-aliased and thin strokes count).
+   white, it is darker than 200 of 255 (`colord.model.pixels.LINE_THRESHOLD`, which training's
+   `binarize_line_art` uses too; set high so anti-aliased and thin strokes count).
    The value tested is the pixel's *darkest channel* rather than its luminance, so coloured inks
    count too: a red, blue or even yellow line is a line, while white or faintly tinted paper is
    not. White lines on a dark ground are not supported.
@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from colord.model.pixels import LINE_THRESHOLD, on_white
+from colord.model.pixels import SIZE_MULTIPLE as MULTIPLE
+
 MAX_SIDE = 16384  # the longest canvas side accepted, in pixels
-MULTIPLE = 16  # the generator's input sides must be multiples of this
-LINE_THRESHOLD = 200  # 8-bit: a line pixel's darkest channel, flattened on white, is below this
 DEFAULT_WORKING_SIZE = 512
 
 
@@ -97,16 +98,8 @@ def flatten_on_white(image: np.ndarray) -> np.ndarray:
     else:
         colour = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
     if alpha.min() < 255:
-        colour = _over_white(colour, alpha)
+        colour = on_white(colour, alpha)
     return colour
-
-
-def _over_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """colour * a + 255 * (1 - a), rounded, in uint8 arithmetic."""
-    if colour.ndim == 3:
-        alpha = cv2.merge([alpha] * colour.shape[2])
-    painted = cv2.multiply(colour, alpha, scale=1 / 255)
-    return cv2.add(painted, cv2.bitwise_not(alpha))
 
 
 def as_rgb(flat: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ import math
 import cv2
 import numpy as np
 
+from .pixels import SIZE_MULTIPLE
+
 LINE_WIDTH_KEY = "training_line_width"
 MIN_RIDGE_PIXELS = 16  # fewer ridge pixels than this: too little line to read a width from
 MEASURE_SIDE = 1024  # automatic_working_size reads widths on at most this many pixels a side
@@ -57,7 +59,7 @@ def automatic_working_size(
     line_art_lines: np.ndarray,
     training_line_width: float,
     *,
-    multiple: int = 16,
+    multiple: int = SIZE_MULTIPLE,
     minimum: int = 64,
     maximum: int,
 ) -> int:

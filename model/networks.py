@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pixels import SIZE_MULTIPLE  # = 2 ** len(STRIDE_TWO_LAYERS)
 from .presets import Preset
 
-DOWNSAMPLING = 16  # four stride-2 convs in the encoder
 STRIDE_TWO_LAYERS = (2, 4, 6, 8)  # 0-based: layers 3, 5, 7, 9 of Table 5
 SKIP_LAYERS = (7, 5, 3, 1)  # 0-based: last sketch feature at 1/8, 1/4, 1/2, 1/1 for the decoder
 
@@ -51,7 +51,7 @@ class Encoder(nn.Module):
         return features
 
 
-def stack_levels(features: list[torch.Tensor], stride: int = DOWNSAMPLING) -> torch.Tensor:
+def stack_levels(features: list[torch.Tensor], stride: int = SIZE_MULTIPLE) -> torch.Tensor:
     """Eq. 1: bring every level to 1/`stride` of the input and concatenate: (B, d_v, h, w).
 
     At the paper's stride 16 every level is average-pooled to the last level's size. At a finer
@@ -244,7 +244,7 @@ class Decoder(nn.Module):
                 skip_channels[i],
                 widths[i + 1],
                 hint_channels=hint_channels,
-                upsample=i > 0 or preset.attention_stride == DOWNSAMPLING,
+                upsample=i > 0 or preset.attention_stride == SIZE_MULTIPLE,
             )
             for i in range(4)
         )
@@ -340,8 +340,8 @@ class Discriminator(nn.Module):
 
 def check_divisible(x: torch.Tensor, name: str) -> None:
     h, w = x.shape[-2:]
-    if h % DOWNSAMPLING or w % DOWNSAMPLING:
-        raise ValueError(f"{name} size {w}x{h} is not a multiple of {DOWNSAMPLING}")
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+        raise ValueError(f"{name} size {w}x{h} is not a multiple of {SIZE_MULTIPLE}")
 
 
 WEIGHT_INITS = ("paper", "kaiming")

@@ -15,7 +15,7 @@ from typing import Any
 
 import tomllib
 
-from colord.model import PRESETS
+from colord.model import PRESETS, SIZE_MULTIPLE
 from colord.model.networks import WEIGHT_INITS
 from colord.model.presets import AGGREGATIONS, ATTENTION_STRIDES
 
@@ -184,7 +184,10 @@ def set_value(cfg: TrainConfig, name: str, value: Any, *, origin: str = "option"
 def validate(cfg: TrainConfig) -> None:
     """Values that type-check but cannot train."""
     checks = [
-        (cfg.data.size > 0 and cfg.data.size % 16 == 0, "data.size must be a multiple of 16"),
+        (
+            cfg.data.size > 0 and cfg.data.size % SIZE_MULTIPLE == 0,
+            f"data.size must be a multiple of {SIZE_MULTIPLE}",
+        ),
         (0 <= cfg.data.zero_reference_ratio <= 1, "data.zero_reference_ratio must be in [0, 1]"),
         (cfg.data.workers >= 0, "data.workers must be >= 0"),
         (0 < cfg.data.min_crop_fraction <= 1, "data.min_crop_fraction must be in (0, 1]"),

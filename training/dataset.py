@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from colord.model.line_scale import stroke_width
+from colord.model.pixels import SIZE_MULTIPLE, on_white, to_signed
 from colord.training.augment import (
     ReferenceMotion,
     check_warp_settings,
@@ -64,9 +65,8 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
-        alpha = rgba[..., 3:] / 255.0
-        return np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        rgba = np.asarray(image.convert("RGBA"))
+        return on_white(rgba[..., :3], rgba[..., 3])
     return np.asarray(image.convert("RGB"))
 
 
@@ -273,10 +273,7 @@ def _scale_box(box, from_hw, to_hw) -> tuple[int, int, int, int]:
 def _signed_unit(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W) or (H, W, C) -> float32 (C, H, W) in [-1, 1]."""
     channels_first = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
-    values = np.ascontiguousarray(channels_first, dtype=np.float32)
-    values *= 1 / 127.5
-    values -= 1.0
-    return torch.from_numpy(values)
+    return torch.from_numpy(to_signed(np.ascontiguousarray(channels_first)))
 
 
 class ColorizationDataset(Dataset):
@@ -311,8 +308,10 @@ class ColorizationDataset(Dataset):
     ) -> None:
         """`source` is a folder of images, or a manifest (.csv, .jsonl) with image and lineart."""
         height, width = (size, size) if isinstance(size, int) else size
-        if height <= 0 or width <= 0 or height % 16 or width % 16:
-            raise ValueError(f"training size must be positive multiples of 16, got {size}")
+        if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+            raise ValueError(
+                f"training size must be positive multiples of {SIZE_MULTIPLE}, got {size}"
+            )
         if not 0.0 <= zero_reference_probability <= 1.0:
             raise ValueError("zero_reference_probability must lie in [0, 1]")
         if not 0.0 < min_crop_fraction <= 1.0:

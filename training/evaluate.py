@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from colord.model.pixels import SIZE_MULTIPLE, from_signed, to_signed
 from colord.training import metrics, probes
 from colord.training.augment import jitter_colors, thin_plate_spline_warp
 from colord.training.dataset import ImageReadError, load_line_art, load_rgb, scan_folder
@@ -182,13 +183,12 @@ def load_daemon_colorizer(connection_file: Path | None = None) -> DaemonColorize
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, C) uint8 -> (B, C, H, W) float in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return to_signed(torch.from_numpy(images).permute(0, 3, 1, 2))
 
 
 def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
     """(B, 3, H, W) in [-1, 1] -> list of (H, W, 3) uint8."""
-    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(pixels.permute(0, 2, 3, 1).numpy())
+    return list(from_signed(images).permute(0, 2, 3, 1).numpy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +208,10 @@ def load_held_out(
 ) -> HeldOutSet:
     """Every readable image under `folder` (sorted), centre-cropped square and resized to `size`,
     with its drawn line art from `line_art_dir` (same relative path and stem) where there is one."""
-    if size <= 0 or size % 16:
-        raise ValueError(f"the evaluation size must be a positive multiple of 16, got {size}")
+    if size <= 0 or size % SIZE_MULTIPLE:
+        raise ValueError(
+            f"the evaluation size must be a positive multiple of {SIZE_MULTIPLE}, got {size}"
+        )
     try:
         entries = scan_folder(Path(folder), Path(line_art_dir) if line_art_dir else None)
     except FileNotFoundError as error:

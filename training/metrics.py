@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from colord.model.pixels import to_signed
 from colord.training.correspondence import landing_at_cells
 from colord.training.spair import KeypointPairs
 
@@ -421,7 +422,7 @@ def images_to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
         )
         for image in images
     ]
-    return torch.cat(tensors) / 127.5 - 1.0
+    return to_signed(torch.cat(tensors))
 
 
 class BackbonePooledFeatures:

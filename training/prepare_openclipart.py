@@ -17,8 +17,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from colord.model.pixels import on_white
+
 from .data_prep import describe, parallel_map, save_png, split_by_design, write_summary
-from .svg_render import SvgRenderError, intrinsic_size, on_white, render_svg_rgba
+from .svg_render import SvgRenderError, intrinsic_size, render_svg_rgba
 
 DEFAULT_SOURCE = Path("/usr/share/openclipart/svg")  # Debian's openclipart-svg package
 RENDER_LONG_SIDE = 768  # cap on the drawing before its bounding box is cut out, in pixels
@@ -88,9 +90,8 @@ def judge_and_render(task: ClipArtTask) -> str:
     out_w = max(16, round(drawing.shape[1] * factor))
     out_h = max(16, round(drawing.shape[0] * factor))
     interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-    save_png(
-        on_white(cv2.resize(drawing, (out_w, out_h), interpolation=interpolation)), task.out_path
-    )
+    resized = cv2.resize(drawing, (out_w, out_h), interpolation=interpolation)
+    save_png(on_white(resized[..., :3], resized[..., 3]), task.out_path)
     return "ok"
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from colord.model.pixels import SIZE_MULTIPLE
 from colord.training.augment import thin_plate_spline_warp
 from colord.training.metrics import (
     ciede2000,
@@ -129,8 +130,10 @@ def make_probe(name: str, shapes: tuple[Shape, ...], size: int, rng: np.random.G
 
 def make_probes(size: int, *, seed: int = 0) -> list[Probe]:
     """Every probe of PROBE_SHAPES at size x size; the warps are decided by `seed` alone."""
-    if size < 32 or size % 16:
-        raise ValueError(f"the probe size must be a multiple of 16 of at least 32, got {size}")
+    if size < 32 or size % SIZE_MULTIPLE:
+        raise ValueError(
+            f"the probe size must be a multiple of {SIZE_MULTIPLE} of at least 32, got {size}"
+        )
     return [
         make_probe(name, shapes, size, np.random.default_rng([seed, index]))
         for index, (name, shapes) in enumerate(PROBE_SHAPES.items())

@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from colord.model.pixels import LINE_THRESHOLD
+
 LINE = 0
 BACKGROUND = 255
 
@@ -46,11 +48,11 @@ def xdog(
     return np.where(difference < epsilon, LINE, BACKGROUND).astype(np.uint8)
 
 
-def binarize_line_art(line_art: np.ndarray, *, threshold: int = 200) -> np.ndarray:
+def binarize_line_art(line_art: np.ndarray, *, threshold: int = LINE_THRESHOLD) -> np.ndarray:
     """Bring drawn line art (dark strokes on a light background, grey uint8) to XDoG's binary form.
 
-    The threshold sits high so that anti-aliased or downscaled thin strokes, which are grey rather
-    than black, still count as lines.
+    The threshold is the model's line threshold (see colord.model.pixels), so a drawing counts
+    as lines here what the daemon counts as lines at inference.
     """
     if line_art.ndim != 2 or line_art.dtype != np.uint8:
         raise ValueError(f"line art must be (H, W) uint8, got {line_art.shape} {line_art.dtype}")

@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
+from colord.model.pixels import on_white
+
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
 # CSS lengths in pixels at 96 dpi; a bare number is pixels.
@@ -41,16 +43,10 @@ def render_svg_rgba(svg: bytes, *, width: int, height: int) -> np.ndarray:
     return np.asarray(image.convert("RGBA"))
 
 
-def on_white(rgba: np.ndarray) -> np.ndarray:
-    """RGBA uint8 composited on a white background: RGB uint8."""
-    alpha = rgba[..., 3:].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-    return np.round(rgb).astype(np.uint8)
-
-
 def render_svg(svg: bytes, *, width: int, height: int) -> np.ndarray:
     """(height, width, 3) uint8 RGB of the SVG scaled to that size, composited on white."""
-    return on_white(render_svg_rgba(svg, width=width, height=height))
+    rgba = render_svg_rgba(svg, width=width, height=height)
+    return on_white(rgba[..., :3], rgba[..., 3])
 
 
 def _length(text: str | None) -> float | None:

@@ -16,13 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from colord.model.pixels import from_signed
+
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1], C in {1, 3} -> (B, H, W, 3) uint8."""
     images = images.detach().float().cpu().clamp(-1, 1)
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
-    return ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return from_signed(images).permute(0, 2, 3, 1).numpy()
 
 
 def image_grid(columns: list[torch.Tensor], gap: int = 2) -> np.ndarray:
