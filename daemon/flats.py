@@ -17,8 +17,9 @@ the canvas's line mask and the model's colours at canvas size (numpy and OpenCV 
    channel; a region that lies wholly near lines uses all its pixels.
 3. **Optionally the reference's palette** (`reference_palette`, `snap_to_palette`): the
    reference's dominant colours by k-means in CIELAB; each region takes the nearest of them.
-4. **The layer** (`flats`): RGBA, every pixel exactly its region's colour; the outer ground (the
-   region that holds most of the canvas border) transparent when asked.
+4. **The layer** (`flats`; `flats_layer` from a request's own images): RGBA, every pixel
+   exactly its region's colour; the outer ground (the region that holds most of the canvas
+   border) transparent when asked.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from colord.daemon import imaging
 
 DEFAULT_GAP = 6  # canvas pixels: openings up to this wide are closed (tuned for a 2048 px page)
 DEFAULT_MIN_AREA = 64  # canvas pixels: smaller regions (specks, hatching) join a neighbour
@@ -250,3 +253,24 @@ def flats(
         table[ground_region(regions.labels)] = 0
     packed = table.view(np.uint32).reshape(-1)[regions.labels]
     return packed.view(np.uint8).reshape(*regions.labels.shape, 4)
+
+
+def flats_layer(
+    line_art: np.ndarray,
+    plain: np.ndarray,
+    reference: np.ndarray | None = None,
+    options: FlatsOptions = FlatsOptions(),
+) -> np.ndarray:
+    """The engine's flats output, (H, W, 4) uint8 RGBA: `line_art` and `reference` as a request
+    carries them (any format `imaging.check_image` takes), `plain` the plain coloured output at
+    the line art's size ((H, W, 3 or 4) uint8, best before the lines are drawn over it).
+    Raises InputError for images the engine cannot use."""
+    _, _, lines = imaging.read_line_art(line_art)
+    if plain.shape[:2] != lines.shape:
+        raise imaging.InputError(
+            f"the coloured output is {plain.shape[1]}x{plain.shape[0]}, the line art "
+            f"{lines.shape[1]}x{lines.shape[0]}"
+        )
+    if reference is not None:
+        reference = imaging.as_rgb(imaging.flatten_in_bands(reference, "reference"))
+    return flats(plain, lines, reference, options)

@@ -11,9 +11,11 @@ from colord.daemon.flats import (
     FlatsOptions,
     flat_regions,
     flats,
+    flats_layer,
     reference_palette,
     snap_to_palette,
 )
+from colord.daemon.imaging import InputError
 
 RED, BLUE, GREEN, GREY = (230, 20, 30), (20, 40, 220), (30, 200, 60), (200, 200, 200)
 
@@ -190,3 +192,23 @@ def test_a_narrow_inlet_keeps_its_own_closed_areas_region() -> None:
     assert left != right
     assert np.all(regions.labels[101:105, 129:180] == left)
     assert np.all(regions.labels[106:110, 140:180] == right)
+
+
+def test_the_flats_layer_reads_the_requests_own_images() -> None:
+    """Line art on transparent paper and an RGBA reference, as a plug-in sends them."""
+    line_art = np.zeros((256, 256, 4), np.uint8)  # transparent paper
+    cv2.circle(line_art, (128, 128), 80, (0, 0, 0, 255), 3)
+    plain = np.full((256, 256, 4), 255, np.uint8)
+    plain[..., :3] = GREY
+    cv2.circle(plain, (128, 128), 80, (200, 50, 60, 255), -1)  # near red, inside the ring
+    reference = np.full((64, 64, 4), 255, np.uint8)
+    reference[:, :32, :3] = RED
+    reference[:, 32:, :3] = GREY
+    out = flats_layer(line_art, plain, reference, FlatsOptions(snap_to_palette=True))
+    assert out.shape == (256, 256, 4)
+    assert tuple(out[128, 128]) == (*RED, 255)
+    assert out[5, 5, 3] == 0  # the ground, transparent by default
+    visible = {tuple(c) for c in out[out[..., 3] == 255][:, :3]}
+    assert visible == {RED}
+    with pytest.raises(InputError):
+        flats_layer(line_art, plain[:100], reference)
