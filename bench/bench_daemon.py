@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from daemon_helpers import RunningDaemon, start_daemon
 
 from colord.daemon import protocol
-from colord.daemon.protocol import ColorizeArgs
+from colord.daemon.job import Job
 
 
 def line_art(size: int) -> np.ndarray:
@@ -105,7 +105,7 @@ class BareEcho:
 def latency(daemon: RunningDaemon, size: int, repeats: int) -> None:
     """Daemon round trips and bare echoes alternate, so a busy machine slows both alike."""
     drawing, picture = line_art(size), reference()
-    args = ColorizeArgs(protocol.array_to_image(drawing), protocol.array_to_image(picture))
+    args, _, _ = protocol.colorize_request_args(Job(drawing, picture))
     request_size = len(protocol.encode_request(1, "colorize", daemon.token, args))
     result = protocol.array_to_image(np.zeros((size, size, 4), np.uint8))
     reply_size = len(protocol.encode_ok(1, {"timings": {}, "image": result.to_message()}))

@@ -42,6 +42,7 @@ from bench_daemon import rss_mib, tiny_checkpoint
 from daemon_helpers import RunningDaemon, start_daemon
 
 from colord.daemon import protocol
+from colord.plugins.wire import colord_protocol as wire
 
 FLOOD_MB = 30
 
@@ -208,13 +209,14 @@ def pin(daemon: RunningDaemon, connections: int, megabytes: int, declared: int) 
 def decode_cost(side: int) -> None:
     token = "a" * 32
     image = protocol.WireImage(side, side, "RGBA8", bytes(side * side * 4))
-    body = protocol.encode_request(1, "colorize", token, protocol.ColorizeArgs(image))
-    limits = protocol.Limits()
+    args = wire.colorize_args(image.to_message(), None, {})
+    body = protocol.encode_request(1, "colorize", token, args)
+    limits = wire.Limits()
     started = time.perf_counter()
     protocol.decode_request(body, token=token, limits=limits)
     decoded_ms = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    with contextlib.suppress(protocol.ProtocolError):
+    with contextlib.suppress(wire.ProtocolError):
         protocol.decode_request(body, token="b" * 32, limits=limits)
     refused_ms = (time.perf_counter() - started) * 1000
     print(f"a {side}^2 RGBA8 request ({len(body) >> 20} MiB): decoded in {decoded_ms:.1f} ms "
@@ -278,8 +280,8 @@ def main() -> None:
         tempfile.TemporaryDirectory() as folder,
         start_daemon(tiny_checkpoint(Path(folder))) as daemon,
     ):
-        limit = protocol.Limits().max_message_bytes
-        print(f"daemon limits: max side {protocol.DEFAULT_MAX_SIDE}, message {limit} bytes")
+        limit = wire.Limits().max_message_bytes
+        print(f"daemon limits: max side {wire.DEFAULT_MAX_SIDE}, message {limit} bytes")
         flood(
             "the daemon", daemon.endpoint, daemon.process.pid, daemon.token,
             options.pings, options.messages, options.senders,

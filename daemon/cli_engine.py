@@ -13,6 +13,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+from colord.plugins.wire.colord_protocol import (
+    WORKING_SIZE_MULTIPLE,
+    ColordError,
+    ProtocolError,
+    colorize_options,
+)
+
 # Pillow modes read as they are; every other mode is converted to the one given here.
 _KEEP_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N"}
 _CONVERT = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}
@@ -86,7 +93,8 @@ def _load_engine(model: Path | None, device: str, working_size: int | None, warm
 
 
 class WorkingSize(click.ParamType):
-    """`auto` (None: the engine chooses per canvas) or a multiple of 16 from 16 to 16384."""
+    """`auto` (None: the engine chooses per canvas) or a working size the protocol accepts (a
+    multiple of 16; the engine refuses one above its largest canvas)."""
 
     name = "auto|N"
 
@@ -100,8 +108,11 @@ class WorkingSize(click.ParamType):
                 size = int(value)
             except ValueError:
                 self.fail(f"{value!r} is neither auto nor a number", param, ctx)
-        if size is not None and (size < 16 or size % 16 or size > 16384):
-            self.fail("must be auto or a multiple of 16 between 16 and 16384", param, ctx)
+        try:
+            colorize_options({"working_size": size})
+        except ProtocolError:
+            multiple = WORKING_SIZE_MULTIPLE
+            self.fail(f"must be auto or a multiple of {multiple} from {multiple}", param, ctx)
         return size
 
 
@@ -183,14 +194,14 @@ def colorize_command(
 
 
 def _colorize_on_daemon(line_art, reference, working_size, keep_lines):
-    from .client import Client, DaemonError
+    from .client import Client
 
     try:
         with Client.from_connection_file(None) as client:
             return client.colorize(
                 line_art, reference, working_size=working_size, keep_lines=keep_lines
             )
-    except DaemonError as error:
+    except ColordError as error:
         raise click.ClickException(f"daemon: {error}") from None
 
 
@@ -232,12 +243,12 @@ def info_command(model: Path | None, device: str, daemon: bool) -> None:
     """Show the model file, preset, parameters, device and dtype."""
     _setup_logging()
     if daemon:
-        from .client import Client, DaemonError
+        from .client import Client
 
         try:
             with Client.from_connection_file(None) as client:
                 info = client.info()
-        except DaemonError as error:
+        except ColordError as error:
             raise click.ClickException(f"daemon: {error}") from None
     else:
         info = _load_engine(model, device, None, warmup=False).info()

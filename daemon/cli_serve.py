@@ -2,44 +2,34 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 
 from colord.daemon.cli_engine import WORKING_SIZE
-from colord.daemon.protocol import DEFAULT_MAX_SIDE, WORKING_SIZE_MULTIPLE, Limits
 from colord.daemon.server import (
     DEFAULT_ENDPOINT,
     DaemonStartError,
-    EngineAdapter,
+    EngineLike,
     ServeConfig,
+    require_local_endpoint,
     run_daemon,
 )
-
-
-def is_local_endpoint(endpoint: str) -> bool:
-    """True for tcp:// on a loopback address and for ipc:// (a local socket file)."""
-    if endpoint.startswith("ipc://"):
-        return True
-    if not endpoint.startswith("tcp://"):
-        return False
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name
+from colord.plugins.wire.colord_protocol import (
+    DEFAULT_MAX_SIDE,
+    DEFAULT_QUEUE_SIZE,
+    WORKING_SIZE_MULTIPLE,
+    ColordError,
+    Limits,
+)
 
 
 def open_engine(
     model_path: Path | None, *, device: str | None, working_size: int | None
-) -> EngineAdapter:
+) -> EngineLike:
     """Load the model onto the device (without a path: the default model that ships with colord).
 
     torch is imported only here, after the endpoint and the connection file are claimed, so a
@@ -50,7 +40,7 @@ def open_engine(
 
     try:
         path = model_path or engine.default_checkpoint()
-        return EngineAdapter(engine.Engine(path, device=device, working_size=working_size))
+        return engine.Engine(path, device=device, working_size=working_size)
     except (engine.EngineError, CheckpointError) as error:
         raise DaemonStartError(str(error)) from None
 
@@ -79,7 +69,7 @@ def open_engine(
 @click.option(
     "--queue-size",
     type=click.IntRange(min=1),
-    default=8,
+    default=DEFAULT_QUEUE_SIZE,
     show_default=True,
     help="Colorize requests that may wait before the daemon answers busy.",
 )
@@ -116,14 +106,12 @@ def serve(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s colord %(levelname)s %(message)s",
     )
-    if not is_local_endpoint(endpoint):
-        raise click.UsageError(
-            f"{endpoint} is not a loopback address. The daemon serves this machine only (its "
-            "token and pixels travel unencrypted); to use it from another machine, forward its "
-            "port over SSH: ssh -N -L 5547:127.0.0.1:5547 HOST (docs/protocol.md, Remote use)."
-        )
+    try:
+        require_local_endpoint(endpoint)  # the server checks too; here it is a usage error
+    except DaemonStartError as error:
+        raise click.UsageError(str(error)) from None
 
-    def load() -> EngineAdapter:
+    def load() -> EngineLike:
         return open_engine(model_path, device=device, working_size=working_size)
 
     # The daemon mostly waits for requests: OpenMP threads spinning after each forward pass
@@ -149,14 +137,14 @@ def serve(
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
 def ping(connection_file: Path | None, timeout: float) -> None:
     """Check that the daemon answers; print the round trip and its version."""
-    from colord.daemon.client import Client, DaemonError
+    from colord.daemon.client import Client
 
     try:
         with Client.from_connection_file(connection_file, timeout=timeout) as client:
             started = time.perf_counter()
             result = client.ping()
             round_trip_ms = (time.perf_counter() - started) * 1000.0
-    except DaemonError as error:
+    except ColordError as error:
         raise click.ClickException(error.message) from None
     click.echo(
         f"colord daemon {result.get('version', '?')} at {client.endpoint}: "

@@ -19,44 +19,36 @@ import numpy as np
 import zmq
 
 from colord.daemon import protocol
-from colord.daemon.connection import ConnectionFileError, read_connection
-from colord.daemon.protocol import ColorizeArgs, ProtocolError
+from colord.daemon.job import Job
+from colord.plugins.wire.colord_protocol import (
+    BAD_IMAGE,
+    PROTOCOL,
+    TOO_LARGE,
+    ColordError,
+    DaemonNotRunning,
+    DaemonTimeout,
+    ErrorReply,
+    ProtocolError,
+    check_image,
+    oversize_message,
+    read_connection,
+    read_reply,
+)
+
+__all__ = [
+    "Client",
+    "ColorizeReply",
+    "DaemonError",
+    "DaemonNotRunning",
+    "DaemonTimeout",
+    "ErrorReply",
+    "ProtocolError",
+]
 
 DEFAULT_TIMEOUT = 120.0
-
-
-class DaemonError(Exception):
-    """Base of the client's errors; `code` is the protocol error code (or a client-side one)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class DaemonNotRunning(DaemonError):
-    """No connection file, or the daemon it names has gone."""
-
-    def __init__(self, message: str):
-        super().__init__("not_running", message)
-
-
-class DaemonTimeout(DaemonError):
-    """No reply within the client's timeout."""
-
-    def __init__(self, message: str):
-        super().__init__("timeout", message)
-
-
-class ErrorReply(DaemonError):
-    """The daemon answered with an error reply; `code` is its stable protocol code."""
-
-
-class BadReply(DaemonError):
-    """The daemon's reply does not follow the protocol."""
-
-    def __init__(self, message: str):
-        super().__init__(protocol.MALFORMED, message)
+# The protocol's ColordError, under the name callers of this client have always caught: every
+# failure of a request (no daemon, a timeout, an error reply, an unreadable reply) is one.
+DaemonError = ColordError
 
 
 @dataclass(frozen=True)
@@ -90,10 +82,7 @@ class Client:
         cls, path: str | Path | None = None, *, timeout: float = DEFAULT_TIMEOUT
     ) -> Client:
         """Connect to the daemon named by the connection file (default: this user's)."""
-        try:
-            info = read_connection(Path(path) if path is not None else None)
-        except ConnectionFileError as error:
-            raise DaemonNotRunning(str(error)) from None
+        info = read_connection(path)
         return cls(info.endpoint, info.token, timeout=timeout)
 
     def close(self) -> None:
@@ -114,57 +103,43 @@ class Client:
         return self.request("info")
 
     def colorize(
-        self,
-        line_art: np.ndarray,
-        reference: np.ndarray | None = None,
-        *,
-        working_size: int | None = None,
-        keep_lines: bool = True,
+        self, line_art: np.ndarray, reference: np.ndarray | None = None, **options: Any
     ) -> ColorizeReply:
-        """Colour line_art (uint8/uint16, grey to RGBA) after reference (or none)."""
+        """Colour line_art (uint8/uint16, grey to RGBA) after reference (or none); `options`
+        are colorize's (`colord_protocol.COLORIZE_OPTIONS`), checked before anything is sent."""
+        job = Job(line_art, reference, **options)
         try:
-            args = ColorizeArgs(
-                line_art=protocol.array_to_image(line_art),
-                reference=None if reference is None else protocol.array_to_image(reference),
-                working_size=working_size,
-                keep_lines=keep_lines,
-            )
+            args, line_image, reference_image = protocol.colorize_request_args(job)
         except ValueError as error:
-            raise DaemonError(protocol.BAD_IMAGE, f"Cannot send this image: {error}.") from None
-        self._refuse_oversize(args)
+            raise ErrorReply(BAD_IMAGE, f"Cannot send this image: {error}.") from None
+        self._refuse_oversize(line_image, reference_image)
         result = self.request("colorize", args)
         try:
-            image = protocol.image_to_array(_result_image(result))
+            image = _result_image(result["image"]).to_array()
             timings = {key: float(value) for key, value in result["timings"].items()}
         except (KeyError, TypeError, ValueError, ProtocolError) as error:
-            raise BadReply(f"The daemon's colorize result is not valid: {error}.") from None
+            raise ProtocolError(
+                PROTOCOL, f"The daemon's colorize result is not valid: {error}."
+            ) from None
         return ColorizeReply(image, timings)
 
-    def _refuse_oversize(self, args: ColorizeArgs) -> None:
+    def _refuse_oversize(
+        self, line_art: protocol.WireImage, reference: protocol.WireImage | None
+    ) -> None:
         """Fail at once on images above the daemon's limits: ZeroMQ would drop such a message
         unanswered and leave the client waiting out its timeout."""
         if self._limits is None:
             self._limits = self.info()["limits"]
-        max_side, max_bytes = self._limits["max_side"], self._limits["max_message_bytes"]
-        images = {"line art": args.line_art, "reference": args.reference}
-        pixel_bytes = 0
-        for name, image in images.items():
-            if image is None:
-                continue
-            pixel_bytes += memoryview(image.data).nbytes
-            if max(image.width, image.height) > max_side:
-                raise ErrorReply(
-                    protocol.TOO_LARGE,
-                    f"The {name} is {image.width}x{image.height} px; the daemon accepts at most "
-                    f"{max_side} px a side. Scale it down, or start the daemon with a larger "
-                    "--max-side.",
-                )
-        if pixel_bytes + protocol.REQUEST_OVERHEAD_BYTES > max_bytes:
-            raise ErrorReply(
-                protocol.TOO_LARGE,
-                f"The images take {pixel_bytes} bytes; the daemon accepts messages of at most "
-                f"{max_bytes} bytes. Send smaller images.",
-            )
+        images = {"line art": line_art, "reference": reference}
+        sizes = {
+            name: None
+            if image is None
+            else (image.width, image.height, memoryview(image.data).nbytes)
+            for name, image in images.items()
+        }
+        problem = oversize_message(sizes, self._limits)
+        if problem is not None:
+            raise ErrorReply(TOO_LARGE, problem)
 
     # -- one round trip ------------------------------------------------------------------------
 
@@ -179,7 +154,7 @@ class Client:
         else:
             self._socket.send(body)
 
-    def request(self, op: str, args: ColorizeArgs | None = None) -> dict[str, Any]:
+    def request(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send one request and wait for its reply; replies to earlier, abandoned requests are
         skipped. Raises ErrorReply for an error reply and DaemonTimeout after `timeout` seconds."""
         request_id = next(self._ids)
@@ -194,25 +169,15 @@ class Client:
                     f"The colord daemon at {self.endpoint} did not answer within "
                     f"{self.timeout:g} s (is it running? `colord serve` starts it)."
                 )
-            frame = self._socket.recv(copy=False)
-            try:
-                reply = protocol.decode_reply(frame.buffer)
-            except ProtocolError as error:
-                raise BadReply(error.message) from None
-            if reply.id == request_id:
-                break
-        if not reply.ok:
-            raise ErrorReply(str(reply.error_code), str(reply.error_message))
-        assert reply.result is not None
-        return reply.result
+            reply = protocol.decode_message(self._socket.recv(copy=False).buffer)
+            if reply.get("id") == request_id:
+                return read_reply(reply)
 
 
-def _result_image(result: dict[str, Any]) -> protocol.WireImage:
-    message = result["image"]
-    image = protocol.WireImage(
+def _result_image(message: Any) -> protocol.WireImage:
+    check_image(message, "image")
+    if message["format"] != "RGBA8":
+        raise ValueError(f"expected RGBA8, got {message['format']}")
+    return protocol.WireImage(
         message["width"], message["height"], message["format"], message["data"]
     )
-    expected = image.width * image.height * protocol.bytes_per_pixel(image.format)
-    if image.format != "RGBA8" or len(image.data) != expected:
-        raise ValueError(f"expected {expected} bytes of RGBA8, got {image.format}")
-    return image

@@ -28,8 +28,9 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from colord.model.line_scale import LINE_WIDTH_KEY, automatic_working_size
 from . import imaging
 from .devices import DeviceError, describe, pick_device
 from .imaging import EngineError, InputError
+from .job import ColorizeResult, Job
 
 __all__ = [
     "ColorizeResult",
@@ -136,24 +138,6 @@ def _training_line_width(metadata: dict) -> float:
 
 
 @dataclass
-class Job:
-    """One colorize request."""
-
-    line_art: np.ndarray  # (H, W) or (H, W, C), C in 1..4, uint8 or uint16
-    reference: np.ndarray | None = None  # likewise, any size; None = no-reference mode
-    working_size: int | None = None  # long side at which the model runs; None = the engine's
-    # (automatic when the engine has none either)
-    keep_lines: bool = True  # lay the original lines over the colours
-
-
-@dataclass
-class ColorizeResult:
-    image: np.ndarray  # (H, W, 4) uint8 RGBA, the line art's size, alpha 255
-    working_size: int  # the working size used, chosen or automatic
-    timings: dict[str, float] = field(default_factory=dict)  # milliseconds: prepare, forward, ...
-
-
-@dataclass
 class _Prepared:
     """A job after the CPU-side preparation, waiting for its forward pass."""
 
@@ -229,15 +213,11 @@ class Engine:
         return self.model is not None
 
     def colorize(
-        self,
-        line_art: np.ndarray,
-        reference: np.ndarray | None = None,
-        *,
-        working_size: int | None = None,
-        keep_lines: bool = True,
+        self, line_art: np.ndarray, reference: np.ndarray | None = None, **options: Any
     ) -> ColorizeResult:
-        """Colour `line_art` after `reference`: (H, W, 4) uint8 RGBA of the line art's size."""
-        return self.colorize_batch([Job(line_art, reference, working_size, keep_lines)])[0]
+        """Colour `line_art` after `reference`: (H, W, 4) uint8 RGBA of the line art's size.
+        `options`: the Job's (working_size, keep_lines, ...)."""
+        return self.colorize_batch([Job(line_art, reference, **options)])[0]
 
     def colorize_batch(self, jobs: Sequence[Job]) -> list[ColorizeResult]:
         """Colour several jobs; jobs of the same working shapes share one forward pass.

@@ -1,7 +1,9 @@
-"""Protocol v1 (docs/protocol.md): message schema, decode + validate, encode.
+"""Protocol v1 on the daemon's side of the wire: msgpack encoding and bounded decoding.
 
-Pure data handling: this module imports neither zmq nor torch, so the server, the Python client and
-the tests share one definition of every message.
+The contract itself (version, ops, formats, options, limits, error codes) is
+`colord.plugins.wire.colord_protocol`, the module the plug-ins ship; this one adds what needs the
+msgpack library and numpy: encoding with one copy of the pixels, decoding with msgpack's bounded
+unpacker, and images as arrays. It imports neither zmq nor torch.
 """
 
 from __future__ import annotations
@@ -14,81 +16,38 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
-OPS = ("ping", "info", "colorize")
+from colord.daemon.job import Job
+from colord.plugins.wire.colord_protocol import (
+    BAD_REQUEST,
+    FORMATS,
+    HEADER_BYTES,
+    HEADER_KEYS,
+    MALFORMED,
+    MAX_CONTAINER_LEN,
+    MAX_ID_BYTES,
+    MAX_STR_BYTES,
+    OPS,
+    PROTOCOL_VERSION,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNKNOWN_OP,
+    VERSION,
+    ErrorReply,
+    Limits,
+    ProtocolError,
+    check_image,
+    colorize_args,
+    colorize_options,
+    error_message,
+    ok_message,
+    read_reply,
+    request_message,
+    valid_id,
+)
 
-# Stable error codes, in the order the daemon checks for them.
-MALFORMED = "malformed"
-VERSION = "version"
-UNAUTHORIZED = "unauthorized"
-UNKNOWN_OP = "unknown_op"
-BAD_REQUEST = "bad_request"
-BAD_IMAGE = "bad_image"
-TOO_LARGE = "too_large"
-BUSY = "busy"
-SHUTTING_DOWN = "shutting_down"
-INTERNAL = "internal"
-ERROR_CODES = (
-    MALFORMED, VERSION, UNAUTHORIZED, UNKNOWN_OP, BAD_REQUEST, BAD_IMAGE, TOO_LARGE, BUSY,
-    SHUTTING_DOWN, INTERNAL,
-)  # fmt: skip
-
-# format -> (channels, bytes per channel)
-FORMATS: dict[str, tuple[int, int]] = {
-    "RGBA8": (4, 1),
-    "BGRA8": (4, 1),
-    "RGB8": (3, 1),
-    "GRAY8": (1, 1),
-    "GRAYA8": (2, 1),
-    "RGBA16": (4, 2),
-}
-RESULT_FORMATS = ("RGBA8", "BGRA8")
-MAX_ID_BYTES = 256
-WORKING_SIZE_MULTIPLE = 16  # the model's input sides are multiples of 16
-DEFAULT_MAX_SIDE = 8192  # two RGBA16 images of 8192^2 make a 1 GiB request
-REQUEST_OVERHEAD_BYTES = 1 << 16  # what a request holds besides pixels, with room to spare
 # Buffers at least this long are joined into the message once instead of being copied twice.
 _ZERO_COPY_MIN_BYTES = 1 << 16
 BUFFER_MIN_BYTES = 1 << 20  # messages this long are written into a reusable bytearray
-
-
-class ProtocolError(Exception):
-    """A request the daemon answers with an error reply: `code` is one of ERROR_CODES."""
-
-    def __init__(self, code: str, message: str, request_id: int | str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for. `max_working_size` None: the daemon knows no cap below
-    `max_side` (the server sets the engine's cap when it starts serving)."""
-
-    max_side: int = DEFAULT_MAX_SIDE
-    queue_size: int = 8
-    max_working_size: int | None = None
-
-    @property
-    def max_message_bytes(self) -> int:
-        """The longest valid request: line art and reference of max_side a side in the widest
-        format, plus the rest of the message. ZeroMQ drops longer messages unread."""
-        widest = max(bytes_per_pixel(image_format) for image_format in FORMATS)
-        return 2 * self.max_side * self.max_side * widest + REQUEST_OVERHEAD_BYTES
-
-    @property
-    def working_size_cap(self) -> int:
-        return self.max_side if self.max_working_size is None else self.max_working_size
-
-    def to_message(self) -> dict[str, int]:
-        return {
-            "max_side": self.max_side,
-            "max_message_bytes": self.max_message_bytes,
-            "max_working_size": self.working_size_cap,
-            "queue_size": self.queue_size,
-        }
 
 
 @dataclass(frozen=True)
@@ -108,25 +67,30 @@ class WireImage:
             "data": self.data,
         }
 
+    def to_array(self) -> np.ndarray:
+        """The pixels as a numpy array: (H, W) grey, else (H, W, C) in RGB(A) order."""
+        channels, channel_bytes = FORMATS[self.format]
+        dtype = np.dtype("<u2") if channel_bytes == 2 else np.dtype(np.uint8)
+        array = np.frombuffer(self.data, dtype=dtype).reshape(self.height, self.width, channels)
+        if self.format == "BGRA8":
+            array = array[..., [2, 1, 0, 3]]
+        if channels == 1:
+            array = array[..., 0]
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
+
 
 @dataclass(frozen=True)
 class ColorizeArgs:
-    line_art: WireImage
-    reference: WireImage | None = None
-    working_size: int | None = None
-    keep_lines: bool = True
-    result_format: str = "RGBA8"
+    """colorize's args as decoded: the images still as bytes (made arrays by the worker, off
+    the socket thread) and every option, checked."""
 
-    def to_message(self) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "keep_lines": self.keep_lines,
-            "result_format": self.result_format,
-        }
-        if self.working_size is not None:
-            options["working_size"] = self.working_size
-        reference = None if self.reference is None else self.reference.to_message()
-        # The pixel data goes last so the encoder can append it without a second copy.
-        return {"options": options, "reference": reference, "line_art": self.line_art.to_message()}
+    line_art: WireImage
+    reference: WireImage | None
+    options: dict[str, Any]
+
+    def to_job(self) -> Job:
+        reference = None if self.reference is None else self.reference.to_array()
+        return Job(self.line_art.to_array(), reference, **self.options)
 
 
 @dataclass(frozen=True)
@@ -205,25 +169,33 @@ def encode_request(
     request_id: int | str,
     op: str,
     token: str,
-    args: ColorizeArgs | None = None,
+    args: dict[str, Any] | None = None,
     *,
     into: bytearray | None = None,
 ) -> bytes | memoryview:
-    message: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, "token": token}
-    if args is not None:
-        message["args"] = args.to_message()
-    return encode(message, into)
+    """`args`: for colorize, `colord_protocol.colorize_args(...)` (see `colorize_request_args`)."""
+    return encode(request_message(request_id, op, token, args), into)
+
+
+def colorize_request_args(job: Job) -> tuple[dict[str, Any], WireImage, WireImage | None]:
+    """colorize's args for a job, with its images as they travel (checked options; a ValueError
+    for arrays that cannot travel)."""
+    line_art = array_to_image(job.line_art)
+    reference = None if job.reference is None else array_to_image(job.reference)
+    args = colorize_args(
+        line_art.to_message(), None if reference is None else reference.to_message(), job.options()
+    )
+    return args, line_art, reference
 
 
 def encode_ok(
     request_id: int | str, result: dict[str, Any], *, into: bytearray | None = None
 ) -> bytes | memoryview:
-    return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result}, into)
+    return encode(ok_message(request_id, result), into)
 
 
 def encode_error(request_id: int | str | None, code: str, message: str) -> bytes | memoryview:
-    error = {"code": code, "message": message}
-    return encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": error})
+    return encode(error_message(request_id, code, message))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,11 +205,6 @@ def encode_error(request_id: int | str | None, code: str, message: str) -> bytes
 # nothing: first its header (v, id, op, token) from at most HEADER_BYTES at the start of the body;
 # then, only for a request with the right token, the whole body. Both steps use msgpack's own
 # unpacker with a limit on every length.
-
-HEADER_BYTES = 4096  # v, id, op and token come before args, within this many bytes
-HEADER_KEYS = ("v", "id", "op", "token")
-MAX_CONTAINER_LEN = 64  # entries in any map or array; a valid request has at most 5
-MAX_STR_BYTES = 1 << 16  # any str in a request; the longest valid one is a 256-byte id
 
 
 def _read_header(body: bytes | memoryview) -> dict[str, Any]:
@@ -305,16 +272,6 @@ def _unpack_map(body: bytes | memoryview, max_bin_len: int) -> dict[str, Any]:
     return message
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _valid_id(value: Any) -> bool:
-    if _is_int(value):
-        return -(1 << 63) <= value < 1 << 64
-    return isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) <= MAX_ID_BYTES
-
-
 def decode_request(body: bytes | memoryview, *, token: str, limits: Limits) -> Request:
     """Decode and validate a request body, checking it in the order docs/protocol.md gives.
 
@@ -323,16 +280,17 @@ def decode_request(body: bytes | memoryview, *, token: str, limits: Limits) -> R
     """
     header = _read_header(body)
     version = header.get("v")
-    if not _is_int(version) or version != PROTOCOL_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version != PROTOCOL_VERSION:
         raise ProtocolError(
             VERSION,
             f"This daemon speaks protocol version {PROTOCOL_VERSION}; "
             f"the request says {version!r}.",
         )
     request_id = header.get("id")
-    if not _valid_id(request_id):
+    if not valid_id(request_id):
         raise ProtocolError(
-            BAD_REQUEST, "The request id must be an int or a string of at most 256 bytes."
+            BAD_REQUEST,
+            f"The request id must be an int or a string of at most {MAX_ID_BYTES} bytes.",
         )
     sent_token = header.get("token")
     if not isinstance(sent_token, str) or not hmac.compare_digest(
@@ -375,107 +333,39 @@ def _decode_colorize_args(args: Any, limits: Limits) -> ColorizeArgs:
         options = {}
     if not isinstance(options, dict):
         raise ProtocolError(BAD_REQUEST, "'args.options' must be a map.")
-    working_size = options.get("working_size")
-    if working_size is not None and not (
-        _is_int(working_size)
-        and working_size >= WORKING_SIZE_MULTIPLE
-        and working_size % WORKING_SIZE_MULTIPLE == 0
-    ):
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"'working_size' must be a multiple of {WORKING_SIZE_MULTIPLE} from "
-            f"{WORKING_SIZE_MULTIPLE}; got {working_size!r}.",
-        )
+    options = colorize_options(options)
+    working_size = options["working_size"]
     if working_size is not None and working_size > limits.working_size_cap:
         raise ProtocolError(
             TOO_LARGE,
             f"'working_size' {working_size} is above what this daemon's device affords "
             f"({limits.working_size_cap}); choose a smaller one or leave it automatic.",
         )
-    keep_lines = options.get("keep_lines", True)
-    if not isinstance(keep_lines, bool):
-        raise ProtocolError(BAD_REQUEST, f"'keep_lines' must be true or false; got {keep_lines!r}.")
-    result_format = options.get("result_format", "RGBA8")
-    if not isinstance(result_format, str) or result_format not in RESULT_FORMATS:
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"'result_format' must be one of {', '.join(RESULT_FORMATS)}; got {result_format!r}.",
-        )
-    return ColorizeArgs(line_art, reference, working_size, keep_lines, result_format)
+    return ColorizeArgs(line_art, reference, options)
 
 
 def _decode_image(message: Any, name: str, limits: Limits) -> WireImage:
-    if not isinstance(message, dict):
-        raise ProtocolError(BAD_IMAGE, f"'{name}' must be a map: width, height, format, data.")
-    width, height = message.get("width"), message.get("height")
-    image_format, data = message.get("format"), message.get("data")
-    if not (_is_int(width) and _is_int(height)):
-        raise ProtocolError(BAD_IMAGE, f"'{name}' needs an int 'width' and an int 'height'.")
-    if not isinstance(image_format, str) or image_format not in FORMATS:
-        raise ProtocolError(
-            BAD_IMAGE,
-            f"'{name}' has format {image_format!r}; supported formats: {', '.join(FORMATS)}.",
-        )
-    if not isinstance(data, bytes):
-        raise ProtocolError(BAD_IMAGE, f"'{name}.data' must be msgpack bin (raw pixel bytes).")
-    if width < 1 or height < 1:
-        raise ProtocolError(BAD_IMAGE, f"'{name}' is {width}x{height}; both sides must be >= 1.")
-    if width > limits.max_side or height > limits.max_side:
-        raise ProtocolError(
-            TOO_LARGE,
-            f"'{name}' is {width}x{height}; "
-            f"this daemon accepts at most {limits.max_side} px a side.",
-        )
-    expected = width * height * bytes_per_pixel(image_format)
-    if len(data) != expected:
-        raise ProtocolError(
-            BAD_IMAGE,
-            f"'{name}' is {width}x{height} {image_format}, which needs {expected} bytes of data; "
-            f"got {len(data)}.",
-        )
-    return WireImage(width, height, image_format, data)
+    check_image(message, name, limits.max_side)
+    return WireImage(message["width"], message["height"], message["format"], message["data"])
+
+
+def decode_message(body: bytes | memoryview) -> dict[str, Any]:
+    """A reply's msgpack map (client side), bounded like a request but for its bin lengths."""
+    return _unpack_map(body, len(body))
 
 
 def decode_reply(body: bytes | memoryview) -> Reply:
-    """Decode a reply (client side). Raises ProtocolError(MALFORMED) if it is not a v1 reply."""
-    message = _unpack_map(body, len(body))
-    if message.get("v") != PROTOCOL_VERSION or not isinstance(message.get("ok"), bool):
-        raise ProtocolError(MALFORMED, "The daemon's reply is not a protocol v1 reply.")
-    if message["ok"]:
-        result = message.get("result")
-        if not isinstance(result, dict):
-            raise ProtocolError(MALFORMED, "The daemon's reply has no result map.")
-        return Reply(message.get("id"), True, result=result)
-    error = message.get("error")
-    if not isinstance(error, dict):
-        raise ProtocolError(MALFORMED, "The daemon's error reply has no error map.")
-    return Reply(
-        message.get("id"),
-        False,
-        error_code=str(error.get("code", INTERNAL)),
-        error_message=str(error.get("message", "The daemon reported an error.")),
-    )
+    """Decode a reply as a whole (tests and tools). Raises ProtocolError if it is not v1."""
+    message = decode_message(body)
+    try:
+        result = read_reply(message)
+    except ErrorReply as error:
+        return Reply(message.get("id"), False, error_code=error.code, error_message=error.message)
+    return Reply(message.get("id"), True, result=result)
 
 
 # ---------------------------------------------------------------------------------------------
 # images <-> numpy
-
-
-def bytes_per_pixel(image_format: str) -> int:
-    channels, channel_bytes = FORMATS[image_format]
-    return channels * channel_bytes
-
-
-def image_to_array(image: WireImage) -> np.ndarray:
-    """A validated WireImage as a numpy array: (H, W) grey, else (H, W, C) in RGB(A) order."""
-    channels, channel_bytes = FORMATS[image.format]
-    dtype = np.dtype("<u2") if channel_bytes == 2 else np.dtype(np.uint8)
-    array = np.frombuffer(image.data, dtype=dtype).reshape(image.height, image.width, channels)
-    if image.format == "BGRA8":
-        array = array[..., [2, 1, 0, 3]]
-    if channels == 1:
-        array = array[..., 0]
-    return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
 def array_to_image(array: np.ndarray, image_format: str | None = None) -> WireImage:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import importlib.metadata
+import ipaddress
 import logging
 import os
 import signal
@@ -22,22 +23,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from colord.daemon import protocol
-from colord.daemon.connection import (
-    ConnectionFileError,
-    ConnectionInfo,
+from colord.daemon.connection import new_token, remove_connection, write_connection
+from colord.daemon.job import ColorizeResult, Job
+from colord.daemon.protocol import ColorizeArgs, Request
+from colord.plugins.wire.colord_protocol import (
+    BAD_IMAGE,
+    BUSY,
+    INTERNAL,
+    MALFORMED,
+    PROTOCOL_VERSION,
+    SHUTTING_DOWN,
+    ColordError,
+    Connection,
+    Limits,
+    ProtocolError,
     connection_file_path,
-    new_token,
     read_connection,
-    remove_connection,
-    write_connection,
 )
-from colord.daemon.protocol import ColorizeArgs, Limits, ProtocolError, Request
 
 log = logging.getLogger("colord.daemon")
 
@@ -49,56 +57,51 @@ POLL_INTERVAL_MS = 100  # how often the socket thread looks at the stop flag
 LINGER_MS = 2000  # how long closing the socket may wait to flush the last replies
 
 
-@dataclass(frozen=True)
-class EngineJob:
-    """One colorize job as the engine takes it."""
-
-    line_art: np.ndarray
-    reference: np.ndarray | None = None
-    working_size: int | None = None
-    keep_lines: bool = True
-
-
 class EngineLike(Protocol):
-    """What the server needs of an engine (EngineAdapter presents colord's Engine this way)."""
+    """What the server needs of an engine (colord.daemon.engine.Engine is one)."""
 
-    def colorize_batch(self, jobs: list[EngineJob]) -> list[np.ndarray]:
-        """(H, W, 4) uint8 RGBA per job; a batch of one must equal colouring that job alone."""
+    def colorize_batch(self, jobs: list[Job]) -> list[ColorizeResult]:
+        """One result per job, its timings["total"] in ms; a batch of one must equal colouring
+        that job alone."""
         ...
 
-    def describe(self) -> dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         """model, preset, device, dtype, working_size; optionally max_working_size."""
         ...
-
-
-class EngineAdapter:
-    """colord.daemon.engine.Engine presented as the server's EngineLike."""
-
-    def __init__(self, engine: Any):
-        self.engine = engine
-
-    def colorize_batch(self, jobs: list[EngineJob]) -> list[np.ndarray]:
-        from colord.daemon.engine import Job
-
-        results = self.engine.colorize_batch(
-            [Job(job.line_art, job.reference, job.working_size, job.keep_lines) for job in jobs]
-        )
-        return [result.image for result in results]
-
-    def describe(self) -> dict[str, Any]:
-        info = self.engine.info()
-        return {key: info.get(key) or "" for key in ("model", "preset", "device", "dtype")} | {
-            "working_size": info.get("working_size", 0),
-            "max_working_size": info.get("max_working_size"),
-        }
 
 
 class DaemonStartError(Exception):
     """The daemon cannot start (endpoint in use, another daemon owns the connection file, ...)."""
 
 
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for tcp:// on a loopback address and for ipc:// (a local socket file)."""
+    if endpoint.startswith("ipc://"):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name
+
+
+def require_local_endpoint(endpoint: str) -> None:
+    """Raise DaemonStartError unless the endpoint is on this machine only: the token and the
+    pixels travel unencrypted (docs/protocol.md, Remote use)."""
+    if not is_local_endpoint(endpoint):
+        raise DaemonStartError(
+            f"{endpoint} is not a loopback address. The daemon serves this machine only (its "
+            "token and pixels travel unencrypted); to use it from another machine, forward its "
+            "port over SSH: ssh -N -L 5547:127.0.0.1:5547 HOST (docs/protocol.md, Remote use)."
+        )
+
+
 @dataclass(eq=False)
-class Job:
+class Accepted:
     """One accepted colorize request on its way through the queue and the worker."""
 
     envelope: list[bytes]  # the ROUTER identity, plus the empty delimiter for REQ peers
@@ -115,7 +118,7 @@ class Outgoing:
 
     envelope: list[bytes]
     body: bytes | memoryview | None
-    job: Job
+    job: Accepted
 
 
 class QueueFull(Exception):
@@ -127,18 +130,18 @@ class JobQueue:
 
     def __init__(self, size: int):
         self.size = size
-        self._jobs: collections.deque[Job] = collections.deque()
+        self._jobs: collections.deque[Accepted] = collections.deque()
         self._condition = threading.Condition()
         self._closed = False
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Accepted) -> None:
         with self._condition:
             if len(self._jobs) >= self.size:
                 raise QueueFull
             self._jobs.append(job)
             self._condition.notify()
 
-    def take(self, max_jobs: int) -> list[Job]:
+    def take(self, max_jobs: int) -> list[Accepted]:
         """Wait for jobs; return up to max_jobs of them, or [] once closed and empty."""
         with self._condition:
             while not self._jobs and not self._closed:
@@ -192,8 +195,8 @@ class PeerTracker:
         self._router = router
         self.monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self._generation: collections.defaultdict[int, int] = collections.defaultdict(int)
-        self._jobs: collections.defaultdict[tuple[int, int], set[Job]] = collections.defaultdict(
-            set
+        self._jobs: collections.defaultdict[tuple[int, int], set[Accepted]] = (
+            collections.defaultdict(set)
         )
 
     def drain(self) -> None:
@@ -221,11 +224,11 @@ class PeerTracker:
             return None
         return None if fd < 0 else (fd, self._generation[fd])
 
-    def track(self, job: Job) -> None:
+    def track(self, job: Accepted) -> None:
         if job.peer is not None:
             self._jobs[job.peer].add(job)
 
-    def forget(self, job: Job) -> None:
+    def forget(self, job: Accepted) -> None:
         if job.peer is not None:
             jobs = self._jobs.get(job.peer)
             if jobs is not None:
@@ -250,6 +253,7 @@ class Server:
         limits: Limits,
         context: zmq.Context | None = None,
     ):
+        require_local_endpoint(endpoint)
         self.token = token
         self.limits = limits
         self._context = context or zmq.Context.instance()
@@ -298,11 +302,12 @@ class Server:
     def serve(self, engine: EngineLike) -> None:
         """Serve until request_stop(); every accepted request is answered before returning."""
         self._engine = engine
-        cap = engine.describe().get("max_working_size")
+        described = engine.info()
+        cap = described.get("max_working_size")
         if isinstance(cap, int) and cap > 0:
             self.limits = replace(self.limits, max_working_size=min(cap, self.limits.max_side))
         # Batching helps an accelerator; on CPU it only changes the float summation order.
-        on_cpu = str(engine.describe().get("device", "cpu")).startswith("cpu")
+        on_cpu = str(described.get("device") or "cpu").startswith("cpu")
         self._max_batch = 1 if on_cpu else MAX_BATCH
         worker = threading.Thread(target=self._work, name="colord-engine", daemon=True)
         worker.start()
@@ -352,7 +357,7 @@ class Server:
                 self._handle_frames(frames)
             except Exception:  # the daemon never dies of one request
                 log.exception("unexpected failure while handling a request")
-                self._reply_error(_envelope_of(frames), None, protocol.INTERNAL, "Internal error.")
+                self._reply_error(_envelope_of(frames), None, INTERNAL, "Internal error.")
 
     def _handle_frames(self, frames: list[zmq.Frame]) -> None:
         envelope = _envelope_of(frames)
@@ -360,7 +365,7 @@ class Server:
             self._reply_error(
                 envelope,
                 None,
-                protocol.MALFORMED,
+                MALFORMED,
                 "A request must be exactly one frame (after the empty delimiter of a REQ socket).",
             )
             return
@@ -380,14 +385,11 @@ class Server:
 
     def _handle_info(self, request: Request, envelope: list[bytes], frame: zmq.Frame) -> None:
         assert self._engine is not None
-        described = self._engine.describe()
+        described = self._engine.info()
         result = {
             "version": DAEMON_VERSION,
-            "protocol": protocol.PROTOCOL_VERSION,
-            "model": described.get("model", ""),
-            "preset": described.get("preset", ""),
-            "device": described.get("device", ""),
-            "dtype": described.get("dtype", ""),
+            "protocol": PROTOCOL_VERSION,
+            **{key: described.get(key) or "" for key in ("model", "preset", "device", "dtype")},
             "working_size": described.get("working_size", 0),
             "limits": self.limits.to_message(),
         }
@@ -398,12 +400,12 @@ class Server:
             self._reply_error(
                 envelope,
                 request.id,
-                protocol.SHUTTING_DOWN,
+                SHUTTING_DOWN,
                 "The daemon is shutting down and accepts no new work.",
             )
             return
         assert request.args is not None
-        job = Job(
+        job = Accepted(
             envelope, request.id, request.args, time.perf_counter(), self._peers.peer_of(frame)
         )
         try:
@@ -412,7 +414,7 @@ class Server:
             self._reply_error(
                 envelope,
                 request.id,
-                protocol.BUSY,
+                BUSY,
                 f"The daemon is busy ({self._queue.size} requests already wait); retry shortly.",
             )
             return
@@ -448,59 +450,59 @@ class Server:
     # -- the worker thread ---------------------------------------------------------------------
 
     def _work(self) -> None:
-        while jobs := self._queue.take(self._max_batch):
-            live = [job for job in jobs if not job.cancelled]
-            for job in jobs:
-                if job.cancelled:
-                    log.info("skipped request %r: its client has gone", job.request_id)
-                    self._outgoing.append(Outgoing(job.envelope, None, job))
+        while accepted := self._queue.take(self._max_batch):
+            live = []
+            for item in accepted:
+                if item.cancelled:
+                    log.info("skipped request %r: its client has gone", item.request_id)
+                    self._outgoing.append(Outgoing(item.envelope, None, item))
+                else:
+                    live.append(item)
             if live:
-                for job, body in zip(live, self._run_jobs(live), strict=True):
-                    self._outgoing.append(Outgoing(job.envelope, body, job))
+                started = time.perf_counter()
+                for item, outcome in zip(live, self._run(live), strict=True):
+                    body = self._encode_reply(item, outcome, started)
+                    self._outgoing.append(Outgoing(item.envelope, body, item))
             self._wake_sender.send(b"")
 
-    def _run_jobs(self, jobs: list[Job]) -> list[bytes | memoryview]:
-        """Run the engine; return each job's encoded reply (errors become error replies)."""
+    def _run(self, items: list[Accepted]) -> list[ColorizeResult | Exception]:
+        """Each request's result, or the exception that failed it. A batch that fails is run
+        again one request at a time, to find which failed."""
         assert self._engine is not None
-        started = time.perf_counter()
         try:
-            images = [protocol.image_to_array(job.args.line_art) for job in jobs]
-            references = [
-                None if job.args.reference is None else protocol.image_to_array(job.args.reference)
-                for job in jobs
-            ]
-            engine_started = time.perf_counter()
-            results = self._engine.colorize_batch(
-                [
-                    EngineJob(image, reference, job.args.working_size, job.args.keep_lines)
-                    for job, image, reference in zip(jobs, images, references, strict=True)
-                ]
-            )
-            engine_ms = (time.perf_counter() - engine_started) * 1000.0
+            return self._engine.colorize_batch([item.args.to_job() for item in items])
         except Exception as error:
-            if len(jobs) > 1:  # find which job failed: run each alone
-                return [body for job in jobs for body in self._run_jobs([job])]
-            return [_error_reply(jobs[0], error)]
-        replies = []
-        for job, result in zip(jobs, results, strict=True):
-            image = protocol.array_to_image(result, job.args.result_format)
-            timings = {
-                "queue_ms": (started - job.received_at) * 1000.0,
-                "engine_ms": engine_ms,
-                "total_ms": (time.perf_counter() - job.received_at) * 1000.0,
-            }
-            result = {"timings": timings, "image": image.to_message()}  # pixels last: one copy
-            reply = protocol.encode_ok(job.request_id, result, into=self._reply_buffers.take())
-            replies.append(reply)
-        return replies
+            if len(items) == 1:
+                return [error]
+            return [outcome for item in items for outcome in self._run([item])]
+
+    def _encode_reply(
+        self, item: Accepted, outcome: ColorizeResult | Exception, started: float
+    ) -> bytes | memoryview:
+        if isinstance(outcome, Exception):
+            return _error_reply(item.request_id, outcome)
+        image = protocol.array_to_image(outcome.image, item.args.options["result_format"])
+        timings = _timings(item, outcome, started)
+        result = {"timings": timings, "image": image.to_message()}  # pixels last: one copy
+        return protocol.encode_ok(item.request_id, result, into=self._reply_buffers.take())
 
 
-def _error_reply(job: Job, error: Exception) -> bytes:
+def _timings(item: Accepted, result: ColorizeResult, started: float) -> dict[str, float]:
+    """The reply's timings (ms): waiting in the queue, in the engine (its own measure), and from
+    arrival to the reply."""
+    return {
+        "queue_ms": (started - item.received_at) * 1000.0,
+        "engine_ms": result.timings["total"],
+        "total_ms": (time.perf_counter() - item.received_at) * 1000.0,
+    }
+
+
+def _error_reply(request_id: int | str, error: Exception) -> bytes | memoryview:
     if isinstance(error, ValueError):  # the engine's InputError is a ValueError
-        return protocol.encode_error(job.request_id, protocol.BAD_IMAGE, str(error))
-    log.error("the engine failed on request %r", job.request_id, exc_info=error)
+        return protocol.encode_error(request_id, BAD_IMAGE, str(error))
+    log.error("the engine failed on request %r", request_id, exc_info=error)
     return protocol.encode_error(
-        job.request_id, protocol.INTERNAL, f"The engine failed: {type(error).__name__}: {error}"
+        request_id, INTERNAL, f"The engine failed: {type(error).__name__}: {error}"
     )
 
 
@@ -539,7 +541,7 @@ def run_daemon(
     server = Server(config.endpoint, token=token, limits=config.limits)
     try:
         engine = load_engine()
-        info = ConnectionInfo(server.endpoint, token, os.getpid(), DAEMON_VERSION)
+        info = Connection(server.endpoint, token, os.getpid(), DAEMON_VERSION)
         write_connection(info, path)
         if on_ready is not None:
             on_ready(
@@ -581,8 +583,8 @@ def _keep_large_buffers_on_the_heap() -> None:
 def _refuse_if_owned(path: Path) -> None:
     try:
         other = read_connection(path)
-    except ConnectionFileError:
-        return  # absent or stale: ours to take
+    except ColordError:
+        return  # absent, stale or unsafe: ours to replace
     if other.pid != os.getpid():
         raise DaemonStartError(
             f"Another colord daemon (pid {other.pid}) is running on {other.endpoint} and owns "

@@ -25,7 +25,7 @@ from pathlib import Path
 import zmq
 
 from colord.daemon.client import Client
-from colord.daemon.connection import ConnectionFileError, read_connection
+from colord.plugins.wire.colord_protocol import ColordError, read_connection
 
 START_TIMEOUT = 120.0
 CLI = [sys.executable, "-c", "from colord.daemon.cli import main; main()"]
@@ -108,7 +108,7 @@ def start_daemon(
         try:
             info = read_connection(connection_file)
             break
-        except ConnectionFileError:
+        except ColordError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             if process.poll() is None:

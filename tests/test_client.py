@@ -22,9 +22,15 @@ from daemon_helpers import CLI, RunningDaemon, start_daemon
 
 from colord.daemon import protocol
 from colord.daemon.client import Client, DaemonNotRunning, DaemonTimeout, ErrorReply
-from colord.daemon.connection import ConnectionInfo, read_connection, write_connection
+from colord.daemon.connection import write_connection
 from colord.daemon.engine import Engine
-from colord.daemon.protocol import ColorizeArgs
+from colord.daemon.job import Job
+from colord.plugins.wire.colord_protocol import (
+    DEFAULT_MAX_SIDE,
+    Connection,
+    Limits,
+    read_connection,
+)
 
 VERSION = importlib.metadata.version("colord")
 
@@ -49,7 +55,7 @@ def dealer(daemon: RunningDaemon) -> zmq.Socket:
 
 
 def colorize_body(request_id: int, token: str, size: int = 64) -> bytes:
-    args = ColorizeArgs(protocol.array_to_image(draw_line_art(size, size)))
+    args, _, _ = protocol.colorize_request_args(Job(draw_line_art(size, size)))
     return protocol.encode_request(request_id, "colorize", token, args)
 
 
@@ -73,8 +79,8 @@ def test_ping_info_and_colorize_round_trips(daemon: RunningDaemon, engine: Engin
         assert (info["version"], info["protocol"], info["preset"]) == (VERSION, 1, "tiny")
         assert (info["device"], info["dtype"], info["working_size"]) == ("cpu", "float32", "auto")
         assert info["limits"] == {
-            "max_side": protocol.DEFAULT_MAX_SIDE,
-            "max_message_bytes": protocol.Limits().max_message_bytes,
+            "max_side": DEFAULT_MAX_SIDE,
+            "max_message_bytes": Limits().max_message_bytes,
             "max_working_size": 1024,  # the engine's cap on CPU
             "queue_size": 8,
         }
@@ -181,7 +187,7 @@ def test_client_says_when_no_daemon_runs(tmp_path: Path) -> None:
         Client.from_connection_file(tmp_path / "absent.json")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = ConnectionInfo("tcp://127.0.0.1:9", "a" * 32, dead.pid, VERSION)
+    stale = Connection("tcp://127.0.0.1:9", "a" * 32, dead.pid, VERSION)
     path = write_connection(stale, tmp_path / "stale.json")
     with pytest.raises(DaemonNotRunning) as not_running:
         Client.from_connection_file(path)

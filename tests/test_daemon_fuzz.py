@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from colord.daemon import protocol
+from colord.plugins.wire import colord_protocol as wire
 
 FUZZ_SETTINGS = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -38,7 +39,7 @@ def exchange(sock: zmq.Socket, frames: list[bytes]) -> protocol.Reply:
     sock.send_multipart(frames)
     reply = protocol.decode_reply(sock.recv_multipart()[-1])
     if not reply.ok:
-        assert reply.error_code in protocol.ERROR_CODES
+        assert reply.error_code in wire.ERROR_CODES
         assert reply.error_message
     return reply
 
@@ -57,7 +58,7 @@ def test_random_frames(daemon: RunningDaemon, sock: zmq.Socket, frames: list[byt
 
 def valid_requests(token: str) -> st.SearchStrategy[bytes]:
     line_art = protocol.array_to_image(np.full((8, 8, 4), 255, np.uint8))
-    colorize = protocol.ColorizeArgs(line_art, working_size=16)
+    colorize = wire.colorize_args(line_art.to_message(), None, {"working_size": 16})
     return st.sampled_from(
         [
             protocol.encode_request(1, "ping", token),
@@ -89,7 +90,7 @@ scalars = st.one_of(
 sides = st.one_of(
     st.integers(min_value=-2, max_value=12), st.sampled_from([16385, 1 << 40]), scalars
 )
-formats = st.one_of(st.sampled_from([*protocol.FORMATS, "RGBA32", ""]), scalars)
+formats = st.one_of(st.sampled_from([*wire.FORMATS, "RGBA32", ""]), scalars)
 
 
 @st.composite
@@ -100,12 +101,12 @@ def images(draw: st.DrawFn) -> object:
     exact = (
         isinstance(image["width"], int)
         and isinstance(image["height"], int)
-        and image["format"] in protocol.FORMATS
+        and image["format"] in wire.FORMATS
         and 0 < image["width"] <= 12
         and 0 < image["height"] <= 12
     )
     if exact and draw(st.booleans()):
-        size = image["width"] * image["height"] * protocol.bytes_per_pixel(image["format"])
+        size = image["width"] * image["height"] * wire.BYTES_PER_PIXEL[image["format"]]
         image["data"] = draw(st.binary(min_size=size, max_size=size))
     else:
         image["data"] = draw(st.one_of(st.binary(max_size=600), scalars))
@@ -194,13 +195,13 @@ def valid_images(draw: st.DrawFn) -> dict:
     """Any format and size from 1x1 to 12x12; random pixels, or the shapes that stress the line
     handling: no lines, all lines, one line pixel, a transparent layer."""
     width, height = draw(st.integers(1, 12)), draw(st.integers(1, 12))
-    image_format = draw(st.sampled_from(list(protocol.FORMATS)))
-    size = width * height * protocol.bytes_per_pixel(image_format)
+    image_format = draw(st.sampled_from(list(wire.FORMATS)))
+    size = width * height * wire.BYTES_PER_PIXEL[image_format]
     pattern = draw(st.sampled_from(["random", "random", "paper", "ink", "one line", "clear"]))
     if pattern == "random":
         data = draw(st.binary(min_size=size, max_size=size))
     else:
-        channels, channel_bytes = protocol.FORMATS[image_format]
+        channels, channel_bytes = wire.FORMATS[image_format]
         full = 0xFFFF if channel_bytes == 2 else 0xFF
         pixels = np.full((height, width, channels), full, "<u2" if channel_bytes == 2 else "u1")
         has_alpha = channels in (2, 4)
@@ -225,7 +226,7 @@ def valid_images(draw: st.DrawFn) -> dict:
         optional={
             "working_size": st.sampled_from([16, 32, 64]),
             "keep_lines": st.booleans(),
-            "result_format": st.sampled_from(protocol.RESULT_FORMATS),
+            "result_format": st.sampled_from(wire.RESULT_FORMATS),
         },
     ),
 )

@@ -19,6 +19,7 @@ from colord.daemon import protocol
 from colord.daemon.client import ErrorReply
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "wire"))
+import colord_protocol
 import colord_wire
 
 FLOOD_MESSAGES = 12  # bounded: each sender stops after this many messages
@@ -114,7 +115,7 @@ def test_working_size_above_the_device_cap_is_too_large(
     cap = info["limits"]["max_working_size"]
     assert cap == 64  # the CPU cap (1024) is above --max-side, so max_side caps it
     line_art = protocol.array_to_image(np.full((8, 8), 255, np.uint8))
-    args = protocol.ColorizeArgs(line_art, working_size=cap + 16)
+    args = colord_protocol.colorize_args(line_art.to_message(), None, {"working_size": cap + 16})
     reply = exchange(sock, protocol.encode_request(5, "colorize", daemon.token, args))
     assert (reply.id, reply.ok, reply.error_code) == (5, False, "too_large")
     assert "leave it automatic" in str(reply.error_message)
@@ -127,7 +128,7 @@ def test_an_oversize_canvas_fails_at_once_in_both_clients(daemon: RunningDaemon)
     assert caught.value.code == "too_large" and "--max-side" in caught.value.message
     with (
         colord_wire.WireClient(daemon.endpoint, daemon.token, timeout=60) as wire,
-        pytest.raises(colord_wire.DaemonError) as wire_caught,
+        pytest.raises(colord_protocol.ErrorReply) as wire_caught,
     ):
         wire.colorize(colord_wire.Image(65, 1, "RGBA8", wide.tobytes()))
     assert wire_caught.value.code == "too_large"
@@ -138,7 +139,8 @@ def test_the_daemon_itself_answers_an_oversize_side_too_large(
     daemon: RunningDaemon, sock: zmq.Socket
 ) -> None:
     line_art = protocol.WireImage(65, 1, "GRAY8", bytes(65))
-    body = protocol.encode_request(6, "colorize", daemon.token, protocol.ColorizeArgs(line_art))
+    args = colord_protocol.colorize_args(line_art.to_message(), None, {})
+    body = protocol.encode_request(6, "colorize", daemon.token, args)
     reply = exchange(sock, body)
     assert (reply.id, reply.error_code) == (6, "too_large")
 

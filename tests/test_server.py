@@ -13,8 +13,9 @@ import zmq
 
 from colord.daemon import protocol
 from colord.daemon.client import Client, ErrorReply
-from colord.daemon.protocol import ColorizeArgs, Limits
-from colord.daemon.server import DaemonStartError, EngineJob, Server
+from colord.daemon.job import ColorizeResult, Job
+from colord.daemon.server import DaemonStartError, Server
+from colord.plugins.wire.colord_protocol import Limits
 
 TOKEN = "5" * 32
 WAIT = 10.0
@@ -30,7 +31,7 @@ class FakeEngine:
         self.release.set()
         self.batches: list[list[int]] = []  # line-art widths of each batch
 
-    def colorize_batch(self, jobs: list[EngineJob]) -> list[np.ndarray]:
+    def colorize_batch(self, jobs: list[Job]) -> list[ColorizeResult]:
         self.batches.append([job.line_art.shape[1] for job in jobs])
         self.running.set()
         assert self.release.wait(WAIT)
@@ -43,10 +44,10 @@ class FakeEngine:
             image = np.zeros((*job.line_art.shape[:2], 4), np.uint8)
             image[..., 0] = job.line_art if job.line_art.ndim == 2 else job.line_art[..., 0]
             image[..., 3] = 255
-            results.append(image)
+            results.append(ColorizeResult(image, 16, {"total": 2.5}))
         return results
 
-    def describe(self) -> dict:
+    def info(self) -> dict:
         return {"model": "fake.safetensors", "preset": "tiny", "device": self.device,
                 "dtype": "float32", "working_size": 256}  # fmt: skip
 
@@ -88,8 +89,9 @@ def harness() -> Iterator[Harness]:
 
 
 def colorize_body(request_id: int, width: int = 8, value: int = 9, **options) -> bytes:
-    line_art = np.full((3, width), value, np.uint8)
-    args = ColorizeArgs(protocol.array_to_image(line_art), **options)
+    args, _, _ = protocol.colorize_request_args(
+        Job(np.full((3, width), value, np.uint8), **options)
+    )
     return protocol.encode_request(request_id, "colorize", TOKEN, args)
 
 
@@ -107,6 +109,7 @@ def test_ping_info_and_colorize(harness: Harness) -> None:
     assert reply.image.shape == (5, 6, 4)
     assert (reply.image[..., 0] == 77).all() and (reply.image[..., 3] == 255).all()
     assert set(reply.timings) == {"queue_ms", "engine_ms", "total_ms"}
+    assert reply.timings["engine_ms"] == 2.5  # the engine's own measure, carried through
 
 
 def test_result_format_bgra(harness: Harness) -> None:
@@ -229,6 +232,38 @@ def test_stop_finishes_work_in_flight_and_refuses_new_work() -> None:
     finished = receive(sock)
     assert (finished.id, finished.ok) == (1, True)
     running.stop()
+
+
+class RecordingEngine(FakeEngine):
+    """Keeps the job records it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[Job] = []
+
+    def colorize_batch(self, jobs: list[Job]) -> list[ColorizeResult]:
+        self.jobs += jobs
+        return super().colorize_batch(jobs)
+
+
+def test_every_option_reaches_the_engine_in_the_job_record() -> None:
+    running = Harness(RecordingEngine())
+    try:
+        options = {"working_size": 32, "keep_lines": False, "result_format": "BGRA8"}
+        sock = running.socket()
+        sock.send(colorize_body(1, **options))
+        assert receive(sock).ok
+        (job,) = running.engine.jobs
+        assert job.options() == options
+        assert job.line_art.shape == (3, 8) and job.reference is None
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:*", "tcp://*:5547", "tcp://192.0.2.1:5547"])
+def test_the_server_binds_only_on_this_machine(endpoint: str) -> None:
+    with pytest.raises(DaemonStartError, match="ssh -N -L"):
+        Server(endpoint, token=TOKEN, limits=Limits())
 
 
 def test_a_taken_endpoint_fails_clearly(harness: Harness) -> None:

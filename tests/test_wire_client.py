@@ -1,6 +1,7 @@
 """The plug-ins' WireClient: against a real `colord serve` process for every op of protocol v1 and
 its error cases, against a scripted pyzmq ROUTER for replies a correct daemon never sends, plus
-the connection-file rules and the standard-library-only promise."""
+reading the daemon's connection file and the standard-library-only promise in both bundle
+layouts. (The connection-file rules themselves are tested once, in test_connection.py.)"""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from colord.daemon import connection as daemon_connection
 ROOT = Path(__file__).resolve().parents[1]
 WIRE_DIR = ROOT / "plugins" / "wire"
 sys.path.insert(0, str(WIRE_DIR))
+import colord_protocol  # noqa: E402
 import colord_wire  # noqa: E402
 
 Reply = bytes | tuple[bytes, ...]  # one frame, or the frames of one message
@@ -124,7 +126,7 @@ def test_a_2048_square_rgba_canvas_round_trips(client: colord_wire.WireClient) -
 def test_wrong_token_is_unauthorized(daemon: RunningDaemon) -> None:
     with (
         colord_wire.WireClient(daemon.endpoint, "0" * 32, timeout=30) as wire,
-        pytest.raises(colord_wire.DaemonError) as caught,
+        pytest.raises(colord_protocol.ErrorReply) as caught,
     ):
         wire.ping()
     assert caught.value.code == "unauthorized"
@@ -143,18 +145,23 @@ def test_wrong_token_is_unauthorized(daemon: RunningDaemon) -> None:
 def test_bad_images_get_their_error_code(
     client: colord_wire.WireClient, image: colord_wire.Image, code: str
 ) -> None:
-    with pytest.raises(colord_wire.DaemonError) as caught:
+    with pytest.raises(colord_protocol.ErrorReply) as caught:
         client.colorize(image)
     assert caught.value.code == code
     assert client.ping()["pong"] is True  # the daemon keeps serving, the connection too
 
 
-def test_bad_option_is_bad_request(
-    client: colord_wire.WireClient, line_art_rgba: np.ndarray
-) -> None:
-    with pytest.raises(colord_wire.DaemonError) as caught:
-        client.colorize(wire_image(line_art_rgba), result_format="PNG")
-    assert caught.value.code == "bad_request"
+def test_a_bad_option_is_bad_request_before_anything_is_sent(line_art_rgba: np.ndarray) -> None:
+    sent: list[dict] = []
+    with (
+        scripted_daemon(lambda request: sent.append(request) or []) as endpoint,
+        colord_wire.WireClient(endpoint, "t", timeout=5) as wire,
+    ):
+        for options in ({"result_format": "PNG"}, {"working_size": 100}, {"keep_lines": 1}):
+            with pytest.raises(colord_protocol.ProtocolError) as caught:
+                wire.colorize(wire_image(line_art_rgba), **options)
+            assert caught.value.code == "bad_request"
+    assert sent == []
 
 
 def test_a_stopped_daemon_times_out_then_answers_again(daemon: RunningDaemon) -> None:
@@ -162,7 +169,7 @@ def test_a_stopped_daemon_times_out_then_answers_again(daemon: RunningDaemon) ->
         wire.ping()
         daemon.process.send_signal(signal.SIGSTOP)
         try:
-            with pytest.raises(colord_wire.DaemonTimeout) as caught:
+            with pytest.raises(colord_protocol.DaemonTimeout) as caught:
                 wire.ping(timeout=0.5)
         finally:
             daemon.process.send_signal(signal.SIGCONT)
@@ -177,7 +184,7 @@ def test_a_killed_daemon_is_a_lost_connection_then_not_running(tiny_checkpoint: 
         assert wire.ping()["pong"] is True
         doomed.process.kill()
         doomed.process.wait()
-        with pytest.raises(colord_wire.ConnectionLost):
+        with pytest.raises(colord_protocol.ConnectionLost):
             wire.info()
         with pytest.raises(colord_wire.DaemonNotRunning, match="nothing listens"):
             wire.ping()  # reconnecting finds nobody
@@ -258,7 +265,7 @@ def test_error_replies_become_daemon_errors_with_a_readable_message() -> None:
     with (
         scripted_daemon(handler) as endpoint,
         colord_wire.WireClient(endpoint, "t") as wire,
-        pytest.raises(colord_wire.DaemonError) as caught,
+        pytest.raises(colord_protocol.ErrorReply) as caught,
     ):
         wire.ping()
     assert (caught.value.code, caught.value.message) == ("busy", "The colorize queue is full.")
@@ -280,7 +287,7 @@ def test_a_protocol_version_mismatch_says_what_to_do(answer: Callable[[dict], by
     with (
         scripted_daemon(lambda request: [answer(request)]) as endpoint,
         colord_wire.WireClient(endpoint, "t") as wire,
-        pytest.raises(colord_wire.DaemonError) as caught,
+        pytest.raises(colord_wire.ColordError) as caught,
     ):
         wire.ping()
     assert caught.value.code == "version"
@@ -306,7 +313,7 @@ def test_a_result_image_that_does_not_add_up_is_refused() -> None:
     with (
         scripted_daemon(handler) as endpoint,
         colord_wire.WireClient(endpoint, "t") as wire,
-        pytest.raises(colord_wire.ColordError, match="do not agree"),
+        pytest.raises(colord_wire.ColordError, match="needs 64 bytes of data; got 10"),
     ):
         wire.colorize(colord_wire.Image(4, 4, "RGBA8", bytes(64)))
 
@@ -315,7 +322,7 @@ def test_a_daemon_that_never_answers_times_out() -> None:
     with (
         scripted_daemon(lambda request: []) as endpoint,
         colord_wire.WireClient(endpoint, "t", timeout=0.3) as wire,
-        pytest.raises(colord_wire.DaemonTimeout, match=r"0\.3 seconds"),
+        pytest.raises(colord_protocol.DaemonTimeout, match=r"0\.3 seconds"),
     ):
         wire.ping()
 
@@ -353,102 +360,21 @@ def test_ipv6_endpoints_are_understood() -> None:
     assert colord_wire._parse_endpoint("tcp://[::1]:5547") == ("::1", 5547)
 
 
-# --- the connection file ----------------------------------------------------------------------
-
-HOME = Path("/home/ada")
-
-
-@pytest.mark.parametrize(
-    ("platform", "environ", "expected"),
-    [
-        ("linux", {"XDG_RUNTIME_DIR": "/run/user/1000"}, "/run/user/1000/colord/daemon.json"),
-        ("linux", {}, "/home/ada/.local/state/colord/daemon.json"),
-        ("freebsd14", {"XDG_RUNTIME_DIR": ""}, "/home/ada/.local/state/colord/daemon.json"),
-        ("darwin", {}, "/home/ada/Library/Application Support/colord/daemon.json"),
-        ("win32", {"LOCALAPPDATA": "/c/Local"}, "/c/Local/colord/daemon.json"),
-        ("win32", {}, "/home/ada/AppData/Local/colord/daemon.json"),
-        ("darwin", {"COLORD_CONNECTION_FILE": "/tmp/x.json"}, "/tmp/x.json"),
-    ],
-)  # fmt: skip
-def test_connection_file_location_per_platform(platform: str, environ: dict, expected: str) -> None:
-    assert colord_wire._connection_file_path_for(platform, environ, HOME) == Path(expected)
-
-
-@pytest.mark.parametrize(
-    "environ",
-    [
-        {"XDG_RUNTIME_DIR": "/run/user/1000"},
-        {"XDG_RUNTIME_DIR": "", "COLORD_CONNECTION_FILE": ""},
-        {"COLORD_CONNECTION_FILE": "/srv/colord.json", "XDG_RUNTIME_DIR": "/run/user/1"},
-    ],
-)
-def test_connection_file_location_agrees_with_the_daemon(
-    monkeypatch: pytest.MonkeyPatch, environ: dict
-) -> None:
-    for name in ("XDG_RUNTIME_DIR", "COLORD_CONNECTION_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    assert colord_wire.connection_file_path() == daemon_connection.connection_file_path()
+# --- the connection file ---------------------------------------------------------------------
 
 
 def test_a_file_written_by_the_daemon_code_reads_back(tmp_path: Path) -> None:
-    info = daemon_connection.ConnectionInfo("tcp://127.0.0.1:6000", "ab" * 16, os.getpid(), "0.1.0")
+    info = colord_protocol.Connection("tcp://127.0.0.1:6000", "ab" * 16, os.getpid(), "0.1.0")
     path = daemon_connection.write_connection(info, tmp_path / "daemon.json")
-    assert colord_wire.read_connection(path) == colord_wire.Connection(
-        "tcp://127.0.0.1:6000", "ab" * 16, os.getpid(), "0.1.0", 1
-    )
-
-
-@pytest.mark.parametrize(
-    ("content", "match"),
-    [
-        (None, "no connection file"),
-        ("{not json", "unreadable"),
-        ('["a list"]', "invalid"),
-        ('{"endpoint": "tcp://127.0.0.1:1", "token": "t", "pid": "12", "version": "0.1.0", '
-         '"protocol": 1}', "'pid' should be a int"),
-        ('{"endpoint": "tcp://127.0.0.1:1", "token": "t", "pid": 0, "version": "0.1.0", '
-         '"protocol": 1}', "names process 0"),
-    ],
-)  # fmt: skip
-def test_missing_or_broken_connection_file_means_not_running(
-    tmp_path: Path, content: str | None, match: str
-) -> None:
-    path = tmp_path / "daemon.json"
-    if content is not None:
-        path.write_text(content)
-        path.chmod(0o600)
-    with pytest.raises(colord_wire.DaemonNotRunning, match=match) as caught:
-        colord_wire.read_connection(path)
-    assert caught.value.message.endswith("Start it with `colord serve`, then try again.")
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX owners and modes")
-def test_unsafe_connection_files_are_refused_with_the_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    info = daemon_connection.ConnectionInfo("tcp://127.0.0.1:6000", "t", os.getpid(), "0.1.0")
-    path = daemon_connection.write_connection(info, tmp_path / "daemon.json")
-    link = tmp_path / "link.json"
-    link.symlink_to(path)
-    path.chmod(0o640)
-    uid = os.getuid()
-    cases = [(link, "is a symbolic link"), (path, r"readable by other users \(mode 0640\)")]
-    for where, reason in cases:
-        with pytest.raises(colord_wire.ColordError, match=reason) as caught:
-            colord_wire.read_connection(where)
-        assert caught.value.code == "unsafe_connection_file"
-    path.chmod(0o600)
-    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
-    with pytest.raises(colord_wire.ColordError, match="belongs to another user"):
-        colord_wire.read_connection(path)
+    assert colord_wire.read_connection(path) == (
+        "tcp://127.0.0.1:6000", "ab" * 16, os.getpid(), "0.1.0", 1,
+    )  # fmt: skip
 
 
 def test_a_connection_file_of_another_protocol_is_a_version_error(tmp_path: Path) -> None:
-    info = daemon_connection.ConnectionInfo("tcp://127.0.0.1:6000", "t", os.getpid(), "9.0", 2)
+    info = colord_protocol.Connection("tcp://127.0.0.1:6000", "t", os.getpid(), "9.0", 2)
     path = daemon_connection.write_connection(info, tmp_path / "daemon.json")
-    with pytest.raises(colord_wire.DaemonError, match="protocol version 2") as caught:
+    with pytest.raises(colord_wire.ColordError, match="protocol version 2") as caught:
         colord_wire.WireClient.from_connection_file(path)
     assert caught.value.code == "version"
 
@@ -457,10 +383,10 @@ def test_a_connection_file_of_another_protocol_is_a_version_error(tmp_path: Path
 
 
 def test_user_message_is_one_sentence_for_any_exception() -> None:
-    assert colord_wire.user_message(colord_wire.ConnectionLost("Lost it.")) == "Lost it."
+    assert colord_wire.user_message(colord_protocol.ConnectionLost("Lost it.")) == "Lost it."
     unexpected = colord_wire.user_message(KeyError("width"))
     assert unexpected == "colord failed unexpectedly (KeyError: 'width')."
-    internal = colord_wire.DaemonError("internal", "Something broke.")
+    internal = colord_protocol.ErrorReply("internal", "Something broke.")
     assert colord_wire.user_message(internal).endswith("The daemon's log has the details.")
 
 
@@ -477,6 +403,25 @@ def test_the_module_imports_in_a_bare_python() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "{'ok': [1, b'x']}"
+
+
+def test_the_module_imports_inside_a_package_as_krita_bundles_it(tmp_path: Path) -> None:
+    package = tmp_path / "some_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("from . import colord_wire\n")
+    for module in WIRE_DIR.glob("*.py"):
+        (package / module.name).write_bytes(module.read_bytes())
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import some_plugin; "
+        "assert 'colord_protocol' not in sys.modules; "
+        "from some_plugin import colord_protocol, colord_wire; "
+        "assert colord_wire.ColordError is colord_protocol.ColordError; print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, env={}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 def test_no_plugin_module_imports_third_party_packages() -> None:

@@ -17,6 +17,7 @@ import pytest
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "wire"))
+import colord_protocol
 import colord_wire
 
 IMAGE_2048_RGBA = 2048 * 2048 * 4
@@ -279,7 +280,7 @@ def test_a_connection_cut_inside_a_frame_is_connection_lost() -> None:
     with (
         raw_peer(script) as port,
         connected(port) as peer,
-        pytest.raises(colord_wire.ConnectionLost, match="colord serve"),
+        pytest.raises(colord_protocol.ConnectionLost, match="colord serve"),
     ):
         peer.recv(deadline=soon())
 

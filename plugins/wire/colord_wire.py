@@ -1,11 +1,12 @@
 """The plug-ins' client for `colord serve`, in one module of standard-library Python (>= 3.10).
 
 Krita and GIMP on Windows and macOS bundle a Python without pip, so this module speaks everything
-a plug-in needs by itself, and `colord plugin install|pack` copies it into each plug-in bundle:
+a plug-in needs by itself, and `colord plugin install|pack` copies it into each plug-in bundle
+beside `colord_protocol`, the protocol's one definition (versions, formats, options, limits, error
+codes and classes, the connection file), which it follows:
 
 - the msgpack subset that protocol v1 uses: `packb`, `unpackb`;
 - ZMTP 3.0 over one TCP connection, as a DEALER peer with the NULL mechanism: `ZmtpPeer`;
-- the connection file the daemon writes on start: `connection_file_path`, `read_connection`;
 - `WireClient`: requests carrying the token and an id, timeouts, and errors that `user_message`
   turns into one sentence for the painting app's message box.
 
@@ -14,62 +15,28 @@ The protocol itself is specified in docs/protocol.md.
 
 from __future__ import annotations
 
-import errno
 import itertools
-import json
-import os
 import socket
 import struct
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-PROTOCOL_VERSION = 1
+if __package__:  # inside a plug-in's package (Krita) or colord.plugins.wire (the daemon)
+    from . import colord_protocol as protocol
+else:  # beside a plug-in's main script (GIMP), or on sys.path
+    import colord_protocol as protocol
+
+# What the plug-ins import from here; the definitions are the protocol's (DaemonError is its
+# ErrorReply, under the name the plug-ins know).
+ColordError = protocol.ColordError
+Connection = protocol.Connection
+DaemonError = protocol.ErrorReply
+DaemonNotRunning = protocol.DaemonNotRunning
+read_connection = protocol.read_connection
+
 DEFAULT_TIMEOUT = 120.0
-START_HINT = "Start it with `colord serve`, then try again."
-
-# Bytes per pixel of each image format of protocol v1 (rows top to bottom, no padding).
-REQUEST_OVERHEAD_BYTES = 1 << 16  # a request's bytes besides pixels, as the daemon allows for
-BYTES_PER_PIXEL = {"RGBA8": 4, "BGRA8": 4, "RGB8": 3, "GRAY8": 1, "GRAYA8": 2, "RGBA16": 8}
-
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-class ColordError(Exception):
-    """Anything that kept a request from succeeding; `code` is stable, `message` is a sentence."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class DaemonNotRunning(ColordError):
-    """No daemon to talk to: no connection file, a stale one, or nothing listening."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("not_running", message)
-
-
-class ConnectionLost(ColordError):
-    """The daemon closed or reset the connection before it answered."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("connection_lost", message)
-
-
-class DaemonTimeout(ColordError):
-    """The daemon did not answer in time."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("timeout", message)
-
-
-class DaemonError(ColordError):
-    """The daemon answered with an error reply; `code` is the protocol's error code."""
 
 
 class WireFormatError(ValueError):
@@ -336,12 +303,12 @@ class ZmtpPeer:
         where = "{}:{}".format(*self._sock.getpeername()[:2])
         if greeting[0] != 0xFF or greeting[9] != 0x7F:
             raise ColordError(
-                "protocol",
+                protocol.PROTOCOL,
                 f"The program at {where} is not a colord daemon (it does not speak ZeroMQ).",
             )
         if greeting[10] < 3:
             raise ColordError(
-                "protocol",
+                protocol.PROTOCOL,
                 f"The program at {where} speaks ZeroMQ protocol {greeting[10]}.x; "
                 "colord needs ZMTP 3.0 or newer.",
             )
@@ -350,7 +317,7 @@ class ZmtpPeer:
         mechanism = bytes(greeting[12:32]).rstrip(b"\0").decode("ascii", "replace")
         if mechanism != "NULL":
             raise ColordError(
-                "protocol",
+                protocol.PROTOCOL,
                 f"The program at {where} asks for the ZeroMQ security mechanism {mechanism}; "
                 "colord's plug-ins use NULL (the daemon checks a token instead).",
             )
@@ -362,17 +329,17 @@ class ZmtpPeer:
         if name == b"ERROR":
             reason = bytes(data[1 : 1 + data[0]]).decode("utf-8", "replace") if data else ""
             raise ColordError(
-                "protocol", f"The ZeroMQ peer at {where} refused the connection: {reason}"
+                protocol.PROTOCOL, f"The ZeroMQ peer at {where} refused the connection: {reason}"
             )
         if name != b"READY":
             raise ColordError(
-                "protocol", f"The ZeroMQ peer at {where} did not complete the handshake."
+                protocol.PROTOCOL, f"The ZeroMQ peer at {where} did not complete the handshake."
             )
         self.peer_properties = _parse_properties(data)
         peer_type = self.peer_properties.get("socket-type", b"")
         if peer_type.upper() not in _PEER_TYPES_FOR_DEALER:
             raise ColordError(
-                "protocol",
+                protocol.PROTOCOL,
                 f"The ZeroMQ peer at {where} is a {peer_type.decode('ascii', 'replace')} socket, "
                 "which cannot answer requests.",
             )
@@ -402,7 +369,7 @@ class ZmtpPeer:
         flags = self._recv_exactly(1, deadline)[0]
         if flags & ~(_FLAG_MORE | _FLAG_LONG | _FLAG_COMMAND):
             raise ColordError(
-                "protocol", f"The ZeroMQ peer sent a frame with unknown flags 0x{flags:02x}."
+                protocol.PROTOCOL, f"The ZeroMQ peer sent a frame with unknown flags 0x{flags:02x}."
             )
         if flags & _FLAG_LONG:
             size = _LONG_SIZE.unpack(self._recv_exactly(8, deadline))[0]
@@ -438,8 +405,8 @@ class ZmtpPeer:
         return buffer
 
 
-def _connection_lost(detail: str) -> ConnectionLost:
-    return ConnectionLost(
+def _connection_lost(detail: str) -> protocol.ConnectionLost:
+    return protocol.ConnectionLost(
         f"The connection to the colord daemon was lost ({detail}) before it answered: the "
         "daemon may have stopped, or the message exceeded its size limit. Check that "
         "`colord serve` is running, then try again."
@@ -470,7 +437,7 @@ def _ready_body(properties: list[tuple[bytes, bytes]]) -> bytes:
 
 def _split_command(body: bytearray) -> tuple[bytes, bytearray]:
     if not body or len(body) < 1 + body[0]:
-        raise ColordError("protocol", "The ZeroMQ peer sent a malformed command frame.")
+        raise ColordError(protocol.PROTOCOL, "The ZeroMQ peer sent a malformed command frame.")
     return bytes(body[1 : 1 + body[0]]), body[1 + body[0] :]
 
 
@@ -482,165 +449,21 @@ def _parse_properties(data: bytearray) -> dict[str, bytes]:
         name_end = pos + 1 + data[pos]
         value_start = name_end + 4
         if value_start > len(data):
-            raise ColordError("protocol", "The ZeroMQ peer sent malformed READY metadata.")
+            raise ColordError(protocol.PROTOCOL, "The ZeroMQ peer sent malformed READY metadata.")
         value_end = value_start + _PROPERTY_SIZE.unpack(data[name_end:value_start])[0]
         if value_end > len(data):
-            raise ColordError("protocol", "The ZeroMQ peer sent malformed READY metadata.")
+            raise ColordError(protocol.PROTOCOL, "The ZeroMQ peer sent malformed READY metadata.")
         name = bytes(data[pos + 1 : name_end]).decode("ascii", "replace").lower()
         properties[name] = bytes(data[value_start:value_end])
         pos = value_end
     return properties
 
 
-# --- the connection file --------------------------------------------------------------------
-
-
-class Connection(NamedTuple):
-    """What the daemon's connection file says: where it listens and the token it expects."""
-
-    endpoint: str
-    token: str
-    pid: int
-    version: str
-    protocol: int = PROTOCOL_VERSION
-
-
-def connection_file_path() -> Path:
-    """Where the daemon writes its connection file on this machine (same rules as the daemon)."""
-    return _connection_file_path_for(sys.platform, os.environ, Path.home())
-
-
-def _connection_file_path_for(platform: str, environ: Any, home: Path) -> Path:
-    override = environ.get("COLORD_CONNECTION_FILE")
-    if override:
-        return Path(override)
-    if platform == "win32":
-        local = environ.get("LOCALAPPDATA")
-        base = Path(local) if local else home / "AppData" / "Local"
-    elif platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        runtime = environ.get("XDG_RUNTIME_DIR")
-        base = Path(runtime) if runtime else home / ".local" / "state"
-    return base / "colord" / "daemon.json"
-
-
-def read_connection(path: str | Path | None = None) -> Connection:
-    """Read the connection file (default: `connection_file_path()`).
-
-    Raises `DaemonNotRunning` when the file is missing, unreadable, not the daemon's JSON, or names
-    a process that has exited (a stale file left by a crash).
-    """
-    path = Path(path) if path is not None else connection_file_path()
-    try:
-        fields = json.loads(_read_private_file(path))
-    except FileNotFoundError:
-        raise _not_running(f"no connection file at {path}") from None
-    except UnsafeConnectionFile as exc:
-        raise ColordError("unsafe_connection_file", str(exc)) from None
-    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
-        raise _not_running(f"its connection file {path} is unreadable: {exc}") from None
-    try:
-        connection = Connection(
-            endpoint=_field(fields, "endpoint", str),
-            token=_field(fields, "token", str),
-            pid=_field(fields, "pid", int),
-            version=_field(fields, "version", str),
-            protocol=_field(fields, "protocol", int),
-        )
-    except TypeError as exc:
-        raise _not_running(f"its connection file {path} is invalid: {exc}") from None
-    if connection.pid <= 0 or not _process_exists(connection.pid):
-        raise _not_running(
-            f"its connection file {path} names process {connection.pid}, which has exited"
-        )
-    return connection
-
-
-class UnsafeConnectionFile(OSError):
-    """The connection file is there but cannot be trusted."""
-
-
-def _read_private_file(path: Path) -> str:
-    """The text of a file that is the user's own and private; never read through a symlink."""
-    if sys.platform == "win32":
-        return path.read_text(encoding="utf-8")
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeConnectionFile(
-                f"colord's connection file {path} is a symbolic link, which colord refuses to "
-                "follow. Remove it and restart `colord serve`."
-            ) from None
-        raise
-    with os.fdopen(descriptor, encoding="utf-8") as file:
-        status = os.fstat(file.fileno())
-        if status.st_uid != os.getuid():
-            raise UnsafeConnectionFile(
-                f"colord's connection file {path} belongs to another user (uid {status.st_uid}), "
-                "who could have planted it. Remove it and restart `colord serve`."
-            )
-        if status.st_mode & 0o077:
-            raise UnsafeConnectionFile(
-                f"colord's connection file {path} is readable by other users (mode "
-                f"{status.st_mode & 0o777:04o}), so its token is no longer secret. Restart "
-                "`colord serve` to write a fresh one."
-            )
-        return file.read()
-
-
-def _field(fields: Any, name: str, kind: type) -> Any:
-    value = fields.get(name) if isinstance(fields, dict) else None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"{name!r} should be a {kind.__name__}, not {value!r}")
-    return value
-
-
-def _not_running(reason: str) -> DaemonNotRunning:
-    return DaemonNotRunning(f"The colord daemon is not running ({reason}). {START_HINT}")
-
-
-def _process_exists(pid: int) -> bool:
-    if sys.platform == "win32":
-        return _windows_process_exists(pid)
-    try:
-        os.kill(pid, 0)  # signal 0 only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _windows_process_exists(pid: int) -> bool:
-    # os.kill(pid, 0) would terminate the process on Windows; ask the kernel instead.
-    import ctypes
-    from ctypes import wintypes
-
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    kernel32.OpenProcess.restype = wintypes.HANDLE
-    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
-    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
-    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
-    process_query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
-    handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
-    if not handle:
-        return ctypes.get_last_error() == error_access_denied
-    try:
-        exit_code = wintypes.DWORD()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(exit_code)):
-            return True
-        return exit_code.value == still_active
-    finally:
-        kernel32.CloseHandle(handle)
-
-
 # --- the client -----------------------------------------------------------------------------
 
 
 class Image(NamedTuple):
-    """Raw pixels as protocol v1 carries them: `format` is a key of BYTES_PER_PIXEL."""
+    """Raw pixels as protocol v1 carries them: `format` is a key of `colord_protocol.FORMATS`."""
 
     width: int
     height: int
@@ -668,8 +491,8 @@ class WireClient:
     def from_connection_file(
         cls, path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> WireClient:
-        connection = read_connection(path)
-        if connection.protocol != PROTOCOL_VERSION:
+        connection = protocol.read_connection(path)
+        if connection.protocol != protocol.PROTOCOL_VERSION:
             raise _version_mismatch(f"protocol version {connection.protocol}")
         return cls(connection.endpoint, connection.token, timeout)
 
@@ -686,24 +509,19 @@ class WireClient:
         line_art: Image,
         reference: Image | None = None,
         *,
-        working_size: int | None = None,
-        keep_lines: bool = True,
-        result_format: str = "RGBA8",
         timeout: float | None = None,
+        **options: Any,
     ) -> tuple[Image, dict]:
         """Colour `line_art` after `reference`; returns the image (same size) and the timings.
 
-        Images above the daemon's limits fail at once with `too_large` (ZeroMQ would drop such a
-        message unanswered, and the request would only time out)."""
+        `options` are colorize's (`colord_protocol.COLORIZE_OPTIONS`: working_size, keep_lines,
+        result_format), checked before anything is sent. Images above the daemon's limits fail at
+        once with `too_large` (ZeroMQ would drop such a message unanswered, and the request would
+        only time out)."""
+        args = protocol.colorize_args(
+            line_art._asdict(), None if reference is None else reference._asdict(), options
+        )
         self._refuse_oversize(line_art, reference, timeout)
-        options: dict[str, Any] = {"keep_lines": keep_lines, "result_format": result_format}
-        if working_size is not None:
-            options["working_size"] = working_size
-        args = {
-            "line_art": line_art._asdict(),
-            "reference": None if reference is None else reference._asdict(),
-            "options": options,
-        }
         result = self._request("colorize", args, timeout)
         image = _image_from_wire(result.get("image"))
         timings = result.get("timings")
@@ -715,25 +533,14 @@ class WireClient:
         if self._limits is None:
             limits = self.info(timeout=timeout).get("limits")
             self._limits = limits if isinstance(limits, dict) else {}
-        max_side = self._limits.get("max_side")
-        max_bytes = self._limits.get("max_message_bytes")
         images = {"line art": line_art, "reference": reference}
-        pixel_bytes = 0
-        for name, image in images.items():
-            if image is None:
-                continue
-            pixel_bytes += len(image.data)
-            if isinstance(max_side, int) and max(image.width, image.height) > max_side:
-                raise DaemonError(
-                    "too_large",
-                    f"The {name} is {image.width}x{image.height} px; the daemon accepts at most "
-                    f"{max_side} px a side.",
-                )
-        if isinstance(max_bytes, int) and pixel_bytes + REQUEST_OVERHEAD_BYTES > max_bytes:
-            raise DaemonError(
-                "too_large",
-                f"The images take {pixel_bytes} bytes; the daemon accepts at most {max_bytes}.",
-            )
+        sizes = {
+            name: None if image is None else (image.width, image.height, len(image.data))
+            for name, image in images.items()
+        }
+        problem = protocol.oversize_message(sizes, self._limits)
+        if problem is not None:
+            raise protocol.ErrorReply(protocol.TOO_LARGE, problem)
 
     def close(self) -> None:
         if self._peer is not None:
@@ -748,32 +555,22 @@ class WireClient:
 
     def _request(self, op: str, args: dict | None, timeout: float | None) -> dict:
         request_id = next(self._ids)
-        request: dict[str, Any] = {
-            "v": PROTOCOL_VERSION,
-            "id": request_id,
-            "op": op,
-            "token": self.token,
-        }
-        if args is not None:
-            request["args"] = args
+        request = protocol.request_message(request_id, op, self.token, args)
         reply = self._exchange(
             packb(request), request_id, self.timeout if timeout is None else timeout
         )
-        if reply.get("ok") is True:
-            result = reply.get("result")
-            if not isinstance(result, dict):
-                raise _unreadable_reply("its result is not a map")
-            return result
-        error = reply.get("error")
-        if not isinstance(error, dict):
-            raise _unreadable_reply("an error reply without an error map")
-        code = str(error.get("code", "internal"))
-        message = str(error.get("message", "The daemon gave no reason."))
-        if code == "version":
-            raise _version_mismatch(f"a different protocol ({message})")
-        raise DaemonError(code, message)
+        try:
+            return protocol.read_reply(reply)
+        except protocol.ErrorReply as error:
+            if error.code == protocol.VERSION:
+                raise _version_mismatch(f"a different protocol ({error.message})") from None
+            raise
+        except protocol.ProtocolError as error:
+            if error.code == protocol.VERSION:
+                raise _version_mismatch(f"protocol version {reply.get('v')!r}") from None
+            raise _unreadable_reply(error.message) from None
 
-    def _exchange(self, request: bytes, request_id: int, timeout: float) -> dict:
+    def _exchange(self, request: bytes, request_id: int, timeout: float) -> Any:
         """Send one request and wait for its reply; drops the connection on any failure."""
         deadline = time.monotonic() + timeout
         try:
@@ -781,11 +578,11 @@ class WireClient:
             peer.send([request], deadline=deadline)
             while True:
                 reply = _decode_reply(peer.recv(deadline=deadline))
-                if reply.get("id") in (request_id, None):  # other ids: a late answer, skip it
-                    return reply
+                if not isinstance(reply, dict) or reply.get("id") in (request_id, None):
+                    return reply  # other ids: a late answer, skipped
         except TimeoutError:
             self.close()
-            raise DaemonTimeout(
+            raise protocol.DaemonTimeout(
                 f"The colord daemon did not answer within {timeout:g} seconds. It may still be "
                 "busy with a large picture; try again, or restart `colord serve`."
             ) from None
@@ -799,13 +596,13 @@ class WireClient:
             try:
                 self._peer = ZmtpPeer.connect(host, port, deadline=deadline)
             except ConnectionRefusedError:
-                raise _not_running(f"nothing listens at {self.endpoint}") from None
+                raise protocol.not_running(f"nothing listens at {self.endpoint}") from None
             except TimeoutError:
                 raise
             except OSError as exc:
                 raise DaemonNotRunning(
                     f"colord cannot reach its daemon at {self.endpoint} ({exc.strerror or exc}). "
-                    f"{START_HINT}"
+                    f"{protocol.START_HINT}"
                 ) from exc
         return self._peer
 
@@ -824,53 +621,37 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _decode_reply(frames: list[bytearray]) -> dict:
+def _decode_reply(frames: list[bytearray]) -> Any:
     """A reply is one frame, after an empty delimiter frame when the peer is a REP socket."""
     while len(frames) > 1 and not frames[0]:
         frames = frames[1:]
     if len(frames) != 1:
         raise _unreadable_reply(f"a message of {len(frames)} frames where one was expected")
     try:
-        reply = unpackb(frames[0])
+        return unpackb(frames[0])
     except WireFormatError as exc:
         raise _unreadable_reply(str(exc)) from None
-    if not isinstance(reply, dict):
-        raise _unreadable_reply("it is not a msgpack map")
-    if reply.get("v") != PROTOCOL_VERSION:
-        raise _version_mismatch(f"protocol version {reply.get('v')!r}")
-    return reply
 
 
 def _image_from_wire(fields: Any) -> Image:
-    if not isinstance(fields, dict):
-        raise _unreadable_reply("the result has no image")
-    image = Image(
-        fields.get("width"), fields.get("height"), fields.get("format"), fields.get("data")
-    )
-    bytes_per_pixel = BYTES_PER_PIXEL.get(image.format)
-    valid = (
-        isinstance(image.width, int)
-        and isinstance(image.height, int)
-        and isinstance(image.data, bytes)
-        and bytes_per_pixel is not None
-        and len(image.data) == image.width * image.height * bytes_per_pixel
-    )
-    if not valid:
-        raise _unreadable_reply("the result image's size, format and bytes do not agree")
-    return image
+    try:
+        protocol.check_image(fields, "image")
+    except protocol.ProtocolError as error:
+        raise _unreadable_reply(f"its result image: {error.message}") from None
+    return Image(fields["width"], fields["height"], fields["format"], fields["data"])
 
 
 def _unreadable_reply(detail: str) -> ColordError:
     return ColordError(
-        "protocol", f"colord's plug-in could not read the daemon's reply ({detail})."
+        protocol.PROTOCOL, f"colord's plug-in could not read the daemon's reply ({detail})."
     )
 
 
-def _version_mismatch(detail: str) -> DaemonError:
-    return DaemonError(
-        "version",
+def _version_mismatch(detail: str) -> ColordError:
+    return ColordError(
+        protocol.VERSION,
         f"The colord daemon speaks {detail}, but this plug-in speaks protocol version "
-        f"{PROTOCOL_VERSION}. Install the plug-in that comes with your colord "
+        f"{protocol.PROTOCOL_VERSION}. Install the plug-in that comes with your colord "
         "(`colord plugin install`) and restart `colord serve`.",
     )
 
@@ -878,17 +659,17 @@ def _version_mismatch(detail: str) -> DaemonError:
 # --- what the painting app shows ------------------------------------------------------------
 
 _ADVICE = {
-    "unauthorized": "The daemon may have restarted: try again, or restart `colord serve`.",
-    "busy": "Try again in a moment.",
-    "too_large": "Try a smaller canvas or working size.",
-    "shutting_down": "Start it again with `colord serve`.",
-    "internal": "The daemon's log has the details.",
+    protocol.UNAUTHORIZED: "The daemon may have restarted: try again, or restart `colord serve`.",
+    protocol.BUSY: "Try again in a moment.",
+    protocol.TOO_LARGE: "Try a smaller canvas or working size.",
+    protocol.SHUTTING_DOWN: "Start it again with `colord serve`.",
+    protocol.INTERNAL: "The daemon's log has the details.",
 }
 
 
 def user_message(exc: BaseException) -> str:
     """The sentence a plug-in shows in its message box for `exc` (never a traceback)."""
-    if isinstance(exc, DaemonError) and exc.code != "version":
+    if isinstance(exc, protocol.ErrorReply):
         advice = _ADVICE.get(exc.code)
         return f"colord could not do that: {exc.message}" + (f" {advice}" if advice else "")
     if isinstance(exc, ColordError):
