@@ -1,0 +1,185 @@
+"""The CPU fast path: parity with eager fp32, and eager whenever the backend is missing, breaks
+or disagrees. Small generators of the default model's architecture (colour hint, stride 8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from colord.daemon import fast_path
+from colord.daemon.fast_path import PARITY_WITHIN, FastPath, parity, pick_backend
+from colord.model import Generator, get_preset
+from colord.model.networks import initialize_weights
+
+SIZE = 64
+
+
+def small_generator(seed: int = 0) -> Generator:
+    """The `tiny` preset with the default preset's attention stride and colour hint, with
+    variance-preserving weights and non-trivial BatchNorm statistics (so that BN's mode shows)."""
+    torch.manual_seed(seed)
+    preset = dataclasses.replace(get_preset("tiny"), attention_stride=8, color_hint=True)
+    generator = Generator(preset)
+    initialize_weights(generator, "kaiming")
+    for module in generator.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return generator.eval()
+
+
+def inputs(batch: int = 1, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    sketch = torch.where(torch.rand(batch, 1, SIZE, SIZE, generator=generator) < 0.1, -1.0, 1.0)
+    reference = torch.rand(batch, 3, SIZE, SIZE, generator=generator) * 2 - 1
+    return sketch, reference
+
+
+def eager(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(sketch, reference)
+
+
+class PythonCounter(nn.Module):
+    """A generator-like module whose output depends on Python state, which an export freezes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.tanh(self.conv(reference) * sketch + 0.1 * self.calls)
+
+
+class Unexportable(nn.Module):
+    """A generator-like module with an operation that has no ONNX translation."""
+
+    def forward(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        _, singular, _ = torch.linalg.svd(reference)
+        return torch.tanh(reference + singular.mean())
+
+
+def test_parity_counts_values_within_two_of_255() -> None:
+    reference = torch.full((1, 3, 100, 100), 100 / 127.5 - 1)  # 30,000 values at 100 of 255
+    shifted = reference.clone().flatten()
+    shifted[:20] += 3 / 127.5  # 20 values 3/255 off: 99.93 % within, passes
+    check = parity(shifted.view_as(reference), reference)
+    assert check.max_difference == 3 and check.passed
+    shifted[:40] += 3 / 127.5  # 40 values off, 6/255: 99.87 % within, fails
+    check = parity(shifted.view_as(reference), reference)
+    assert check.max_difference == 6 and check.within < PARITY_WITHIN and not check.passed
+
+
+def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> None:
+    pytest.importorskip("onnxruntime")
+    generator = small_generator()
+    sketch, reference = inputs()
+    before = eager(generator, sketch, reference)
+    path = FastPath(generator, "onnxruntime", must_beat_eager=False)
+    with torch.inference_mode():
+        first = path(sketch, reference)  # builds, checks and returns eager's output
+        second = path(sketch, reference)  # runs the backend
+    key = ((1, 1, SIZE, SIZE), (1, 3, SIZE, SIZE))
+    assert path.runners[key] is not None, path.state()
+    assert path.checks[key].passed and path.checks[key].max_difference <= 2
+    torch.testing.assert_close(first, before, rtol=0, atol=0)
+    assert parity(second, before).passed
+    # the naive export's bug: it switched the live generator's BatchNorms to training mode
+    assert not any(module.training for module in generator.modules())
+    torch.testing.assert_close(eager(generator, sketch, reference), before, rtol=0, atol=0)
+
+
+def test_a_batch_runs_one_sample_per_call_on_one_build() -> None:
+    pytest.importorskip("onnxruntime")
+    generator = small_generator()
+    sketch, reference = inputs(batch=3)
+    path = FastPath(generator, "onnxruntime", must_beat_eager=False)
+    with torch.inference_mode():
+        path(sketch[:1], reference[:1])
+        output = path(sketch, reference)
+    assert len(path.runners) == 1 and path.state().startswith("onnxruntime for 1 of 1")
+    assert parity(output, eager(generator, sketch, reference)).passed
+
+
+def test_export_follows_the_live_generator() -> None:
+    pytest.importorskip("onnxruntime")
+    generator = small_generator()
+    sketch, reference = inputs()
+    with torch.no_grad():
+        generator.decoder.to_rgb.bias.add_(0.5)  # e.g. another checkpoint's weights loaded
+    path = FastPath(generator, "onnxruntime", must_beat_eager=False)
+    with torch.inference_mode():
+        path(sketch, reference)
+        output = path(sketch, reference)
+    assert parity(output, eager(generator, sketch, reference)).passed
+    assert not parity(output, eager(small_generator(), sketch, reference)).passed
+
+
+def test_a_missing_backend_runs_eagerly_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    absent = {"absentrt": ("colord_test_no_such_package", fast_path.BACKENDS["onnxruntime"][1])}
+    monkeypatch.setattr(fast_path, "BACKENDS", absent)
+    assert pick_backend() is None
+    generator = small_generator()
+    sketch, reference = inputs()
+    with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
+        path = FastPath(generator)
+        with torch.inference_mode():
+            outputs = [path(sketch, reference) for _ in range(2)]
+    assert "colord_test_no_such_package" in caplog.text and "eagerly" in caplog.text
+    assert path.state() == "eager (no fast-path backend installed)"
+    for output in outputs:
+        torch.testing.assert_close(output, eager(generator, sketch, reference), rtol=0, atol=0)
+
+
+def test_the_fastest_installed_backend_is_picked() -> None:
+    pytest.importorskip("onnxruntime")
+    assert pick_backend() == "onnxruntime"
+    assert FastPath(small_generator()).backend == "onnxruntime"
+
+
+def test_a_backend_that_fails_to_build_falls_back_to_eager(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    model = Unexportable()
+    sketch, reference = inputs()
+    with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
+        path = FastPath(model, "onnxruntime", must_beat_eager=False)
+        with torch.inference_mode():
+            outputs = [path(sketch, reference) for _ in range(2)]
+    assert "failed to build for 64x64" in caplog.text
+    assert path.runners == {((1, 1, SIZE, SIZE), (1, 3, SIZE, SIZE)): None}
+    for output in outputs:
+        torch.testing.assert_close(output, eager(model, sketch, reference), rtol=0, atol=0)
+
+
+def test_a_backend_that_fails_parity_falls_back_to_eager(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    model = PythonCounter()
+    sketch, reference = inputs()
+    with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
+        path = FastPath(model, "onnxruntime", must_beat_eager=False)
+        with torch.inference_mode():
+            path(sketch, reference)
+    assert "differs from eager fp32 at 64x64" in caplog.text
+    key = ((1, 1, SIZE, SIZE), (1, 3, SIZE, SIZE))
+    assert path.runners[key] is None and not path.checks[key].passed
+    # eager from then on: the module sees every call (the exported graph froze its count)
+    calls = model.calls
+    with torch.inference_mode():
+        output = path(sketch, reference)
+    assert model.calls == calls + 1
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            output, torch.tanh(model.conv(reference) * sketch + 0.1 * model.calls)
+        )
