@@ -91,7 +91,7 @@ def pairs(manifest: Path | None, limit: int) -> list[tuple[Path, Path]]:
 
 def self_reference(colour: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(ground truth, reference): the colour picture jittered, and that warped (seeded)."""
-    from colord.training.augment import jitter_colors, thin_plate_spline_warp
+    from colord.training.samples.augment import jitter_colors, thin_plate_spline_warp
 
     rng = np.random.default_rng(seed)
     truth, _ = jitter_colors(colour, rng)
@@ -152,7 +152,7 @@ def scale_table(args: argparse.Namespace) -> None:
 
 def training_line_width(manifest: Path, size: int) -> None:
     # imported here: the scale table needs no training code
-    from colord.training.dataset import ColorizationDataset
+    from colord.training.samples.dataset import ColorizationDataset
 
     dataset = ColorizationDataset(manifest, size=size, zero_reference_probability=0.0)
     widths = []

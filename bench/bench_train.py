@@ -3,10 +3,10 @@
     python bench/bench_train.py --preset tiny --batch 4 --size 64
     python bench/bench_train.py --preset paper --batch 16 --size 256      # on a GPU: both paths
 
-One step is exactly the trainer's (`colord.training.loop.training_step`): generator forward with
-the attention extras, the five losses (triplet, L1, LSGAN, perceptual and style on the perceptual
-backbone), Adam step, then the discriminator's LSGAN step. Batches are synthetic tensors made
-once, so data loading is not measured.
+One step is exactly the trainer's (`colord.training.train.loop.training_step`): generator forward
+with the attention extras, the five losses (triplet, L1, LSGAN, perceptual and style on the
+perceptual backbone), Adam step, then the discriminator's LSGAN step. Batches are synthetic
+tensors made once, so data loading is not measured.
 
 On a GPU two paths run in the same process, one after the other: "fp32" (fp32 eager, TF32 off,
 contiguous tensors) and "fast" (the trainer's path: bf16 autocast, channels-last, cuDNN autotune,
@@ -33,10 +33,10 @@ from colord.model import (
     count_parameters,
     get_preset,
 )
-from colord.training.backbones import BACKBONES, load_feature_backbone
-from colord.training.config import LossConfig
-from colord.training.loop import autocast_factory, enable_cuda_fast_path, training_step
-from colord.training.losses import SCFTLoss
+from colord.training.train.backbones import BACKBONES, load_feature_backbone
+from colord.training.train.config import LossConfig
+from colord.training.train.loop import autocast_factory, enable_cuda_fast_path, training_step
+from colord.training.train.losses import SCFTLoss
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

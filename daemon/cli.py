@@ -16,7 +16,7 @@ COMMANDS: dict[str, str] = {
     "models": "colord.daemon.cli_engine:models_command",
     "info": "colord.daemon.cli_engine:info_command",
     "ping": "colord.daemon.cli_serve:ping",
-    "eval": "colord.training.cli_eval:eval_command",
+    "eval": "colord.daemon.eval_colorizer:eval_command",
     "ablate": "colord.training.cli_eval:ablate_command",
     "sketch": "colord.training.cli_sketch:sketch",
     "serve": "colord.daemon.cli_serve:serve",

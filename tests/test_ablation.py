@@ -12,10 +12,10 @@ from PIL import Image
 
 from colord.daemon.cli import main
 from colord.model import load_checkpoint
-from colord.training import ablation, metrics
-from colord.training.backbones import load_feature_backbone
-from colord.training.config import ConfigError, load_config
-from colord.training.evaluate import EvalOptions
+from colord.training.evaluation import ablation, metrics
+from colord.training.evaluation.evaluate import EvalOptions
+from colord.training.train.backbones import load_feature_backbone
+from colord.training.train.config import ConfigError, load_config
 
 SIZE = 32
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from colord.training.augment import (
+from colord.training.samples.augment import (
     ThinPlateSpline,
     control_grid,
     jitter_colors,
@@ -16,7 +16,7 @@ from colord.training.augment import (
     thin_plate_spline_warp,
     warp_with_spline,
 )
-from colord.training.correspondence import correspondence_to_grid
+from colord.training.samples.correspondence import correspondence_to_grid
 
 
 def coordinate_image(height: int, width: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from capabilities import EXTRAS, missing
 from torch import nn
 from train_helpers import single_thread
 
-from colord.training.backbones import (
+from colord.training.train.backbones import (
     VGG19_FILE,
     VGG19_LAYOUT,
     BackboneError,

@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from colord.daemon.cli import main
 from colord.model import Generator, get_preset, save_checkpoint
-from colord.training import metrics
-from colord.training.metrics import AttentionArgmax
+from colord.training.evaluation import metrics
+from colord.training.evaluation.metrics import AttentionArgmax
+from colord.training.samples.correspondence import cell_centres
 
 OPENMOJI = Path(__file__).parent / "data" / "openmoji"
 ATTENTION = ("attention_acc_16px", "attention_acc_32px")
@@ -123,7 +124,7 @@ def test_counting_cell_centres_in_a_circle_matches_measuring_every_distance(
     grid: tuple[int, int], size: int
 ) -> None:
     rng = np.random.default_rng(0)
-    centres = metrics.cell_centres(grid, (size, size))
+    centres = cell_centres(grid, (size, size))
     points = np.concatenate([centres[::7], rng.uniform(-8, size + 8, (500, 2))])  # ties included
     for radius in (16.0, 32.0):
         squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)

@@ -13,7 +13,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from colord.training.dataset import ColorizationDataset, ImageReadError, load_line_art, load_rgb
+from colord.training.samples.dataset import (
+    ColorizationDataset,
+    ImageReadError,
+    load_line_art,
+    load_rgb,
+)
 
 
 def clip_art(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
@@ -160,7 +165,7 @@ def test_every_skipped_file_is_named_with_its_reason(tmp_path, caplog, monkeypat
     save(clip_art(10, 160, 200), folder / "huge.png")
     # Pillow refuses images over twice MAX_IMAGE_PIXELS: lowered so that 200×160 is too large
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 15000)
-    with caplog.at_level(logging.WARNING, logger="colord.training.dataset"):
+    with caplog.at_level(logging.WARNING, logger="colord.training.samples.dataset"):
         dataset = ColorizationDataset(folder, size=64)
     assert len(dataset) == 4
     assert dataset.skipped == {"unreadable": 3, "smaller than 64 px": 1}
@@ -184,7 +189,7 @@ def test_a_file_that_fails_to_decode_later_is_replaced_not_fatal(tmp_path, caplo
     paths[2].write_bytes(full[: len(full) // 2])
     dataset = ColorizationDataset(folder, size=64)
     assert len(dataset) == 3  # the header check cannot see it
-    with caplog.at_level(logging.WARNING, logger="colord.training.dataset"):
+    with caplog.at_level(logging.WARNING, logger="colord.training.samples.dataset"):
         for _ in range(2):
             sample = dataset[2]
     assert sample["index"] == 2 and sample["sketch"].shape == (1, 64, 64)

@@ -21,7 +21,7 @@ from colord.model.default_model import (
     recorded_sha256,
     verify_default_model,
 )
-from colord.training.sketch import binarize_line_art
+from colord.training.samples.sketch import binarize_line_art
 
 DATA = Path(__file__).parent / "data" / "openmoji"
 DESIGNS = ("1F600", "1F30D", "1F455", "1F381")

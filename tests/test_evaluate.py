@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from colord.daemon.cli import main
-from colord.training import evaluate, metrics
-from colord.training.backbones import load_feature_backbone
-from colord.training.sketch import binarize_line_art, xdog
-from colord.training.spair import load_spair_split
+from colord.training.evaluation import evaluate, metrics
+from colord.training.evaluation.spair import load_spair_split
+from colord.training.samples.sketch import binarize_line_art, xdog
+from colord.training.train.backbones import load_feature_backbone
 
 SIZE = 32
 

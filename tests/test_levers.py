@@ -17,13 +17,20 @@ from train_helpers import single_thread, tiny_config, write_art_folder
 from colord.model import Generator, get_preset, load_checkpoint
 from colord.model.line_scale import LINE_WIDTH_KEY
 from colord.model.networks import SCFT, initialize_weights, stack_levels
-from colord.training.ablation import TABLES, variant_config
-from colord.training.augment import ReferenceMotion, random_thin_plate_spline, warp_with_spline
-from colord.training.config import ConfigError, load_config
-from colord.training.correspondence import correspondence_to_grid, landing_at_cells
-from colord.training.loop import train
-from colord.training.losses import correspondence_loss
-from colord.training.metrics import cell_centres
+from colord.training.evaluation.ablation import TABLES, variant_config
+from colord.training.samples.augment import (
+    ReferenceMotion,
+    random_thin_plate_spline,
+    warp_with_spline,
+)
+from colord.training.samples.correspondence import (
+    cell_centres,
+    correspondence_to_grid,
+    landing_at_cells,
+)
+from colord.training.train.config import ConfigError, load_config
+from colord.training.train.loop import train
+from colord.training.train.losses import correspondence_loss
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 

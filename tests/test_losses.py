@@ -9,8 +9,8 @@ import torch
 from train_helpers import eager_cpu_loss, single_thread
 
 from colord.model import Discriminator, Generator, get_preset
-from colord.training.correspondence import correspondence_to_grid
-from colord.training.losses import (
+from colord.training.samples.correspondence import correspondence_to_grid
+from colord.training.train.losses import (
     gram_matrix,
     lsgan_discriminator_loss,
     lsgan_generator_loss,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from capabilities import EXTRAS, missing
 
-from colord.training import metrics
-from colord.training.backbones import BackboneError, load_feature_backbone
-from colord.training.spair import KeypointPairs
+from colord.training.evaluation import metrics
+from colord.training.evaluation.spair import KeypointPairs
+from colord.training.train.backbones import BackboneError, load_feature_backbone
 
 
 def random_image(rng: np.random.Generator, height: int = 32, width: int = 32) -> np.ndarray:

@@ -15,15 +15,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from colord.daemon.cli import main
-from colord.training.data_prep import merge_manifests, read_rows, split_groups
-from colord.training.dataset import ColorizationDataset
-from colord.training.prepare_openclipart import prepare_openclipart
-from colord.training.prepare_openmoji import (
+from colord.training.prepare.common import merge_manifests, read_rows, split_groups
+from colord.training.prepare.openclipart import prepare_openclipart
+from colord.training.prepare.openmoji import (
     design_id,
     is_flag,
     line_only_svg,
     prepare_openmoji,
 )
+from colord.training.samples.dataset import ColorizationDataset
 
 try:
     import cairosvg  # noqa: F401  (cairocffi raises OSError when the cairo library is missing)

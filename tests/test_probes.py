@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from colord.daemon.cli import main
 from colord.model.default_model import load_default_model
-from colord.training import probes
-from colord.training.evaluate import GeneratorColorizer, mean_color_fill
-from colord.training.metrics import closed_regions
+from colord.training.evaluation import probes
+from colord.training.evaluation.evaluate import GeneratorColorizer, mean_color_fill
+from colord.training.evaluation.metrics import closed_regions
 
 SIZE = 128  # the shipped model's training size
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from colord.daemon.cli import main
-from colord.training.sketch import binarize_line_art, xdog
+from colord.training.samples.sketch import binarize_line_art, xdog
 
 SIZE = 160
 

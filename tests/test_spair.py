@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from colord.training.spair import (
+from colord.training.evaluation.spair import (
     KeypointPairs,
     keypoints_from_correspondence,
     load_spair_pair,

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from colord.training.cli import train_command
-from colord.training.config import ConfigError, TrainConfig, load_config
+from colord.training.train.config import ConfigError, TrainConfig, load_config
 
 COLORD = str(Path(sys.executable).with_name("colord"))  # the installed console script
 

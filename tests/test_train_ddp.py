@@ -15,9 +15,9 @@ import torch.multiprocessing as mp
 from train_helpers import tiny_config, write_art_folder
 
 from colord.model import load_checkpoint
-from colord.training import loop
-from colord.training.dataset import ColorizationDataset
-from colord.training.loop import train
+from colord.training.samples.dataset import ColorizationDataset
+from colord.training.train import loop
+from colord.training.train.loop import train
 
 WORLD = 2
 

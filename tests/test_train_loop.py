@@ -14,11 +14,11 @@ from train_helpers import eager_cpu_loss, single_thread, tiny_config, write_art_
 
 from colord.model import Discriminator, Generator, get_preset, load_checkpoint, save_checkpoint
 from colord.training.cli import train_command
-from colord.training.config import ConfigError, load_config
-from colord.training.dataset import ColorizationDataset
-from colord.training.loop import learning_rate_factor, train, training_step
-from colord.training.losses import reconstruction_loss
-from colord.training.visualize import attention_figure
+from colord.training.samples.dataset import ColorizationDataset
+from colord.training.train.config import ConfigError, load_config
+from colord.training.train.loop import learning_rate_factor, train, training_step
+from colord.training.train.losses import reconstruction_loss
+from colord.training.train.visualize import attention_figure
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 

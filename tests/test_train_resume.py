@@ -8,8 +8,8 @@ import pytest
 import torch
 from train_helpers import single_thread, tiny_config, write_art_folder
 
-from colord.training.config import ConfigError
-from colord.training.loop import RESUME_FILE, train
+from colord.training.train.config import ConfigError
+from colord.training.train.loop import RESUME_FILE, train
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 

@@ -23,8 +23,8 @@ from train_helpers import TINY_SETTINGS, single_thread, tiny_config, write_art_f
 from colord.model import load_checkpoint
 from colord.model.default_model import default_model_path, load_default_model
 from colord.training import cli
-from colord.training.config import ConfigError, load_config
-from colord.training.loop import (
+from colord.training.train.config import ConfigError, load_config
+from colord.training.train.loop import (
     DATA_REPORT_FILE,
     GENERATOR_FILE,
     RESUME_FILE,
@@ -103,7 +103,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_no_partial_file(
     monkeypatch.setattr(torch, "save", fail_after_step_1)
     cfg = tiny_config(art, run, run__max_steps=3, run__checkpoint_every=1)
     with (
-        caplog.at_level(logging.ERROR, logger="colord.training.loop"),
+        caplog.at_level(logging.ERROR, logger="colord.training.train.loop"),
         pytest.raises(CheckpointWriteError, match="previous checkpoint is kept") as raised,
     ):
         train(cfg)
@@ -160,7 +160,7 @@ def test_added_images_are_refused_on_resume_unless_accepted_and_reported(
     assert "--accept-changed-data" in str(refused.value)
     assert "an epoch is now 3 steps, was 2" in str(refused.value)
 
-    with caplog.at_level(logging.WARNING, logger="colord.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="colord.training.train.loop"):
         options = ResumeOptions(accept_changed_data=True)
         result = train(tiny_config(art, run, run__max_steps=2), resume=True, options=options)
     assert result.step == 2
@@ -194,7 +194,7 @@ def test_a_finished_run_extends_its_schedule_only_when_asked(
     longer = tiny_config(art, run, optim__constant_epochs=1, optim__decay_epochs=2)
     with pytest.raises(ConfigError, match=r"optim\.decay_epochs \(--extend"):
         train(longer, resume=True)
-    with caplog.at_level(logging.WARNING, logger="colord.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="colord.training.train.loop"):
         result = train(longer, resume=True, options=ResumeOptions(extend=True))
     assert result.step == 6
     assert any("optim.decay_epochs 1.0 -> 2.0" in r.getMessage() for r in caplog.records)
@@ -213,7 +213,7 @@ def test_a_state_without_a_data_fingerprint_resumes_with_a_warning(
         del state[key]
     del state["config"]["optim"]["finetune_warmup_steps"]  # a key newer than the state
     torch.save(state, run / RESUME_FILE)
-    with caplog.at_level(logging.WARNING, logger="colord.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="colord.training.train.loop"):
         assert train(tiny_config(art, run, run__max_steps=2), resume=True).step == 2
     assert any("no data fingerprint" in r.getMessage() for r in caplog.records)
 

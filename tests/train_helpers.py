@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from colord.model import Discriminator, Generator
-from colord.training.backbones import load_feature_backbone
-from colord.training.config import TrainConfig, load_config
-from colord.training.losses import LossConfig, SCFTLoss
+from colord.training.train.backbones import load_feature_backbone
+from colord.training.train.config import TrainConfig, load_config
+from colord.training.train.losses import LossConfig, SCFTLoss
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from .config import ConfigError, TrainConfig, load_config
+from colord.training.train.config import ConfigError, TrainConfig, load_config
 
 FINETUNE_PRESET = "finetune"  # training/configs/finetune.toml: the recipe for --init
 
@@ -173,9 +173,8 @@ def warn_about_cpu_processes(nproc: int, cfg: TrainConfig) -> None:
 
 def _run(cfg: TrainConfig, resume: bool, *, accept_changed_data: bool, extend: bool) -> None:
     from colord.model import CheckpointError
-
-    from .backbones import BackboneError
-    from .loop import CheckpointWriteError, ResumeOptions, train
+    from colord.training.train.backbones import BackboneError
+    from colord.training.train.loop import CheckpointWriteError, ResumeOptions, train
 
     is_main = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(

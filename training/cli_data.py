@@ -23,7 +23,7 @@ out_argument = click.argument("out", type=click.Path(file_okay=False, path_type=
 
 def _prepare(prepare: Callable[..., dict], out: Path, **options: object) -> None:
     """Check the renderer, run one preparation, print its counts; problems as one line."""
-    from .svg_render import SvgRenderError, require_renderer
+    from colord.training.prepare.svg_render import SvgRenderError, require_renderer
 
     try:
         require_renderer()
@@ -59,7 +59,7 @@ def openmoji(
 ) -> None:
     """Real pairs from OpenMoji (CC BY-SA 4.0): each emoji drawn whole and with only its line
     group. Flags are left out; skin-tone recolours of one design stay on one side of the split."""
-    from .prepare_openmoji import prepare_openmoji
+    from colord.training.prepare.openmoji import prepare_openmoji
 
     _prepare(
         prepare_openmoji,
@@ -99,7 +99,7 @@ def openclipart(
 ) -> None:
     """Public-domain illustrations from Open Clip Art, for XDoG sketches: flags, icons, long
     strips and near-grey drawings are left out."""
-    from .prepare_openclipart import prepare_openclipart
+    from colord.training.prepare.openclipart import prepare_openclipart
 
     _prepare(
         prepare_openclipart,
@@ -123,7 +123,7 @@ def openclipart(
 )
 def merge(out: Path, manifests: tuple[Path, ...]) -> None:
     """Join JSON-lines manifests into one (for `colord train --data OUT`), paths kept valid."""
-    from .data_prep import merge_manifests
+    from colord.training.prepare.common import merge_manifests
 
     count = merge_manifests(out, manifests)
     click.echo(f"{out}: {count} rows from {len(manifests)} manifests")

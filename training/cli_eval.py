@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from colord.training import metrics
-from colord.training.evaluate import DEFAULT_METRICS
-from colord.training.spair import SPAIR_SPLITS
+from colord.training.evaluation import metrics
+from colord.training.evaluation.evaluate import DEFAULT_METRICS, Colorizer
+from colord.training.evaluation.spair import SPAIR_SPLITS
 
 
 def _metric_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -24,17 +25,25 @@ def _metric_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad input, a broken checkpoint, missing backbone weights or an absent daemon: one line
-    naming the problem instead of a traceback."""
-    from colord.daemon.client import DaemonError
+def user_errors(*more: type[Exception]) -> Iterator[None]:
+    """Bad input, a broken checkpoint, missing backbone weights (or one of `more`, e.g. an absent
+    daemon): one line naming the problem instead of a traceback."""
     from colord.model import CheckpointError
-    from colord.training.backbones import BackboneError
+    from colord.training.train.backbones import BackboneError
 
     try:
         yield
-    except (ValueError, CheckpointError, BackboneError, DaemonError, FileNotFoundError) as error:
+    except (ValueError, CheckpointError, BackboneError, FileNotFoundError, *more) as error:
         raise click.ClickException(str(error)) from None
+
+
+@dataclass(frozen=True)
+class DaemonSource:
+    """How the caller makes the running daemon's colorizer (`colord eval --daemon`), so that
+    training/ never imports the daemon."""
+
+    load: Callable[[Path | None], Colorizer]  # connection file (None: the per-user one)
+    errors: tuple[type[Exception], ...]  # what it raises when the daemon is absent or fails
 
 
 metrics_option = click.option(
@@ -54,140 +63,148 @@ inception_option = click.option(
 )
 
 
-@click.command("eval")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Generator checkpoint (.safetensors) to evaluate.",
-)
-@click.option(
-    "--daemon",
-    "use_daemon",
-    is_flag=True,
-    help="Evaluate the model of the running `colord serve` instead of a checkpoint.",
-)
-@click.option(
-    "--connection-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="With --daemon: the daemon's connection file; default: the per-user location.",
-)
-@click.option(
-    "--images",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Held-out folder of colour images (searched recursively): self and cross reference.",
-)
-@click.option(
-    "--line-art",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Drawn line art for the held-out images (same relative path and stem); XDoG where absent.",
-)
-@click.option(
-    "--spair",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="SPair-71k folder: adds SC-PSNR on its annotated keypoint pairs (paper Table 2).",
-)
-@click.option("--spair-split", type=click.Choice(SPAIR_SPLITS), default="test", show_default=True)
-@click.option(
-    "--spair-category",
-    "spair_categories",
-    multiple=True,
-    help="Only this SPair-71k category (repeatable; the paper uses cat, dog and car).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("eval"),
-    show_default=True,
-    help="Folder for eval.md, eval.json and contact_sheet.png.",
-)
-@click.option(
-    "--probes",
-    "run_probes",
-    is_flag=True,
-    help="Also colour the synthetic probes (flat shapes, the reference the same drawing warped) "
-    "and report per region whether it took its own colour.",
-)
-@click.option("--size", default=256, show_default=True, help="Evaluation resolution (÷16).")
-@click.option("--limit", default=0, show_default=True, help="Use at most N images (0 = all).")
-@click.option("--seed", default=0, show_default=True)
-@metrics_option
-@click.option(
-    "--keypoints",
-    default=64,
-    show_default=True,
-    help="SC-PSNR keypoint pairs per self-reference example.",
-)
-@click.option("--patch-size", default=11, show_default=True, help="SC-PSNR patch side (odd).")
-@click.option(
-    "--contact-rows",
-    default=6,
-    show_default=True,
-    help="Examples per setting on the contact sheet.",
-)
-@inception_option
-@click.option("--device", default="cpu", show_default=True, help="Torch device for the model.")
-def eval_command(
-    model_path: Path | None,
-    use_daemon: bool,
-    connection_file: Path | None,
-    images: Path | None,
-    line_art: Path | None,
-    spair: Path | None,
-    spair_split: str,
-    spair_categories: tuple[str, ...],
-    run_probes: bool,
-    out: Path,
-    size: int,
-    limit: int,
-    seed: int,
-    metric_names: tuple[str, ...],
-    keypoints: int,
-    patch_size: int,
-    contact_rows: int,
-    inception_weights: Path | None,
-    device: str,
-) -> None:
-    """Measure a model on held-out images in the paper's self- and cross-reference settings,
-    next to simple baselines; writes a markdown table, a JSON file and a contact sheet."""
-    from colord.training import evaluate
+def make_eval_command(daemon: DaemonSource) -> click.Command:
+    """`colord eval`, its `--daemon` served by `daemon`."""
 
-    if (model_path is None) == (not use_daemon):
-        raise click.UsageError("give exactly one of --model PATH and --daemon")
-    if images is None and spair is None and not run_probes:
-        raise click.UsageError("give --images DIR, --spair DIR, --probes, or several")
-    options = evaluate.EvalOptions(
-        images=images,
-        out=out,
-        size=size,
-        limit=limit,
-        seed=seed,
-        metrics=metric_names,
-        keypoints=keypoints,
-        patch_size=patch_size,
-        contact_rows=contact_rows,
-        inception_weights=inception_weights,
-        device=device,
-        line_art=line_art,
-        spair=spair,
-        spair_split=spair_split,
-        spair_categories=spair_categories or None,
-        probes=run_probes,
+    @click.command("eval")
+    @click.option(
+        "--model",
+        "model_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Generator checkpoint (.safetensors) to evaluate.",
     )
-    with user_errors():
-        colorizer = (
-            evaluate.load_daemon_colorizer(connection_file)
-            if use_daemon
-            else evaluate.load_checkpoint_colorizer(model_path, device=device)
+    @click.option(
+        "--daemon",
+        "use_daemon",
+        is_flag=True,
+        help="Evaluate the model of the running `colord serve` instead of a checkpoint.",
+    )
+    @click.option(
+        "--connection-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="With --daemon: the daemon's connection file; default: the per-user location.",
+    )
+    @click.option(
+        "--images",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=None,
+        help="Held-out folder of colour images (searched recursively): self and cross reference.",
+    )
+    @click.option(
+        "--line-art",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=None,
+        help="Drawn line art for the held-out images (same relative path and stem); XDoG "
+        "where absent.",
+    )
+    @click.option(
+        "--spair",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=None,
+        help="SPair-71k folder: adds SC-PSNR on its annotated keypoint pairs (paper Table 2).",
+    )
+    @click.option(
+        "--spair-split", type=click.Choice(SPAIR_SPLITS), default="test", show_default=True
+    )
+    @click.option(
+        "--spair-category",
+        "spair_categories",
+        multiple=True,
+        help="Only this SPair-71k category (repeatable; the paper uses cat, dog and car).",
+    )
+    @click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("eval"),
+        show_default=True,
+        help="Folder for eval.md, eval.json and contact_sheet.png.",
+    )
+    @click.option(
+        "--probes",
+        "run_probes",
+        is_flag=True,
+        help="Also colour the synthetic probes (flat shapes, the reference the same drawing "
+        "warped) and report per region whether it took its own colour.",
+    )
+    @click.option("--size", default=256, show_default=True, help="Evaluation resolution (÷16).")
+    @click.option("--limit", default=0, show_default=True, help="Use at most N images (0 = all).")
+    @click.option("--seed", default=0, show_default=True)
+    @metrics_option
+    @click.option(
+        "--keypoints",
+        default=64,
+        show_default=True,
+        help="SC-PSNR keypoint pairs per self-reference example.",
+    )
+    @click.option("--patch-size", default=11, show_default=True, help="SC-PSNR patch side (odd).")
+    @click.option(
+        "--contact-rows",
+        default=6,
+        show_default=True,
+        help="Examples per setting on the contact sheet.",
+    )
+    @inception_option
+    @click.option("--device", default="cpu", show_default=True, help="Torch device for the model.")
+    def eval_command(
+        model_path: Path | None,
+        use_daemon: bool,
+        connection_file: Path | None,
+        images: Path | None,
+        line_art: Path | None,
+        spair: Path | None,
+        spair_split: str,
+        spair_categories: tuple[str, ...],
+        run_probes: bool,
+        out: Path,
+        size: int,
+        limit: int,
+        seed: int,
+        metric_names: tuple[str, ...],
+        keypoints: int,
+        patch_size: int,
+        contact_rows: int,
+        inception_weights: Path | None,
+        device: str,
+    ) -> None:
+        """Measure a model on held-out images in the paper's self- and cross-reference settings,
+        next to simple baselines; writes a markdown table, a JSON file and a contact sheet."""
+        from colord.training.evaluation import evaluate
+
+        if (model_path is None) == (not use_daemon):
+            raise click.UsageError("give exactly one of --model PATH and --daemon")
+        if images is None and spair is None and not run_probes:
+            raise click.UsageError("give --images DIR, --spair DIR, --probes, or several")
+        options = evaluate.EvalOptions(
+            images=images,
+            out=out,
+            size=size,
+            limit=limit,
+            seed=seed,
+            metrics=metric_names,
+            keypoints=keypoints,
+            patch_size=patch_size,
+            contact_rows=contact_rows,
+            inception_weights=inception_weights,
+            device=device,
+            line_art=line_art,
+            spair=spair,
+            spair_split=spair_split,
+            spair_categories=spair_categories or None,
+            probes=run_probes,
         )
-        report = evaluate.evaluate(colorizer, options)
-    click.echo(report.markdown)
-    for path in report.paths.values():
-        click.echo(f"wrote {path}")
+        with user_errors(*daemon.errors):
+            colorizer = (
+                daemon.load(connection_file)
+                if use_daemon
+                else evaluate.load_checkpoint_colorizer(model_path, device=device)
+            )
+            report = evaluate.evaluate(colorizer, options)
+        click.echo(report.markdown)
+        for path in report.paths.values():
+            click.echo(f"wrote {path}")
+
+    return eval_command
 
 
 @click.command("ablate")
@@ -273,9 +290,9 @@ def ablate_command(
     budget."""
     if (steps is None) == (minutes is None):
         raise click.UsageError("give the budget as --steps or --minutes (one of them)")
-    from colord.training.ablation import AblationOptions, ablation_markdown, run_ablation
-    from colord.training.config import load_config
-    from colord.training.evaluate import EvalOptions
+    from colord.training.evaluation.ablation import AblationOptions, ablation_markdown, run_ablation
+    from colord.training.evaluation.evaluate import EvalOptions
+    from colord.training.train.config import load_config
 
     with user_errors():
         base = load_config(

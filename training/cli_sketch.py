@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 from PIL import Image
 
-from colord.training.dataset import ImageReadError, load_rgb
-from colord.training.sketch import xdog
+from colord.training.samples.dataset import ImageReadError, load_rgb
+from colord.training.samples.sketch import xdog
 
 XDOG_DEFAULTS = {name: p.default for name, p in inspect.signature(xdog).parameters.items()}
 

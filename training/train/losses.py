@@ -16,10 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import FeatureBackbone
-from .config import LossConfig
-from .correspondence import correspondence_to_grid, landing_at_cells
-from .metrics import cell_centres
+from colord.training.samples.correspondence import (
+    cell_centres,
+    correspondence_to_grid,
+    landing_at_cells,
+)
+from colord.training.train.backbones import FeatureBackbone
+from colord.training.train.config import LossConfig
 
 Batch = dict[str, torch.Tensor]
 

@@ -12,8 +12,8 @@ keypoints, as the paper's Table 2 does.
 
 The model is always measured next to baselines computed in the same run on the same inputs: the
 no-reference mode, the line art filled with the reference's mean colour, and the reference itself.
-Optionally, the synthetic probes of `colord.training.probes` (flat shapes, each its own colour)
-say per region whether the model placed the reference's colours.
+Optionally, the synthetic probes of `colord.training.evaluation.probes` (flat shapes, each its own
+colour) say per region whether the model placed the reference's colours.
 Writes `eval.md` (tables), `eval.json` (every number with the backbone it was measured with) and
 `contact_sheet.png` (one row per example: sketch | reference | outputs | ground truth).
 """
@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -33,19 +33,16 @@ import torch
 from PIL import Image, ImageDraw
 
 from colord.model.pixels import SIZE_MULTIPLE, from_signed, to_signed
-from colord.training import metrics, probes
-from colord.training.augment import jitter_colors, thin_plate_spline_warp
-from colord.training.dataset import ImageReadError, load_line_art, load_rgb, scan_folder
-from colord.training.sketch import binarize_line_art, xdog
-from colord.training.spair import (
+from colord.training.evaluation import metrics, probes
+from colord.training.evaluation.spair import (
     KeypointPairs,
     SPairPair,
     keypoints_from_correspondence,
     load_spair_split,
 )
-
-if TYPE_CHECKING:
-    from colord.daemon.client import Client
+from colord.training.samples.augment import jitter_colors, thin_plate_spline_warp
+from colord.training.samples.dataset import ImageReadError, load_line_art, load_rgb, scan_folder
+from colord.training.samples.sketch import binarize_line_art, xdog
 
 MODEL = "model"
 BASELINES = ("no_reference", "mean_color", "reference")
@@ -150,35 +147,6 @@ def load_checkpoint_colorizer(path: Path, *, device: str = "cpu") -> GeneratorCo
     return GeneratorColorizer(
         loaded.generator, name=f"{Path(path).name} ({loaded.preset.name})", device=device
     )
-
-
-class DaemonColorizer:
-    """The model of a running `colord serve`, asked one image at a time at the sketch's size."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        info = client.info()
-        self.name = f"daemon: {info['model']} ({info['preset']}, {info['device']})"
-
-    def __call__(
-        self, sketches: Sequence[np.ndarray], references: Sequence[np.ndarray] | None
-    ) -> list[np.ndarray]:
-        outputs = []
-        for i, sketch in enumerate(sketches):
-            reply = self.client.colorize(
-                sketch,
-                None if references is None else references[i],
-                working_size=max(sketch.shape),
-                keep_lines=False,
-            )
-            outputs.append(np.ascontiguousarray(reply.image[..., :3]))
-        return outputs
-
-
-def load_daemon_colorizer(connection_file: Path | None = None) -> DaemonColorizer:
-    from colord.daemon.client import Client
-
-    return DaemonColorizer(Client.from_connection_file(connection_file))
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -434,7 +402,9 @@ class EvalOptions:
     spair: Path | None = None  # an SPair-71k folder: adds the annotated-keypoint setting
     spair_split: str = "test"
     spair_categories: tuple[str, ...] | None = None  # e.g. ("cat", "dog", "car"); None = all
-    probes: bool = False  # also run the synthetic probes (colord.training.probes) at `size`
+    probes: bool = (
+        False  # also run the synthetic probes (colord.training.evaluation.probes) at `size`
+    )
 
 
 @dataclass

@@ -32,13 +32,13 @@ from torch.utils.data import Dataset
 
 from colord.model.line_scale import stroke_width
 from colord.model.pixels import SIZE_MULTIPLE, on_white, to_signed
-from colord.training.augment import (
+from colord.training.samples.augment import (
     ReferenceMotion,
     check_warp_settings,
     jitter_colors,
     thin_plate_spline_warp,
 )
-from colord.training.sketch import binarize_line_art, xdog
+from colord.training.samples.sketch import binarize_line_art, xdog
 
 logger = logging.getLogger(__name__)
 

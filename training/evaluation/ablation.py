@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from colord.training import metrics
-from colord.training.config import ConfigError, TrainConfig, apply_override, validate
-from colord.training.evaluate import (
+from colord.training.evaluation import metrics
+from colord.training.evaluation.evaluate import (
     BASELINES,
     MODEL,
     EvalOptions,
@@ -26,6 +25,7 @@ from colord.training.evaluate import (
     evaluate,
     results_table,
 )
+from colord.training.train.config import ConfigError, TrainConfig, apply_override, validate
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def run_ablation(
     options: AblationOptions, *, features: metrics.FeatureExtractor | None = None
 ) -> dict:
     """Train and evaluate every row of the requested tables; write ablation.md and .json."""
-    from colord.training.loop import train
+    from colord.training.train.loop import train
 
     unknown = [name for name in options.tables if name not in TABLES]
     if unknown:

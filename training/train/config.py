@@ -18,10 +18,9 @@ import tomllib
 from colord.model import PRESETS, SIZE_MULTIPLE
 from colord.model.networks import WEIGHT_INITS
 from colord.model.presets import AGGREGATIONS, ATTENTION_STRIDES
+from colord.training.train.backbones import BACKBONES
 
-from .backbones import BACKBONES
-
-CONFIG_DIR = Path(__file__).with_name("configs")
+CONFIG_DIR = Path(__file__).parents[1] / "configs"  # training/configs
 
 
 class ConfigError(ValueError):

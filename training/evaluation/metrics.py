@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from colord.model.pixels import to_signed
-from colord.training.correspondence import landing_at_cells
-from colord.training.spair import KeypointPairs
+from colord.training.evaluation.spair import KeypointPairs
+from colord.training.samples.correspondence import cell_centres, landing_at_cells
 
 PSNR_CAP_DB = 100.0  # what identical images score, instead of infinity
 PIXELS = "pixels"  # the "backbone" of metrics computed on the pixels themselves
@@ -308,16 +308,6 @@ class AttentionArgmax:
     reference_grid: tuple[int, int]
 
 
-def cell_centres(grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
-    """(h*w, 2) (x, y) pixel positions of a grid's cell centres, row-major, for a grid spread over
-    an image of image_hw pixels (pixel centres at integers)."""
-    (grid_h, grid_w), (image_h, image_w) = grid_hw, image_hw
-    rows, cols = np.mgrid[0:grid_h, 0:grid_w]
-    x = (cols.ravel() + 0.5) * image_w / grid_w - 0.5
-    y = (rows.ravel() + 0.5) * image_h / grid_h - 0.5
-    return np.stack([x, y], axis=1)
-
-
 @dataclass(frozen=True)
 class AttentionHits:
     hits: int  # sketch cells whose argmax reference cell lies within the radius of the truth
@@ -428,8 +418,8 @@ def images_to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
 class BackbonePooledFeatures:
     """Global average of a feature backbone's deepest map, e.g. ImageNet EfficientNet-Lite0.
 
-    `backbone` follows colord.training.backbones: `.name`, and `forward(image in [-1, 1])` giving a
-    list of feature maps, shallow to deep.
+    `backbone` follows colord.training.train.backbones: `.name`, and `forward(image in [-1, 1])`
+    giving a list of feature maps, shallow to deep.
     """
 
     def __init__(
@@ -503,7 +493,7 @@ def load_fid_features(
     inception_weights: Path | None = None, *, device: str = "cpu"
 ) -> FeatureExtractor:
     """InceptionV3 pool3 when its weights are given or cached (never downloaded), else the
-    ImageNet EfficientNet-Lite0 backbone of colord.training.backbones as a labelled proxy."""
+    ImageNet EfficientNet-Lite0 backbone of colord.training.train.backbones as a labelled proxy."""
     if inception_weights is not None:
         if not Path(inception_weights).is_file():
             raise FileNotFoundError(f"InceptionV3 weights not found: {inception_weights}")
@@ -511,7 +501,7 @@ def load_fid_features(
     cached = cached_inception_weights()
     if cached is not None:
         return InceptionPool3(cached, device=device)
-    from colord.training.backbones import load_feature_backbone
+    from colord.training.train.backbones import load_feature_backbone
 
     backbone = load_feature_backbone(kind="efficientnet_lite0").to(device)
     return BackbonePooledFeatures(backbone)

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data_prep import (
+from colord.training.prepare.common import (
     describe,
     parallel_map,
     save_png,
     split_by_design,
     write_summary,
 )
-from .svg_render import SVG_NAMESPACE, SvgRenderError, render_svg
+from colord.training.prepare.svg_render import SVG_NAMESPACE, SvgRenderError, render_svg
 
 ATTRIBUTION = (
     "All emojis designed by OpenMoji – the open-source emoji and icon project. "

@@ -1,10 +1,21 @@
-"""The dense TPS correspondence brought down to the attention grid: the triplet loss's positives and
-the dense correspondence loss's targets."""
+"""The attention grid's cell centres, and the dense TPS correspondence brought down to that grid:
+the triplet loss's positives, the correspondence loss's targets, the attention metrics' truth."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def cell_centres(grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """(h*w, 2) (x, y) pixel positions of a grid's cell centres, row-major, for a grid spread over
+    an image of image_hw pixels (pixel centres at integers)."""
+    (grid_h, grid_w), (image_h, image_w) = grid_hw, image_hw
+    rows, cols = np.mgrid[0:grid_h, 0:grid_w]
+    x = (cols.ravel() + 0.5) * image_w / grid_w - 0.5
+    y = (rows.ravel() + 0.5) * image_h / grid_h - 0.5
+    return np.stack([x, y], axis=1)
 
 
 def landing_at_cells(

@@ -18,9 +18,14 @@ import numpy as np
 from PIL import Image
 
 from colord.model.pixels import on_white
-
-from .data_prep import describe, parallel_map, save_png, split_by_design, write_summary
-from .svg_render import SvgRenderError, intrinsic_size, render_svg_rgba
+from colord.training.prepare.common import (
+    describe,
+    parallel_map,
+    save_png,
+    split_by_design,
+    write_summary,
+)
+from colord.training.prepare.svg_render import SvgRenderError, intrinsic_size, render_svg_rgba
 
 DEFAULT_SOURCE = Path("/usr/share/openclipart/svg")  # Debian's openclipart-svg package
 RENDER_LONG_SIDE = 768  # cap on the drawing before its bounding box is cut out, in pixels

@@ -16,14 +16,14 @@ import cv2
 import numpy as np
 
 from colord.model.pixels import SIZE_MULTIPLE
-from colord.training.augment import thin_plate_spline_warp
-from colord.training.metrics import (
+from colord.training.evaluation.metrics import (
     ciede2000,
     closed_regions,
     region_cores,
     region_medians,
     rgb_to_lab,
 )
+from colord.training.samples.augment import thin_plate_spline_warp
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),

@@ -34,14 +34,18 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from colord.model import Discriminator, Generator, get_preset, load_checkpoint, save_checkpoint
 from colord.model.line_scale import LINE_WIDTH_KEY
 from colord.model.networks import initialize_weights
-
-from . import distributed
-from .augment import ReferenceMotion
-from .backbones import load_feature_backbone
-from .config import ConfigError, TrainConfig
-from .dataset import ColorizationDataset
-from .losses import SCFTLoss
-from .visualize import RunLogger, attention_figure, image_grid, spread_positions
+from colord.training.samples.augment import ReferenceMotion
+from colord.training.samples.dataset import ColorizationDataset
+from colord.training.train import distributed
+from colord.training.train.backbones import load_feature_backbone
+from colord.training.train.config import ConfigError, TrainConfig
+from colord.training.train.losses import SCFTLoss
+from colord.training.train.visualize import (
+    RunLogger,
+    attention_figure,
+    image_grid,
+    spread_positions,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Data preparation (`colord data`): public sources turned into training and held-out folders."""

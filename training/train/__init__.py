@@ -1,0 +1,1 @@
+"""Training (`colord train`): the config tree, the losses, the loop and its checkpoints."""
