@@ -1,13 +1,14 @@
-"""The generator's fast path on the CPU: the live generator exported to ONNX Runtime, per shape.
+"""The generator's fast path on the CPU: the live generator exported to ONNX Runtime.
 
 Measured on the shipped default model on two shared CPU cores (bench/bench_fast_path.py), ONNX
 Runtime runs the forward several times faster than eager fp32 with the same figures, where
-channels_last, bf16 and `torch.compile` gained less (docs/fast_path.md). So, per working shape,
-the first call exports the live module (no frozen copy: its weights and architecture as they are
-now) to an in-memory ONNX graph with that shape fixed, opens an ONNX Runtime session on it, runs
-both it and eager fp32 on that first input, and keeps the session only when the uint8 outputs
-agree (`PARITY_WITHIN` of the pixels within `PARITY_TOLERANCE` of 255). Otherwise, or when
-onnxruntime is not installed or the export fails, that shape runs eagerly, with a logged warning.
+channels_last, bf16 and `torch.compile` gained less (docs/fast_path.md). The first call exports
+the live module (no frozen copy: its weights and architecture as they are then) to an in-memory
+ONNX graph whose batch and image sizes are free, and opens an ONNX Runtime session on it. The
+first call at each working shape runs both it and eager fp32, and that shape keeps the backend
+only when their uint8 outputs agree (`PARITY_WITHIN` of the values within `PARITY_TOLERANCE` of
+255) and the backend was faster. Otherwise, or when onnxruntime is not installed or the export
+fails, the shape (or every shape) runs eagerly, with a logged warning.
 
 Why a naive `torch.onnx.export` of the generator came out wrong: the TorchScript exporter puts
 the exported module in eval mode and afterwards restores the mode of the module it was given;
@@ -26,7 +27,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,8 @@ class _Pair(nn.Module):
 
 
 def export_onnx(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> bytes:
-    """The live `model` in eval mode as an ONNX graph for these input shapes (batch included)."""
+    """The live `model` in eval mode as an ONNX graph, traced on these inputs, whose batch and
+    image sizes are free."""
     buffer = io.BytesIO()
     pair = _Pair(model).eval()
     with (
@@ -115,13 +117,18 @@ def export_onnx(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor)
             opset_version=ONNX_OPSET,
             input_names=["sketch", "reference"],
             output_names=["image"],
+            dynamic_axes={
+                "sketch": {0: "batch", 2: "height", 3: "width"},
+                "reference": {0: "batch", 2: "reference_height", 3: "reference_width"},
+                "image": {0: "batch", 2: "height", 3: "width"},
+            },
             do_constant_folding=True,
         )
     return buffer.getvalue()
 
 
 class _OnnxRuntime:
-    """One ONNX Runtime session for one input shape."""
+    """An ONNX Runtime session on the exported generator."""
 
     def __init__(self, model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> None:
         import onnxruntime  # optional (pick_backend): not a dependency of colord
@@ -143,9 +150,13 @@ class _OnnxRuntime:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
+Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 # The backends by preference, fastest first as measured (module docstring); each entry names the
-# module it needs, so that a missing one is skipped without building anything.
-BACKENDS = {"onnxruntime": ("onnxruntime", _OnnxRuntime)}
+# package it needs, so that a missing one is skipped without building anything.
+BACKENDS: dict[str, tuple[str, Callable[..., Runner]]] = {
+    "onnxruntime": ("onnxruntime", _OnnxRuntime)
+}
 
 
 def pick_backend() -> str | None:
@@ -159,23 +170,26 @@ def pick_backend() -> str | None:
 class FastPath:
     """Runs `model(sketch, reference)` on the fastest backend that builds and matches eager.
 
-    Backends are built per input shape on first use (one sample per call, so batch sizes cost
-    no further builds) and checked for parity on that first input; a shape whose backend is
-    missing, fails to build, fails the check or is not faster than eager runs eagerly from then
-    on. Not thread-safe: the engine serialises forward passes.
+    The backend is built on the first call; each new working shape (sketch and reference sizes)
+    is checked on its first call against eager fp32, whose output that call returns. A shape whose
+    check fails or whose backend run was not faster runs eagerly from then on, as does every
+    shape when the backend is missing or fails to build. Not thread-safe: the engine serialises
+    forward passes.
     """
 
     def __init__(
         self, model: nn.Module, backend: str | None = None, *, must_beat_eager: bool = True
     ) -> None:
         """`backend`: a BACKENDS name, or None for the fastest installed one (eager if none).
-        `must_beat_eager`: keep a shape's backend only if its first run beat eager's."""
+        `must_beat_eager`: keep the backend for a shape only if its first run beat eager's."""
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown fast-path backend {backend!r}; choose from {list(BACKENDS)}")
         self.model = model
         self.backend = backend or pick_backend()
         self.must_beat_eager = must_beat_eager
-        self.runners: dict[tuple, object | None] = {}  # shape -> runner, None = eager
+        self.runner: Runner | None = None
+        self.broken = False  # the backend failed to build: eager for good
+        self.shapes: dict[tuple, bool] = {}  # working shape -> runs on the backend
         self.checks: dict[tuple, Parity] = {}
         if self.backend is None:
             log.warning(
@@ -186,68 +200,73 @@ class FastPath:
 
     def __call__(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) and (B, 3, Hr, Wr) CPU float tensors in [-1, 1] -> (B, 3, H, W)."""
-        outputs = []
-        for index in range(sketch.shape[0]):
-            one = sketch[index : index + 1], reference[index : index + 1]
-            key = (tuple(one[0].shape), tuple(one[1].shape))
-            if key not in self.runners:
-                outputs.append(self._build(key, *one))
-                continue
-            runner = self.runners[key]
-            outputs.append(self.model(*one) if runner is None else runner(*one))
-        return torch.cat(outputs)
+        if self.backend is None or self.broken:
+            return self.model(sketch, reference)
+        key = (tuple(sketch.shape[-2:]), tuple(reference.shape[-2:]))
+        if key not in self.shapes:
+            return self._check(key, sketch, reference)
+        if self.shapes[key] and self.runner is not None:
+            return self.runner(sketch, reference)
+        return self.model(sketch, reference)
 
     def state(self) -> str:
-        """One line for `Engine.info`: the backend and what each shape runs on."""
+        """One line for `Engine.info`: the backend and what the shapes seen so far run on."""
         if self.backend is None:
             return "eager (no fast-path backend installed)"
-        fast = sum(runner is not None for runner in self.runners.values())
-        return f"{self.backend} for {fast} of {len(self.runners)} working shapes, else eager"
+        if self.broken:
+            return f"eager ({self.backend} failed to build)"
+        fast = sum(self.shapes.values())
+        return f"{self.backend} for {fast} of {len(self.shapes)} working shapes, else eager"
 
-    def _build(self, key: tuple, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """Build this shape's runner and keep it if it matches eager fp32 and beats its time;
-        returns eager's output."""
+    def _check(self, key: tuple, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Run eager fp32 and the backend (built on first use) on a new shape, keep the backend
+        for it if the outputs agree and the backend was faster; returns eager's output."""
         start = time.perf_counter()
         eager = self.model(sketch, reference)
         eager_s = time.perf_counter() - start
-        self.runners[key] = None
-        if self.backend is None:
-            return eager
-        shape = "x".join(str(n) for n in key[0][-2:])
-        start = time.perf_counter()
+        shape = "x".join(str(n) for n in key[0])
+        self.shapes[key] = False
         try:
-            runner = BACKENDS[self.backend][1](self.model, sketch, reference)
-            built = time.perf_counter()
-            output = runner(sketch, reference)
-            fast_s = time.perf_counter() - built
+            if self.runner is None:
+                start = time.perf_counter()
+                self.runner = BACKENDS[self.backend][1](self.model, sketch, reference)
+                log.info("fast path: %s built in %.1f s", self.backend, time.perf_counter() - start)
         except Exception as error:  # exporters and runtimes fail in many ways
-            first_line = str(error).splitlines()[0] if str(error) else ""
+            self.broken = True
             log.warning(
-                "fast path: %s failed to build for %s (%s: %s); running this shape eagerly",
+                "fast path: %s failed to build (%s); running eagerly",
+                self.backend,
+                _first_line(error),
+            )
+            return eager
+        try:
+            start = time.perf_counter()
+            output = self.runner(sketch, reference)
+            fast_s = time.perf_counter() - start
+        except Exception as error:  # e.g. memory at a large shape
+            log.warning(
+                "fast path: %s failed at %s (%s); running this shape eagerly",
                 self.backend,
                 shape,
-                type(error).__name__,
-                first_line,
+                _first_line(error),
             )
             return eager
         check = parity(output, eager)
         self.checks[key] = check
-        if not check.passed:
-            log.warning(
-                "fast path: %s differs from eager fp32 at %s (%s); running this shape eagerly",
-                self.backend,
-                shape,
-                check,
-            )
-            return eager
         summary = (
-            f"{self.backend} at {shape}: built in {built - start:.1f} s, first run "
-            f"{fast_s * 1000:.0f} ms against eager fp32's {eager_s * 1000:.0f} ms; parity {check}"
+            f"{self.backend} at {shape}: {fast_s * 1000:.0f} ms against eager fp32's "
+            f"{eager_s * 1000:.0f} ms; parity {check}"
         )
-        # the backend's first run includes its own warm-up, so a backend that wins here wins
-        if self.must_beat_eager and fast_s >= eager_s:
-            log.warning("fast path: %s; not faster, running this shape eagerly", summary)
-            return eager
-        self.runners[key] = runner
-        log.info("fast path: %s", summary)
+        if not check.passed:
+            log.warning("fast path: %s differs from eager; running this shape eagerly", summary)
+        elif self.must_beat_eager and fast_s >= eager_s:
+            log.warning("fast path: %s is not faster; running this shape eagerly", summary)
+        else:
+            self.shapes[key] = True
+            log.info("fast path: %s", summary)
         return eager
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

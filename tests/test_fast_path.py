@@ -85,8 +85,8 @@ def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> No
     with torch.inference_mode():
         first = path(sketch, reference)  # builds, checks and returns eager's output
         second = path(sketch, reference)  # runs the backend
-    key = ((1, 1, SIZE, SIZE), (1, 3, SIZE, SIZE))
-    assert path.runners[key] is not None, path.state()
+    key = ((SIZE, SIZE), (SIZE, SIZE))
+    assert path.shapes[key], path.state()
     assert path.checks[key].passed and path.checks[key].max_difference <= 2
     torch.testing.assert_close(first, before, rtol=0, atol=0)
     assert parity(second, before).passed
@@ -95,16 +95,25 @@ def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> No
     torch.testing.assert_close(eager(generator, sketch, reference), before, rtol=0, atol=0)
 
 
-def test_a_batch_runs_one_sample_per_call_on_one_build() -> None:
+def test_one_build_serves_every_shape_and_batch_each_shape_checked() -> None:
     pytest.importorskip("onnxruntime")
     generator = small_generator()
-    sketch, reference = inputs(batch=3)
     path = FastPath(generator, "onnxruntime", must_beat_eager=False)
+    sketch, reference = inputs(batch=3)
+    wide = torch.ones(1, 1, 48, 96), reference[:1, :, :32, :]
     with torch.inference_mode():
         path(sketch[:1], reference[:1])
-        output = path(sketch, reference)
-    assert len(path.runners) == 1 and path.state().startswith("onnxruntime for 1 of 1")
-    assert parity(output, eager(generator, sketch, reference)).passed
+        runner = path.runner
+        batch = path(sketch, reference)
+        path(*wide)
+        wide_output = path(*wide)
+    assert path.runner is runner and set(path.checks) == {
+        ((64, 64), (64, 64)),
+        ((48, 96), (32, 64)),
+    }
+    assert path.state() == "onnxruntime for 2 of 2 working shapes, else eager"
+    assert parity(batch, eager(generator, sketch, reference)).passed
+    assert parity(wide_output, eager(generator, *wide)).passed
 
 
 def test_export_follows_the_live_generator() -> None:
@@ -155,8 +164,8 @@ def test_a_backend_that_fails_to_build_falls_back_to_eager(
         path = FastPath(model, "onnxruntime", must_beat_eager=False)
         with torch.inference_mode():
             outputs = [path(sketch, reference) for _ in range(2)]
-    assert "failed to build for 64x64" in caplog.text
-    assert path.runners == {((1, 1, SIZE, SIZE), (1, 3, SIZE, SIZE)): None}
+    assert "onnxruntime failed to build" in caplog.text and path.broken
+    assert path.state() == "eager (onnxruntime failed to build)"
     for output in outputs:
         torch.testing.assert_close(output, eager(model, sketch, reference), rtol=0, atol=0)
 
@@ -171,9 +180,9 @@ def test_a_backend_that_fails_parity_falls_back_to_eager(
         path = FastPath(model, "onnxruntime", must_beat_eager=False)
         with torch.inference_mode():
             path(sketch, reference)
-    assert "differs from eager fp32 at 64x64" in caplog.text
-    key = ((1, 1, SIZE, SIZE), (1, 3, SIZE, SIZE))
-    assert path.runners[key] is None and not path.checks[key].passed
+    assert "onnxruntime at 64x64" in caplog.text and "differs from eager" in caplog.text
+    key = ((SIZE, SIZE), (SIZE, SIZE))
+    assert not path.shapes[key] and not path.checks[key].passed
     # eager from then on: the module sees every call (the exported graph froze its count)
     calls = model.calls
     with torch.inference_mode():
