@@ -207,16 +207,22 @@ def encode_error(request_id: int | str | None, code: str, message: str) -> bytes
 # unpacker with a limit on every length.
 
 
+def _bounds(*, max_str_len: int, max_bin_len: int) -> dict[str, Any]:
+    """msgpack's unpacker options: str keys and values, every length bounded, no extensions."""
+    return {
+        "raw": False,
+        "max_str_len": max_str_len,
+        "max_bin_len": max_bin_len,
+        "max_array_len": MAX_CONTAINER_LEN,
+        "max_map_len": MAX_CONTAINER_LEN,
+        "max_ext_len": 0,
+    }
+
+
 def _read_header(body: bytes | memoryview) -> dict[str, Any]:
     """The first value of each header key, read from the entries before `args`."""
     unpacker = msgpack.Unpacker(
-        raw=False,
-        max_buffer_size=HEADER_BYTES,
-        max_str_len=HEADER_BYTES,
-        max_bin_len=HEADER_BYTES,
-        max_array_len=MAX_CONTAINER_LEN,
-        max_map_len=MAX_CONTAINER_LEN,
-        max_ext_len=0,
+        max_buffer_size=HEADER_BYTES, **_bounds(max_str_len=HEADER_BYTES, max_bin_len=HEADER_BYTES)
     )
     unpacker.feed(memoryview(body)[:HEADER_BYTES])
     try:
@@ -257,13 +263,7 @@ def _unpack_map(body: bytes | memoryview, max_bin_len: int) -> dict[str, Any]:
     """The whole body, bounded: bin values at most max_bin_len, no extension types."""
     try:
         message = msgpack.unpackb(
-            body,
-            raw=False,
-            max_str_len=MAX_STR_BYTES,
-            max_bin_len=max_bin_len,
-            max_array_len=MAX_CONTAINER_LEN,
-            max_map_len=MAX_CONTAINER_LEN,
-            max_ext_len=0,
+            body, **_bounds(max_str_len=MAX_STR_BYTES, max_bin_len=max_bin_len)
         )
     except ValueError as error:  # msgpack's errors, including truncation, are ValueErrors
         raise ProtocolError(MALFORMED, f"The message is not valid msgpack: {error}.") from None
