@@ -30,6 +30,10 @@ HOSTS = ("krita", "gimp")
 KRITA_PLUGIN = "colord_krita"
 GIMP_PLUGIN = "colord_gimp"
 WIRE_CLIENT = "colord_wire.py"  # the one shared module every bundle must have
+# Written by `install` beside the shared modules: how the plug-in starts this colord's daemon
+# (read by plugins/wire/colord_launch.py). Not in packed zips, which may go to another machine.
+LAUNCH_FILE = "colord_launch.json"
+IDLE_EXIT_MINUTES = 30  # a daemon the app started frees its memory after this long unused
 # Beside the plug-in in the host's folder: what the last install wrote, path -> sha256.
 MANIFEST_SUFFIX = ".colord-install.json"
 
@@ -149,6 +153,28 @@ def _platform_dirs(
 def _windows_folder(environ: Mapping[str, str], variable: str, home: Path, fallback: str) -> Path:
     value = environ.get(variable)
     return Path(value) if value else home / fallback
+
+
+def daemon_command() -> list[str]:
+    """The command that starts `colord serve` from this installation, whatever the app's PATH,
+    with `--idle-exit` when this colord's `serve` has it."""
+    from colord.daemon.cli_serve import serve
+
+    command = [sys.executable, "-c", "from colord.daemon.cli import main; main()", "serve"]
+    if any(parameter.name == "idle_exit" for parameter in serve.params):
+        command += ["--idle-exit", str(IDLE_EXIT_MINUTES)]
+    return command
+
+
+def launch_file(host: str) -> BundleFile:
+    """The bundle file that records `daemon_command()` for the `host` plug-in."""
+    folder = (
+        PurePosixPath("pykrita", KRITA_PLUGIN)
+        if host == "krita"
+        else PurePosixPath("plug-ins", GIMP_PLUGIN)
+    )
+    data = json.dumps({"command": daemon_command()}, indent=1).encode()
+    return BundleFile(folder / LAUNCH_FILE, PurePosixPath(folder.name, LAUNCH_FILE), data)
 
 
 def default_destination(
@@ -281,7 +307,7 @@ def _plan(host: str, destination: Path, kritarc: Path | None) -> _Plan:
     manifest = _read_manifest(_manifest_path(destination, host))
     writes, changed = [], []
     shipped = set()
-    for item in bundle(host):
+    for item in [*bundle(host), launch_file(host)]:
         key = str(item.install_path)
         shipped.add(key)
         target = destination.joinpath(*item.install_path.parts)

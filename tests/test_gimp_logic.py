@@ -1,4 +1,4 @@
-"""The GIMP plug-in's host-free logic: selection checks, naming, the round trip, messages."""
+"""The GIMP plug-in's host-free logic: selection checks, reference choice, the round trip."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ sys.path[:0] = [str(PLUGINS / "wire"), str(PLUGINS / "gimp" / "colord_gimp")]
 
 import colord_gimp_logic as logic  # noqa: E402
 import colord_wire  # noqa: E402
+from colord_plugin_core import PluginError  # noqa: E402
 
 
 def record(name: str, x: int, y: int, width: int, height: int, fill: int) -> logic.LayerRecord:
@@ -44,31 +45,54 @@ def test_round_trip_sends_both_layers_and_places_result_over_line_art() -> None:
     reference = record("Palette", 0, 0, 4, 6, 200)
     client = FakeClient()
 
-    result, timings = logic.colorize_layers(
-        client, line_art, reference, working_size=256, keep_lines=False
+    result = logic.colorize_layers(
+        client, line_art, reference, working_size=256, keep_lines=False, transparent_paper=False
     )
 
     sent_line_art, sent_reference, working_size, keep_lines, result_format = client.calls[0]
     assert sent_line_art == colord_wire.Image(8, 8, "RGBA8", line_art.rgba)
     assert sent_reference == colord_wire.Image(4, 6, "RGBA8", reference.rgba)
     assert (working_size, keep_lines, result_format) == (256, False, "RGBA8")
-    assert result.name == "Colorized (Palette)"
-    assert (result.x, result.y, result.width, result.height) == (30, 12, 8, 8)
-    assert result.rgba == pattern(8 * 8 * 4)
-    assert timings["engine_ms"] == 5.0
+    layer = result.layer
+    assert layer.name == "Colorized (Palette)"
+    assert (layer.x, layer.y, layer.width, layer.height) == (30, 12, 8, 8)
+    assert layer.rgba == pattern(8 * 8 * 4)
+    assert result.timings["engine_ms"] == 5.0
+    assert not result.above  # a transparent line art: the result goes below it
 
 
 def test_no_reference_is_sent_as_none_and_named_so() -> None:
     client = FakeClient()
-    result, _ = logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None)
+    result = logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None)
     assert client.calls[0][1] is None
     assert client.calls[0][2] is None  # by default the daemon chooses the working size
-    assert result.name == "Colorized (no reference)"
+    assert result.layer.name == "Colorized (no reference)"
+
+
+def test_results_are_numbered_and_go_above_opaque_line_art() -> None:
+    client = FakeClient()
+    scan = record("Scan", 0, 0, 8, 8, 255)  # opaque white paper
+    taken = ("Scan", "Colorized (Palette)")
+    reference = record("Palette", 0, 0, 4, 6, 200)
+    result = logic.colorize_layers(client, scan, reference, taken_names=taken)
+    assert result.layer.name == "Colorized (Palette) 2" and result.above
+    result = logic.colorize_layers(client, scan, reference, multiply_over_opaque=False)
+    assert not result.above
+
+
+def test_paper_outside_the_drawing_is_transparent_by_default() -> None:
+    client = FakeClient()
+    result = logic.colorize_layers(client, record("Scan", 0, 0, 8, 8, 255), None)
+    assert result.layer.rgba[3::4] == bytes(64)  # all paper, nothing drawn: all outside
+    kept = logic.colorize_layers(
+        client, record("Scan", 0, 0, 8, 8, 255), None, transparent_paper=False
+    )
+    assert kept.layer.rgba == pattern(8 * 8 * 4)
 
 
 def test_answer_of_wrong_size_is_a_clear_error() -> None:
     client = FakeClient(colord_wire.Image(4, 4, "RGBA8", bytes(64)))
-    with pytest.raises(logic.PluginError, match="4x4 RGBA8 image for a 8x8 line art"):
+    with pytest.raises(PluginError, match="4x4 RGBA8 image for a 8x8 line art"):
         logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None)
 
 
@@ -87,10 +111,10 @@ def test_working_size_zero_means_automatic() -> None:
     assert [call[2] for call in client.calls] == [None, 64]
 
 
-@pytest.mark.parametrize("working_size", [63, 4097, -1, 16])
-def test_working_size_out_of_range_is_refused(working_size: int) -> None:
+@pytest.mark.parametrize("working_size", [63, 4097, -1, 16, 100])
+def test_unusable_working_size_is_refused_before_sending(working_size: int) -> None:
     client = FakeClient()
-    with pytest.raises(logic.PluginError, match=r"0 \(automatic\) or between 64 and 4096"):
+    with pytest.raises(PluginError, match=r"choose Automatic, or a multiple of 16 from 64 to 4096"):
         logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, working_size=working_size)
     assert client.calls == []
 
@@ -106,7 +130,7 @@ def test_working_size_out_of_range_is_refused(working_size: int) -> None:
     ],
 )
 def test_selection_that_is_not_one_plain_layer_is_refused(kinds: list[str], words: str) -> None:
-    with pytest.raises(logic.PluginError, match=words):
+    with pytest.raises(PluginError, match=words):
         logic.check_line_art_selection(kinds)
 
 
@@ -116,21 +140,19 @@ def test_one_plain_layer_is_accepted() -> None:
 
 @pytest.mark.parametrize(("base_type", "mode"), [("gray", "Grayscale"), ("indexed", "Indexed")])
 def test_non_rgb_image_is_refused_with_the_fix(base_type: str, mode: str) -> None:
-    with pytest.raises(logic.PluginError, match=f"in {mode} mode.*Image › Mode › RGB"):
+    with pytest.raises(PluginError, match=f"in {mode} mode.*Image › Mode › RGB"):
         logic.check_image_mode(base_type)
     logic.check_image_mode("rgb")
 
 
-def test_line_art_as_its_own_reference_is_refused() -> None:
-    with pytest.raises(logic.PluginError, match="reference is the line-art layer itself"):
-        logic.check_distinct_reference(7, 7)
-    logic.check_distinct_reference(7, 8)
+def test_running_without_a_reference_must_be_chosen() -> None:
+    with pytest.raises(PluginError, match="Colour without a reference"):
+        logic.check_reference_choice(has_reference=False, without_reference=False)
+    logic.check_reference_choice(has_reference=False, without_reference=True)
+    logic.check_reference_choice(has_reference=True, without_reference=False)
 
 
-def test_error_messages_are_sentences_never_tracebacks() -> None:
-    not_running = colord_wire.DaemonNotRunning("no connection file")
-    assert logic.error_message(not_running) == colord_wire.user_message(not_running)
-    assert logic.error_message(logic.PluginError("Select a layer.")) == "Select a layer."
-    unexpected = logic.error_message(KeyError("width"))
-    assert "KeyError" in unexpected
-    assert "Traceback" not in unexpected
+def test_the_dialog_proposes_the_topmost_other_layer_as_reference() -> None:
+    layers = [(5, "Colorized (Ref)"), (3, "Inks"), (9, "Ref"), (1, "Paper")]
+    assert logic.default_reference(layers, line_art_id=3) == 9
+    assert logic.default_reference([(3, "Inks")], line_art_id=3) is None

@@ -40,7 +40,7 @@ def pykrita(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plugin(pykrita: Path) -> SimpleNamespace:
     sys.path.insert(0, str(pykrita))
     try:
-        names = ("colorizer", "colord_wire", "messages", "options", "pixels")
+        names = ("colorizer", "colord_wire", "colord_plugin_core", "messages", "options", "pixels")
         return SimpleNamespace(
             **{name: importlib.import_module(f"colord_krita.{name}") for name in names}
         )
@@ -63,27 +63,44 @@ class FakeHost:
         self.reference = layer(plugin, "Ref", draw_reference(40, 56))
         self.read_error = read_error
         self.insert_error: str | None = None
+        self.lowest = False  # the line art is the lowest layer of its group
+        self.names = ["Inks", "Ref"]
         self.reads: list[str] = []
         self.inserted: list[tuple] = []
         self.messages: list[str] = []
 
-    def read_inputs(self, reference: str):
-        self.reads.append(reference)
+    def read_inputs(self, options):
+        self.reads.append(options.reference)
         if self.read_error is not None:
-            raise self.plugin.messages.PluginError(self.read_error)
-        return self.plugin.colorizer.Inputs(self.line_art, self.reference, target="inks-node")
+            raise self.plugin.colord_plugin_core.PluginError(self.read_error)
+        reference = None if options.no_reference else self.reference
+        return self.plugin.colorizer.Inputs(self.line_art, reference, target="inks-node")
 
-    def insert_below(self, target, name, pixels) -> None:
+    def room_below(self, target) -> bool:
+        return not self.lowest
+
+    def layer_names(self) -> list[str]:
+        return list(self.names)
+
+    def insert(self, target, name, pixels, above) -> str:
         if self.insert_error is not None:
-            raise self.plugin.messages.PluginError(self.insert_error)
-        self.inserted.append((target, name, pixels))
+            raise self.plugin.colord_plugin_core.PluginError(self.insert_error)
+        self.inserted.append((target, name, pixels, above))
+        self.names.append(name)
+        return ""
 
     def show_message(self, text: str) -> None:
         self.messages.append(text)
 
 
+def colorizer_for(plugin, host, connect, **kwargs):
+    """A Colorizer that finds a daemon running (unless told otherwise)."""
+    kwargs.setdefault("find_daemon", lambda: None)
+    return plugin.colorizer.Colorizer(host, connect, **kwargs)
+
+
 def options(plugin, **changes):
-    fields = {"reference": "Ref", "working_size": 64} | changes
+    fields = {"reference": "Ref", "working_size": 64, "transparent_paper": False} | changes
     return plugin.options.ColorizeOptions(**fields)
 
 
@@ -113,16 +130,19 @@ def test_result_is_inserted_below_the_line_art_at_its_offset(plugin, daemon, tmp
     monkeypatch.setenv(plugin.messages.LOG_ENV, str(log))
     host = FakeHost(plugin)
     changes = []
-    colorizer = plugin.colorizer.Colorizer(
-        host, connect_to(plugin, daemon.connection_file), on_change=lambda: changes.append(1)
+    colorizer = colorizer_for(
+        plugin,
+        host,
+        connect_to(plugin, daemon.connection_file),
+        on_change=lambda: changes.append(1),
     )
     assert colorizer.start(options(plugin, keep_lines=False))
     assert colorizer.busy and changes
     finish(colorizer)
     assert not colorizer.busy and host.messages == []
 
-    [(target, name, pixels)] = host.inserted
-    assert (target, name) == ("inks-node", "Colorized (Ref)")
+    [(target, name, pixels, above)] = host.inserted
+    assert (target, name, above) == ("inks-node", "Colorized (Ref)", False)
     assert (pixels.x, pixels.y, pixels.width, pixels.height) == (7, 5, 64, 48)
     wire = plugin.colord_wire
     with wire.WireClient.from_connection_file(daemon.connection_file) as client:
@@ -140,11 +160,16 @@ def test_result_is_inserted_below_the_line_art_at_its_offset(plugin, daemon, tmp
     assert event["elapsed_ms"] >= event["round_trip_ms"] > 0
 
 
-def test_no_daemon_is_one_message_and_nothing_inserted(plugin, tmp_path) -> None:
+def test_no_daemon_and_no_way_to_start_one_is_one_message(plugin, tmp_path) -> None:
     host = FakeHost(plugin)
-    colorizer = plugin.colorizer.Colorizer(host, connect_to(plugin, tmp_path / "none.json"))
-    assert colorizer.start(options(plugin))
-    finish(colorizer)
+    wire = plugin.colord_wire
+    colorizer = plugin.colorizer.Colorizer(
+        host,
+        lambda: pytest.fail("nothing may be sent"),
+        find_daemon=lambda: wire.read_connection(tmp_path / "none.json"),
+        launch_command=lambda: None,
+    )
+    assert not colorizer.start(options(plugin))
     assert host.inserted == []
     [message] = host.messages
     assert "not running" in message and "colord serve" in message
@@ -174,7 +199,7 @@ def test_second_start_while_busy_does_nothing(plugin) -> None:
     host = FakeHost(plugin)
     release = threading.Event()
     echo = BlockingClient(lambda image: image, release)
-    colorizer = plugin.colorizer.Colorizer(host, lambda: echo)
+    colorizer = colorizer_for(plugin, host, lambda: echo)
     assert colorizer.start(options(plugin))
     assert not colorizer.start(options(plugin))
     assert colorizer.status == plugin.messages.BUSY
@@ -193,10 +218,10 @@ def test_click_during_insertion_is_refused(plugin) -> None:
     host = FakeHost(plugin)
     release = threading.Event()
     release.set()
-    colorizer = plugin.colorizer.Colorizer(host, lambda: BlockingClient(lambda i: i, release))
+    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(lambda i: i, release))
     nested: list[bool] = []
-    insert = host.insert_below
-    host.insert_below = lambda *args: (
+    insert = host.insert
+    host.insert = lambda *args: (
         nested.append(colorizer.start(options(plugin))),
         insert(*args),
     )
@@ -210,7 +235,8 @@ def test_on_reply_runs_once_in_the_worker_after_the_reply(plugin) -> None:
     host = FakeHost(plugin)
     release = threading.Event()
     calls: list[tuple[int, bool]] = []
-    colorizer = plugin.colorizer.Colorizer(
+    colorizer = colorizer_for(
+        plugin,
         host,
         lambda: BlockingClient(lambda image: image, release),
         on_reply=lambda: calls.append((threading.get_ident(), colorizer.poll())),
@@ -230,16 +256,16 @@ def test_on_reply_runs_once_in_the_worker_after_the_reply(plugin) -> None:
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
-        (lambda image: image._replace(width=image.width + 1), "wrong size"),
-        (lambda image: image._replace(format="RGBA8"), "wrong size or format"),
-        (RuntimeError("boom"), "unexpected problem (RuntimeError: boom)"),
+        (lambda image: image._replace(width=image.width + 1), "65x48 BGRA8 image for a 64x48"),
+        (lambda image: image._replace(format="RGBA8"), "compatible version"),
+        (RuntimeError("boom"), "(RuntimeError: boom)"),
     ],
 )
 def test_bad_replies_become_messages(plugin, reply, expected) -> None:
     host = FakeHost(plugin)
     release = threading.Event()
     release.set()
-    colorizer = plugin.colorizer.Colorizer(host, lambda: BlockingClient(reply, release))
+    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(reply, release))
     assert colorizer.start(options(plugin))
     finish(colorizer)
     assert host.inserted == []
@@ -253,7 +279,7 @@ def test_daemon_error_reply_is_the_wire_clients_sentence(plugin) -> None:
     release = threading.Event()
     release.set()
     host = FakeHost(plugin)
-    colorizer = plugin.colorizer.Colorizer(host, lambda: BlockingClient(error, release))
+    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(error, release))
     colorizer.start(options(plugin))
     finish(colorizer)
     assert host.messages == [wire.user_message(error)]
@@ -261,15 +287,63 @@ def test_daemon_error_reply_is_the_wire_clients_sentence(plugin) -> None:
 
 def test_unfit_layers_and_missing_reference_are_messages(plugin) -> None:
     host = FakeHost(plugin, read_error="“Mask” is a transparency mask, not a layer.")
-    colorizer = plugin.colorizer.Colorizer(host, lambda: pytest.fail("nothing may be sent"))
+    colorizer = colorizer_for(plugin, host, lambda: pytest.fail("nothing may be sent"))
     assert not colorizer.start(options(plugin))
     assert host.messages == ["“Mask” is a transparency mask, not a layer."]
     assert not colorizer.busy
 
     host = FakeHost(plugin)
-    colorizer = plugin.colorizer.Colorizer(host, lambda: pytest.fail("nothing may be sent"))
+    colorizer = colorizer_for(plugin, host, lambda: pytest.fail("nothing may be sent"))
     assert not colorizer.start(options(plugin, reference=""))
     assert host.reads == [] and host.messages == [plugin.messages.NO_REFERENCE]
+
+
+def test_unusable_working_size_is_refused_before_anything_is_read(plugin) -> None:
+    host = FakeHost(plugin)
+    colorizer = colorizer_for(plugin, host, lambda: pytest.fail("nothing may be sent"))
+    assert not colorizer.start(options(plugin, working_size=100))
+    [message] = host.messages
+    assert "100 px" in message and "multiple of 16" in message and "96 px" in message
+    assert host.reads == [] and not colorizer.busy
+
+
+def test_no_reference_is_an_explicit_choice_sent_as_none(plugin) -> None:
+    host = FakeHost(plugin)
+    release = threading.Event()
+    release.set()
+    sent = []
+    client = BlockingClient(lambda image: image, release)
+    colorize = client.colorize
+    client.colorize = lambda line_art, reference, **kw: (
+        sent.append(reference),
+        colorize(line_art, reference, **kw),
+    )[1]
+    colorizer = colorizer_for(plugin, host, lambda: client)
+    assert colorizer.start(options(plugin, reference_id=plugin.options.NO_REFERENCE_ID))
+    finish(colorizer)
+    assert sent == [None] and host.inserted[0][1] == "Colorized (no reference)"
+
+
+def test_results_are_numbered_and_go_above_opaque_line_art(plugin) -> None:
+    host = FakeHost(plugin)
+    opaque = np.full((48, 64, 4), 255, np.uint8)
+    opaque[20:22, :, :3] = 0
+    host.line_art = layer(plugin, "Scan", opaque)
+    release = threading.Event()
+    release.set()
+    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(lambda i: i, release))
+    for _ in range(2):
+        assert colorizer.start(options(plugin))
+        finish(colorizer)
+    host.lowest, host.line_art = True, layer(plugin, "Inks", draw_line_art(48, 64))
+    assert colorizer.start(options(plugin, multiply_over_opaque=False))
+    finish(colorizer)
+    assert [(name, above) for _, name, _, above in host.inserted] == [
+        ("Colorized (Ref)", True),
+        ("Colorized (Ref) 2", True),
+        ("Colorized (Ref) 3", True),  # no room below the lowest layer
+    ]
+    assert "lowest layer" in colorizer.status and "Multiply" in colorizer.status
 
 
 def test_insert_failure_is_a_message(plugin) -> None:
@@ -277,7 +351,7 @@ def test_insert_failure_is_a_message(plugin) -> None:
     host.insert_error = plugin.messages.LINE_ART_REMOVED
     release = threading.Event()
     release.set()
-    colorizer = plugin.colorizer.Colorizer(host, lambda: BlockingClient(lambda i: i, release))
+    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(lambda i: i, release))
     colorizer.start(options(plugin))
     finish(colorizer)
     assert host.messages == [plugin.messages.LINE_ART_REMOVED] and not colorizer.busy
@@ -287,10 +361,11 @@ def test_daemon_status_line(plugin, tmp_path) -> None:
     wire = plugin.colord_wire
     running = wire.Connection("tcp://127.0.0.1:5547", "t" * 32, 42, "0.1.0")
     assert plugin.colorizer.daemon_status(lambda: running) == (
-        "Running: colord 0.1.0 (pid 42) at tcp://127.0.0.1:5547."
+        True,
+        "Running: colord 0.1.0 (pid 42).",
     )
     status = plugin.colorizer.daemon_status(lambda: wire.read_connection(tmp_path / "none.json"))
-    assert "not running" in status
+    assert status == (False, "Not running.")
 
 
 # -- options, pixels, messages ----------------------------------------------------------------
@@ -298,14 +373,18 @@ def test_daemon_status_line(plugin, tmp_path) -> None:
 
 def test_options_round_trip_and_fallbacks(plugin) -> None:
     opts = plugin.options
-    chosen = opts.ColorizeOptions(reference="Colours", working_size=768, keep_lines=False)
+    chosen = opts.ColorizeOptions(
+        reference_id="{1234}", reference="Colours", working_size=768, keep_lines=False,
+        transparent_paper=False, multiply_over_opaque=False,
+    )  # fmt: skip
     stored = opts.dump(chosen)
     assert opts.load(lambda key, default: stored.get(key, default)) == chosen
     assert opts.load(lambda key, default: default) == opts.ColorizeOptions()
     broken = {"working_size": "huge", "keep_lines": "maybe"}
     assert opts.load(lambda key, default: broken.get(key, default)) == opts.ColorizeOptions()
-    clamped = opts.load(lambda key, default: {"working_size": "100000"}.get(key, default))
-    assert clamped.working_size == opts.MAX_WORKING_SIZE
+    # an unusable size is kept as stored, to be refused in words at Colorize, never clamped
+    typed = opts.load(lambda key, default: {"working_size": "100"}.get(key, default))
+    assert typed.working_size == 100
     # automatic by default, stored as such; the daemon then chooses the working size
     assert opts.ColorizeOptions().working_size is None
     assert opts.dump(opts.ColorizeOptions())["working_size"] == "auto"
@@ -339,13 +418,6 @@ def test_which_colour_spaces_are_sent_as_they_are(plugin, space, direct) -> None
     assert plugin.pixels.is_srgb8(*space) is direct
 
 
-def test_check_size(plugin) -> None:
-    pixels = plugin.pixels.LayerPixels("L", 2, 3, bytes(24), 0, 0)
-    plugin.pixels.check_size(pixels)
-    with pytest.raises(ValueError, match="expected 24"):
-        plugin.pixels.check_size(pixels._replace(data=bytes(23)))
-
-
 def test_message_log_only_when_asked(plugin, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(plugin.messages.LOG_ENV, raising=False)
     plugin.messages.record("message", text="quiet")
@@ -354,7 +426,6 @@ def test_message_log_only_when_asked(plugin, tmp_path, monkeypatch) -> None:
     plugin.messages.record("message", text="hello")
     [line] = log.read_text().splitlines()
     assert json.loads(line)["text"] == "hello"
-    assert plugin.messages.result_layer_name("Sky") == "Colorized (Sky)"
 
 
 def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
@@ -380,16 +451,27 @@ def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen["binding"] == "PyQt5"
-    assert seen["items"] == [["Inks", "Inks"], ["Colours", "Colours"], ["    Sky", "Sky"]]
-    assert (seen["current"], seen["size"], seen["keep_lines"]) == ("Sky", 768, False)
-    assert seen["missing"] == ["Sky (not in this document)", "Sky"]
+    assert seen["items"] == [
+        ["No reference (colours of its own)", "none"],
+        ["Inks", "{1}"],
+        ["Colours", "{2}"],
+        ["    Sky", "{3}"],
+    ]
+    assert seen["icons"] == [False, False, True, False]  # the thumbnail Krita gave
+    assert (seen["current"], seen["size"], seen["flags"]) == ("{3}", 768, [False, True, True])
+    assert seen["renamed"] == ["Palette", "{2}", "Palette"]  # remembered by id, not by name
+    assert seen["missing"] == ["Palette (not in this document)", "{2}"]
     assert seen["automatic"] == ["Automatic", None]
-    assert seen["busy"] == [False, True] and seen["idle"] == [True, False]
+    assert seen["busy"] == [False, True, True] and seen["idle"] == [True, False, False]
+    assert seen["no_document"] is False
+    assert seen["stopped"] == ["Not running.", True]
+    assert seen["running"] == ["Running: colord 0.1.0 (pid 42).", False]
     assert seen["status"] == "Added “Colorized (Sky)”."
     assert seen["calls"] == [
-        ["options", "Colours", 768, False],
-        ["options", "Colours", 768, True],
-        ["options", "Colours", 1024, True],
+        ["options", "{2}", "Colours", 768, False],
+        ["options", "{2}", "Colours", 768, True],
+        ["options", "{2}", "Colours", 1024, True],
+        ["cancel"],
         ["colorize"],
-        ["check"],
+        ["start"],
     ]

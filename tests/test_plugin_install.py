@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from colord.daemon.cli import main
 from colord.daemon.plugin_install import (
+    LAUNCH_FILE,
     MANIFEST_SUFFIX,
     PluginInstallError,
     bundle,
@@ -192,7 +193,26 @@ def test_krita_zip_is_what_krita_s_own_importer_accepts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Imported plugin: colord: Colorize with Reference" in result.stdout
     install("krita", tmp_path / "installed", kritarc=tmp_path / "kritarc")
-    assert tree(imported) == tree(tmp_path / "installed")
+    installed = tree(tmp_path / "installed")
+    # only an install records how to start this machine's colord; a zip may go elsewhere
+    del installed[f"pykrita/colord_krita/{LAUNCH_FILE}"]
+    assert tree(imported) == installed
+
+
+@pytest.mark.parametrize(
+    ("host", "folder"), [("krita", "pykrita/colord_krita"), ("gimp", "plug-ins/colord_gimp")]
+)
+def test_install_records_how_to_start_this_colord(tmp_path: Path, host: str, folder: str) -> None:
+    install(host, tmp_path, kritarc=tmp_path / "kritarc")
+    recorded = json.loads((tmp_path / folder / LAUNCH_FILE).read_text())["command"]
+    assert recorded[0] == sys.executable and Path(recorded[0]).is_absolute()
+    # it runs from an app's environment, whatever its PATH and working folder
+    shown = subprocess.run(
+        [*recorded, "--help"], capture_output=True, text=True, timeout=120,
+        env={"PATH": "/nonexistent", "HOME": str(tmp_path)}, cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "Usage:" in shown.stdout and "--max-side" in shown.stdout
 
 
 def test_gimp_zip_keeps_the_executable_bit(tmp_path: Path) -> None:

@@ -12,46 +12,72 @@ import sys
 sys.path.insert(0, sys.argv[1])
 
 from colord_krita.options import ColorizeOptions
-from colord_krita.panel import ColordPanel
-from colord_krita.qt import QtWidgets
+from colord_krita.panel import ColordPanel, LayerChoice
+from colord_krita.qt import QtGui, QtWidgets
 
 app = QtWidgets.QApplication([])
-layers = [("Inks", 0), ("Colours", 0), ("Sky", 1)]
+thumbnail = QtGui.QImage(32, 32, QtGui.QImage.Format.Format_ARGB32)
+thumbnail.fill(0xFF3366CC)
+layers = [LayerChoice("{1}", "Inks", 0), LayerChoice("{2}", "Colours", 0, thumbnail),
+          LayerChoice("{3}", "Sky", 1)]  # fmt: skip
 calls: list = []
 panel = ColordPanel(
     list_layers=lambda: layers,
-    on_options_changed=lambda options: calls.append(["options", options.reference,
-                                                     options.working_size, options.keep_lines]),
+    on_options_changed=lambda options: calls.append(["options", options.reference_id,
+                                                     options.reference, options.working_size,
+                                                     options.keep_lines]),
     on_colorize=lambda: calls.append(["colorize"]),
-    on_check_daemon=lambda: calls.append(["check"]),
+    on_cancel=lambda: calls.append(["cancel"]),
+    on_start_daemon=lambda: calls.append(["start"]),
 )  # fmt: skip
 box = panel.reference_box
 seen: dict = {"binding": QtWidgets.__name__.split(".")[0]}
 
-panel.set_options(ColorizeOptions(reference="Sky", working_size=768, keep_lines=False))
+
+def visible(widget) -> bool:
+    return widget.isVisibleTo(panel)
+
+
+panel.set_options(ColorizeOptions(reference_id="{3}", reference="Sky", working_size=768,
+                                  keep_lines=False))  # fmt: skip
 seen["items"] = [[box.itemText(i), box.itemData(i)] for i in range(box.count())]
+seen["icons"] = [not box.itemIcon(i).isNull() for i in range(box.count())]
 seen["current"] = box.currentData()
 seen["size"] = panel.working_size_box.value()
-seen["keep_lines"] = panel.keep_lines_box.isChecked()
+seen["flags"] = [panel.keep_lines_box.isChecked(), panel.transparent_paper_box.isChecked(),
+                 panel.multiply_box.isChecked()]  # fmt: skip
 
-box.setCurrentIndex(1)
-box.activated.emit(1)  # what a click on "Colours" in the list does
+box.setCurrentIndex(2)
+box.activated.emit(2)  # what a click on "Colours" in the list does
 panel.keep_lines_box.setChecked(True)
 panel.working_size_box.setValue(1024)
 
-layers.remove(("Sky", 1))
-panel.set_options(ColorizeOptions(reference="Sky"))
+layers[1] = LayerChoice("{2}", "Palette", 0)  # the artist renames the reference layer
+panel.refresh_layers()
+seen["renamed"] = [box.currentText(), box.currentData(), panel.options().reference]
+
+del layers[1]
+panel.refresh_layers()
 seen["missing"] = [box.currentText(), box.currentData()]
+panel.set_options(ColorizeOptions())
 seen["automatic"] = [panel.working_size_box.text(), panel.options().working_size]
 
 panel.set_busy(True)
-seen["busy"] = [panel.colorize_button.isEnabled(), panel.busy_bar.isVisibleTo(panel)]
+seen["busy"] = [panel.colorize_button.isEnabled(), visible(panel.cancel_button),
+                visible(panel.busy_bar)]  # fmt: skip
+panel.cancel_button.click()
 panel.set_busy(False)
-seen["idle"] = [panel.colorize_button.isEnabled(), panel.busy_bar.isVisibleTo(panel)]
+seen["idle"] = [panel.colorize_button.isEnabled(), visible(panel.cancel_button),
+                visible(panel.busy_bar)]  # fmt: skip
+panel.set_has_document(False)
+seen["no_document"] = panel.colorize_button.isEnabled()
+panel.set_has_document(True)
 panel.colorize_button.click()
-for button in panel.findChildren(QtWidgets.QPushButton):
-    if button.text() == "Check":
-        button.click()
+panel.set_daemon_status(False, "Not running.")
+seen["stopped"] = [panel.daemon_label.text(), visible(panel.start_button)]
+panel.start_button.click()
+panel.set_daemon_status(True, "Running: colord 0.1.0 (pid 42).")
+seen["running"] = [panel.daemon_label.text(), visible(panel.start_button)]
 panel.set_status("Added “Colorized (Sky)”.")
 seen["status"] = panel.status_label.text()
 seen["calls"] = calls

@@ -2,9 +2,10 @@
 """GIMP 3 plug-in: Layer › Colorize with Reference… (procedure `python-fu-colord-colorize`).
 
 The selected layer is the line art; the `reference` argument names the picture whose colours to
-follow. Both are sent to the local colord daemon, and its answer becomes a new layer
-"Colorized (<reference>)" directly below the line art, in one undo step. Existing layers never
-change.
+follow (or `without-reference` says to colour without one). Both are sent to the local colord
+daemon, started first if none runs, and its answer becomes a new layer "Colorized (<reference>)"
+directly below the line art (above it in Multiply mode when the line art is opaque), in one undo
+step. Existing layers never change.
 This is the only module that touches GIMP; everything else lives in `colord_gimp_logic`.
 """
 
@@ -12,17 +13,22 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
+from collections.abc import Callable
 
 import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 import colord_gimp_logic as logic  # noqa: E402
+import colord_launch  # noqa: E402
+import colord_plugin_core as core  # noqa: E402
 import colord_wire  # noqa: E402
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 PROCEDURE_NAME = "python-fu-colord-colorize"
 PROGRESS_PULSE_SECONDS = 0.1
+STARTUP_POLL_SECONDS = 0.25
 
 
 def drawable_kind(drawable: Gimp.Drawable) -> str:
@@ -45,8 +51,21 @@ def read_layer(layer: Gimp.Layer) -> logic.LayerRecord:
     return logic.LayerRecord(layer.get_name(), x, y, width, height, bytes(pixels))
 
 
-def insert_below(image: Gimp.Image, anchor: Gimp.Layer, record: logic.LayerRecord) -> Gimp.Layer:
-    """A new layer holding `record` directly below `anchor` (same parent), as one undo step."""
+def all_layers(layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
+    """Every layer under `layers` (groups opened), top first."""
+    found = []
+    for layer in layers:
+        found.append(layer)
+        if layer.is_group():
+            found.extend(all_layers(layer.get_children()))
+    return found
+
+
+def insert_result(
+    image: Gimp.Image, anchor: Gimp.Layer, record: logic.LayerRecord, above: bool
+) -> Gimp.Layer:
+    """A new layer holding `record` directly below `anchor` (same parent), or above it in
+    Multiply mode, as one undo step; `anchor` stays the selected layer."""
     image.undo_group_start()
     try:
         layer = Gimp.Layer.new(
@@ -56,9 +75,10 @@ def insert_below(image: Gimp.Image, anchor: Gimp.Layer, record: logic.LayerRecor
             record.height,
             Gimp.ImageType.RGBA_IMAGE,
             100.0,
-            Gimp.LayerMode.NORMAL,
+            Gimp.LayerMode.MULTIPLY if above else Gimp.LayerMode.NORMAL,
         )
-        image.insert_layer(layer, anchor.get_parent(), image.get_item_position(anchor) + 1)
+        position = image.get_item_position(anchor) + (0 if above else 1)
+        image.insert_layer(layer, anchor.get_parent(), position)
         layer.set_offsets(record.x, record.y)
         buffer = layer.get_buffer()
         buffer.set(
@@ -66,31 +86,24 @@ def insert_below(image: Gimp.Image, anchor: Gimp.Layer, record: logic.LayerRecor
         )
         buffer.flush()
         layer.update(0, 0, record.width, record.height)
+        image.set_selected_layers([anchor])  # the line art stays the line art for the next run
     finally:
         image.undo_group_end()
     return layer
 
 
-def colorize_with_progress(
-    client: colord_wire.WireClient,
-    line_art: logic.LayerRecord,
-    reference: logic.LayerRecord | None,
-    working_size: int,
-    keep_lines: bool,
-) -> logic.LayerRecord:
-    """Run the daemon round trip on a worker thread; pulse GIMP's progress bar until it ends."""
+def with_progress(text: str, work: Callable[[], object]) -> object:
+    """Run `work` on a worker thread; pulse GIMP's progress bar until it ends."""
     outcome: dict[str, object] = {}
 
-    def round_trip() -> None:
+    def run() -> None:
         try:
-            outcome["result"], _ = logic.colorize_layers(
-                client, line_art, reference, working_size=working_size, keep_lines=keep_lines
-            )
+            outcome["result"] = work()
         except BaseException as exc:  # handed to the main thread, which reports it
             outcome["error"] = exc
 
-    worker = threading.Thread(target=round_trip, name="colord-request", daemon=True)
-    Gimp.progress_init("Colorizing with colord…")
+    worker = threading.Thread(target=run, name="colord-request", daemon=True)
+    Gimp.progress_init(text)
     worker.start()
     while worker.is_alive():
         worker.join(PROGRESS_PULSE_SECONDS)
@@ -99,6 +112,40 @@ def colorize_with_progress(
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def start_daemon_if_needed() -> colord_launch.Startup | None:
+    """Checked before the dialog: a running daemon, or one started now (it warms up while the
+    artist chooses); DaemonNotRunning when there is none and no way to start one."""
+    try:
+        colord_wire.read_connection()
+        return None
+    except colord_wire.DaemonNotRunning:
+        command = colord_launch.launch_command()
+        if command is None:
+            raise
+    return colord_launch.Startup(command)
+
+
+def wait_for_daemon(startup: colord_launch.Startup) -> None:
+    def wait() -> None:
+        while startup.poll() is None:
+            time.sleep(STARTUP_POLL_SECONDS)
+
+    with_progress("Starting the colord daemon…", wait)
+
+
+def propose_reference(image: Gimp.Image, line_art: Gimp.Layer, config) -> None:
+    """Preselect a reference in the dialog when none is chosen yet."""
+    if config.get_property("reference") is not None:
+        return
+    layers = all_layers(image.get_layers())
+    chosen = logic.default_reference(
+        [(layer.get_id(), layer.get_name()) for layer in layers if not layer.is_group()],
+        line_art.get_id(),
+    )
+    if chosen is not None:
+        config.set_property("reference", Gimp.Layer.get_by_id(chosen))
 
 
 def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
@@ -119,27 +166,46 @@ def colorize(procedure, run_mode, image, drawables, config, _data):
         # Checked before the dialog opens: no point choosing options for a run that must fail.
         logic.check_image_mode(image.get_base_type().value_nick)
         logic.check_line_art_selection([drawable_kind(d) for d in drawables])
-        if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
-            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         line_art_layer = drawables[0]
+        core.check_not_a_result(line_art_layer.get_name())
+        startup = start_daemon_if_needed()
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            propose_reference(image, line_art_layer, config)
+            if not show_dialog(procedure, config):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         reference_layer = config.get_property("reference")
+        without_reference = config.get_property("without-reference")
+        logic.check_reference_choice(reference_layer is not None, without_reference)
+        if without_reference:
+            reference_layer = None
         if reference_layer is not None:
-            logic.check_distinct_reference(line_art_layer.get_id(), reference_layer.get_id())
-        # The connection file is read first, so a missing daemon is reported before any pixels
-        # are read.
-        with colord_wire.WireClient.from_connection_file() as client:
-            result = colorize_with_progress(
-                client,
-                read_layer(line_art_layer),
-                read_layer(reference_layer) if reference_layer is not None else None,
-                config.get_property("working-size"),
-                config.get_property("keep-lines"),
+            core.check_distinct_reference(
+                line_art_layer.get_id(), reference_layer.get_id(), reference_layer.get_name()
             )
-        insert_below(image, line_art_layer, result)
+        if startup is not None:
+            wait_for_daemon(startup)
+        line_art = read_layer(line_art_layer)
+        reference = read_layer(reference_layer) if reference_layer is not None else None
+        taken = tuple(layer.get_name() for layer in all_layers(image.get_layers()))
+        with colord_wire.WireClient.from_connection_file() as client:
+            result = with_progress(
+                "Colorizing with colord…",
+                lambda: logic.colorize_layers(
+                    client,
+                    line_art,
+                    reference,
+                    working_size=config.get_property("working-size"),
+                    keep_lines=config.get_property("keep-lines"),
+                    transparent_paper=config.get_property("transparent-paper"),
+                    multiply_over_opaque=config.get_property("multiply-over-opaque"),
+                    taken_names=taken,
+                ),
+            )
+        insert_result(image, line_art_layer, result.layer, result.above)
         Gimp.displays_flush()
     except Exception as exc:
         return procedure.new_return_values(
-            Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(logic.error_message(exc))
+            Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(core.error_message(exc))
         )
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
@@ -160,24 +226,32 @@ class ColordPlugIn(Gimp.PlugIn):
         procedure.set_documentation(
             "Colour the selected line art after a reference layer",
             "Sends the selected layer (the line art) and the chosen reference layer to the local "
-            "colord daemon and adds its answer as a new layer directly below the line art.",
+            "colord daemon (started first if none runs) and adds its answer as a new layer "
+            "directly below the line art, or above it in Multiply mode when it is opaque.",
             name,
         )
         procedure.set_attribution("colord", "colord", "2026")
         procedure.add_layer_argument(
             "reference",
             "Re_ference",
-            "The layer whose colours to follow (none: colour without a reference)",
+            "The layer whose colours to follow",
             True,
+            GObject.ParamFlags.READWRITE,
+        )
+        procedure.add_boolean_argument(
+            "without-reference",
+            "Colour _without a reference",
+            "Ignore the reference: the model chooses colours of its own",
+            False,
             GObject.ParamFlags.READWRITE,
         )
         procedure.add_int_argument(
             "working-size",
             "_Working size (0 = automatic)",
-            "The resolution in pixels at which the model runs; 0: automatic, the size at which "
-            "the strokes are as thick as those the model learnt from",
+            "The resolution in pixels at which the model runs, a multiple of 16; 0: automatic, "
+            "the size at which the strokes are as thick as those the model learnt from",
             logic.WORKING_SIZE_AUTOMATIC,
-            logic.WORKING_SIZE_MAX,
+            core.MAX_WORKING_SIZE,
             logic.WORKING_SIZE_AUTOMATIC,
             GObject.ParamFlags.READWRITE,
         )
@@ -185,6 +259,21 @@ class ColordPlugIn(Gimp.PlugIn):
             "keep-lines",
             "_Keep lines",
             "Draw the original strokes crisply over the colour",
+            True,
+            GObject.ParamFlags.READWRITE,
+        )
+        procedure.add_boolean_argument(
+            "transparent-paper",
+            "_Transparent around the figure",
+            "The result holds only the drawing: the paper around it stays transparent",
+            True,
+            GObject.ParamFlags.READWRITE,
+        )
+        procedure.add_boolean_argument(
+            "multiply-over-opaque",
+            "Above opaque line art, in _Multiply",
+            "Line art on paper would hide a result below it: put the result above it in "
+            "Multiply mode instead (your layers are never changed)",
             True,
             GObject.ParamFlags.READWRITE,
         )

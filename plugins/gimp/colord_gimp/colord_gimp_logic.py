@@ -1,29 +1,25 @@
-"""The host-free part of the GIMP plug-in: checks, naming, the daemon round trip and messages.
+"""The host-free part of the GIMP plug-in: GIMP's own checks, the daemon round trip, the result.
 
 Nothing here imports GIMP. `colord_gimp.py` turns GIMP layers into `LayerRecord`s, calls
 `colorize_layers` and turns the returned record back into a layer, so everything in this module runs
-under plain pytest with a fake client.
+under plain pytest with a fake client. What both plug-ins share (option checks, names, replies,
+messages, paper) is `colord_plugin_core`'s and `colord_paper`'s.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
+import colord_paper
+import colord_plugin_core as core
 import colord_wire
+from colord_plugin_core import PluginError
 
-RESULT_NAME_PATTERN = "Colorized ({})"
-NO_REFERENCE_NAME = "no reference"
-WORKING_SIZE_MIN = 64
-WORKING_SIZE_MAX = 4096
 WORKING_SIZE_AUTOMATIC = 0  # the option's value for "the daemon chooses" (and its default)
 # GIMP's pixel format for reading and writing layers: non-linear 8-bit RGBA, straight alpha (the
 # values a PNG holds), whatever the image's own precision.
 PIXEL_FORMAT = "R'G'B'A u8"
-BYTES_PER_PIXEL = 4
-
-
-class PluginError(Exception):
-    """A problem the user can fix; its message is shown as it is."""
+WIRE_FORMAT = "RGBA8"
 
 
 class LayerRecord(NamedTuple):
@@ -35,6 +31,12 @@ class LayerRecord(NamedTuple):
     width: int
     height: int
     rgba: bytes
+
+
+class Result(NamedTuple):
+    layer: LayerRecord
+    above: bool  # above the line art in Multiply mode (the line art is opaque), else below
+    timings: dict
 
 
 class ColorizeClient(Protocol):
@@ -50,6 +52,9 @@ class ColorizeClient(Protocol):
 
 
 MODE_NAMES = {"gray": "Grayscale", "indexed": "Indexed"}
+NO_REFERENCE_CHOSEN = (
+    "Choose the reference layer whose colours to follow, or tick “Colour without a reference”."
+)
 
 
 def check_image_mode(base_type: str) -> None:
@@ -88,38 +93,29 @@ def check_line_art_selection(kinds: list[str]) -> None:
         raise PluginError(f"A {kind} is selected. Select the line-art layer instead.")
 
 
-def check_distinct_reference(line_art_id: int, reference_id: int) -> None:
-    if line_art_id == reference_id:
-        raise PluginError(
-            "The reference is the line-art layer itself. "
-            "Choose the layer with the colours to follow."
-        )
+def check_reference_choice(has_reference: bool, without_reference: bool) -> None:
+    """A run without a reference must be the artist's explicit choice."""
+    if not has_reference and not without_reference:
+        raise PluginError(NO_REFERENCE_CHOSEN)
 
 
-def requested_working_size(option: int) -> int | None:
-    """The working size to send for the dialog's value: None (automatic) for 0."""
-    if option == WORKING_SIZE_AUTOMATIC:
-        return None
-    if not WORKING_SIZE_MIN <= option <= WORKING_SIZE_MAX:
-        raise PluginError(
-            f"The working size must be {WORKING_SIZE_AUTOMATIC} (automatic) or between "
-            f"{WORKING_SIZE_MIN} and {WORKING_SIZE_MAX} pixels, not {option}."
-        )
-    return option
-
-
-def result_layer_name(reference_name: str | None) -> str:
-    return RESULT_NAME_PATTERN.format(reference_name or NO_REFERENCE_NAME)
+def default_reference(layers: list[tuple[int, str]], line_art_id: int) -> int | None:
+    """The layer the dialog proposes as reference: the topmost one (`layers` top first, as
+    (id, name)) that is neither the line art nor a colord result."""
+    for layer_id, name in layers:
+        if layer_id != line_art_id and not core.is_result_layer_name(name):
+            return layer_id
+    return None
 
 
 def to_wire_image(record: LayerRecord) -> colord_wire.Image:
-    expected = record.width * record.height * BYTES_PER_PIXEL
+    expected = record.width * record.height * 4
     if len(record.rgba) != expected:
         raise ValueError(
             f"layer {record.name!r}: {len(record.rgba)} bytes of pixels for "
             f"{record.width}x{record.height} RGBA8 (expected {expected})"
         )
-    return colord_wire.Image(record.width, record.height, "RGBA8", bytes(record.rgba))
+    return colord_wire.Image(record.width, record.height, WIRE_FORMAT, bytes(record.rgba))
 
 
 def colorize_layers(
@@ -129,36 +125,32 @@ def colorize_layers(
     *,
     working_size: int = WORKING_SIZE_AUTOMATIC,
     keep_lines: bool = True,
-) -> tuple[LayerRecord, dict]:
-    """Send both layers to the daemon; return the result layer (over the line art) and timings.
-
-    `working_size` is the dialog's value: 0 lets the daemon choose."""
-    requested = requested_working_size(working_size)
+    transparent_paper: bool = True,
+    multiply_over_opaque: bool = True,
+    taken_names: tuple[str, ...] = (),
+) -> Result:
+    """Send both layers to the daemon; return the result layer (over the line art), where it
+    goes, and the daemon's timings. `working_size` is the dialog's value: 0 lets the daemon
+    choose."""
+    requested = core.parse_working_size(working_size)
     image, timings = client.colorize(
         to_wire_image(line_art),
         to_wire_image(reference) if reference is not None else None,
         working_size=requested,
         keep_lines=keep_lines,
-        result_format="RGBA8",
+        result_format=WIRE_FORMAT,
     )
-    if (image.width, image.height, image.format) != (line_art.width, line_art.height, "RGBA8"):
-        raise PluginError(
-            f"The colord daemon answered with a {image.width}x{image.height} {image.format} image "
-            f"for a {line_art.width}x{line_art.height} line art; is it a compatible version?"
-        )
-    result = LayerRecord(
-        name=result_layer_name(reference.name if reference is not None else None),
+    core.check_reply(image, line_art.width, line_art.height, WIRE_FORMAT)
+    pixels = bytearray(image.data)
+    if transparent_paper:
+        colord_paper.clear_outside(pixels, line_art.rgba, line_art.width, line_art.height)
+    layer = LayerRecord(
+        name=core.result_layer_name(reference.name if reference is not None else None, taken_names),
         x=line_art.x,
         y=line_art.y,
         width=image.width,
         height=image.height,
-        rgba=image.data,
+        rgba=bytes(pixels),
     )
-    return result, timings
-
-
-def error_message(exc: BaseException) -> str:
-    """One readable sentence for GIMP's error dialog, whatever went wrong."""
-    if isinstance(exc, PluginError):
-        return str(exc)
-    return colord_wire.user_message(exc)
+    above = multiply_over_opaque and colord_paper.is_opaque(line_art.rgba)
+    return Result(layer, above, timings)

@@ -1,10 +1,11 @@
 """One colorize request from action to inserted layer, without Krita: the host is passed in.
 
-The GUI thread calls `start` (reads both layers through the host, then sends them from a worker
-thread so Krita stays responsive). When the reply is in, the worker calls `on_reply` (in Krita: a
+The GUI thread calls `start`: it reads both layers through the host and, when no daemon runs,
+starts one (`colord_launch`) and waits for it through `poll`; then the layers go out from a worker
+thread so Krita stays responsive. When the reply is in, the worker calls `on_reply` (in Krita: a
 queued Qt signal) and the GUI thread calls `poll`, which inserts the result through the host, again
 in the GUI thread, since Krita's API is not thread-safe. While a request runs, `start` refuses a
-second one.
+second one; `cancel` drops it.
 """
 
 from __future__ import annotations
@@ -15,25 +16,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import colord_wire, messages
-from .messages import PluginError
+from . import colord_launch, colord_paper, colord_plugin_core, colord_wire, messages
+from .colord_plugin_core import PluginError
 from .options import ColorizeOptions
-from .pixels import WIRE_FORMAT, LayerPixels, check_size
+from .pixels import WIRE_FORMAT, LayerPixels
 
 
 @dataclass(frozen=True)
 class Inputs:
     line_art: LayerPixels
-    reference: LayerPixels
-    target: Any  # the host's handle of the line-art layer, to insert the result below it
+    reference: LayerPixels | None  # None: colour without a reference (the artist chose so)
+    target: Any  # the host's handle of the line-art layer, to place the result beside it
 
 
 class Host(Protocol):
-    def read_inputs(self, reference: str) -> Inputs:
-        """Read the active layer (line art) and the layer `reference`; PluginError if unfit."""
+    def read_inputs(self, options: ColorizeOptions) -> Inputs:
+        """Read the active layer (line art) and the chosen reference; PluginError if unfit."""
 
-    def insert_below(self, target: Any, name: str, pixels: LayerPixels) -> None:
-        """Add `pixels` as a new paint layer `name` directly below `target`, in one undo step."""
+    def room_below(self, target: Any) -> bool:
+        """Whether a layer can be inserted directly below the line art `target`."""
+
+    def layer_names(self) -> list[str]:
+        """The names of every layer of the document, to number the results."""
+
+    def insert(self, target: Any, name: str, pixels: LayerPixels, above: bool) -> str:
+        """Add `pixels` as a paint layer `name` below `target` (or above it, in Multiply), in
+        one undo step, and make `target` the active layer again; returns a note for the artist
+        about how the layer was made ("" when there is nothing to say)."""
 
     def show_message(self, text: str) -> None:
         """Tell the artist `text` without blocking."""
@@ -55,6 +64,7 @@ class _Request:
         started_at: float,
     ) -> None:
         self.inputs = inputs
+        self.options = options
         self.started_at = started_at  # when the action ran
         self.finished = threading.Event()
         self.image: colord_wire.Image | None = None
@@ -62,7 +72,6 @@ class _Request:
         self.error: str | None = None
         self.sent_at = time.perf_counter()
         self.answered_at = 0.0
-        self._options = options
         self._connect = connect
         self._on_reply = on_reply
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
@@ -71,21 +80,30 @@ class _Request:
     def _run(self) -> None:
         try:
             with self._connect() as client:
+                reference = self.inputs.reference
                 self.image, self.timings = client.colorize(
                     _to_wire(self.inputs.line_art),
-                    _to_wire(self.inputs.reference),
-                    working_size=self._options.working_size,
-                    keep_lines=self._options.keep_lines,
+                    None if reference is None else _to_wire(reference),
+                    working_size=self.options.working_size,
+                    keep_lines=self.options.keep_lines,
                     result_format=WIRE_FORMAT,
                 )
-        except colord_wire.ColordError as error:
-            self.error = colord_wire.user_message(error)
         except Exception as error:  # a message in Krita, never a traceback
-            self.error = messages.unexpected(error)
+            self.error = colord_plugin_core.error_message(error)
         finally:
             self.answered_at = time.perf_counter()
             self.finished.set()
             self._on_reply()
+
+
+@dataclass
+class _Waiting:
+    """A request whose inputs are read, waiting for the daemon it started."""
+
+    inputs: Inputs | None  # None: started by the Start button, nothing to send
+    options: ColorizeOptions | None
+    startup: colord_launch.Startup
+    started_at: float
 
 
 class Colorizer:
@@ -95,46 +113,96 @@ class Colorizer:
         connect: Callable[[], Any] = colord_wire.WireClient.from_connection_file,
         on_change: Callable[[], None] = lambda: None,
         on_reply: Callable[[], None] = lambda: None,
+        find_daemon: Callable[[], Any] = colord_wire.read_connection,
+        launch_command: Callable[[], list[str] | None] = colord_launch.launch_command,
     ) -> None:
         """`on_reply` runs in the worker thread once a reply (or failure) is in: it must only
-        hand over to the GUI thread, which then calls `poll`."""
+        hand over to the GUI thread, which then calls `poll`. While the daemon starts, the GUI
+        calls `poll` on a timer (`starting` says when)."""
         self._host = host
         self._connect = connect
         self._on_change = on_change
         self._on_reply = on_reply
+        self._find_daemon = find_daemon
+        self._launch_command = launch_command
         self._request: _Request | None = None
+        self._waiting: _Waiting | None = None
         self._inserting = False
-        self.status = ""  # the last thing said to the artist, for the docker's status line
+        self.status = ""  # the last thing said to the artist, for the status line and bar
 
     @property
     def busy(self) -> bool:
         # Inserting counts: Krita may run its event loop (and so a click) while it adds the layer.
-        return self._request is not None or self._inserting
+        return self._request is not None or self._waiting is not None or self._inserting
+
+    @property
+    def starting(self) -> bool:
+        return self._waiting is not None
 
     def start(self, options: ColorizeOptions) -> bool:
-        """Read the layers and send the request; False (with a message) when nothing was sent."""
+        """Read the layers and send the request (starting the daemon first when none runs);
+        False (with a message) when nothing was started."""
         if self.busy:
             self._say(messages.BUSY, show=False)
             return False
         started_at = time.perf_counter()
         try:
-            if not options.reference:
+            colord_plugin_core.parse_working_size(options.working_size)
+            if not options.has_reference_choice:
                 raise PluginError(messages.NO_REFERENCE)
-            inputs = self._host.read_inputs(options.reference)
+            inputs = self._host.read_inputs(options)
+            startup = self._start_daemon_if_needed()
+        except Exception as error:
+            self._say(colord_plugin_core.error_message(error))
+            return False
+        if startup is not None:
+            self._waiting = _Waiting(inputs, options, startup, started_at)
+            self._say(startup.progress(), show=False)
+            return True
+        self._send(inputs, options, started_at)
+        return True
+
+    def start_daemon(self) -> bool:
+        """Start the daemon (the docker's Start button); False with a message when it cannot."""
+        try:
+            startup = self._start_daemon_if_needed()
         except PluginError as error:
             self._say(str(error))
             return False
-        except Exception as error:
-            self._say(messages.unexpected(error))
+        if startup is None:
             return False
-        self._request = _Request(inputs, options, self._connect, self._on_reply, started_at)
-        self._say(
-            f"Colouring “{inputs.line_art.name}” after “{inputs.reference.name}”…", show=False
-        )
+        self._waiting = _Waiting(None, None, startup, time.perf_counter())
+        self._say(startup.progress(), show=False)
         return True
 
+    def _start_daemon_if_needed(self) -> colord_launch.Startup | None:
+        try:
+            self._find_daemon()
+            return None
+        except colord_wire.DaemonNotRunning:
+            command = self._launch_command()
+            if command is None:
+                raise
+        return colord_launch.Startup(command, read=self._find_daemon)
+
+    def _send(self, inputs: Inputs, options: ColorizeOptions, started_at: float) -> None:
+        self._request = _Request(inputs, options, self._connect, self._on_reply, started_at)
+        reference = inputs.reference
+        after = "without a reference" if reference is None else f"after “{reference.name}”"
+        self._say(f"Colouring “{inputs.line_art.name}” {after}…", show=False)
+
+    def cancel(self) -> None:
+        """Drop the request in flight (its reply is ignored) or stop waiting for the daemon."""
+        if self._request is None and self._waiting is None:
+            return
+        self._request = None
+        self._waiting = None
+        self._say(messages.CANCELLED, show=False)
+
     def poll(self) -> bool:
-        """Finish the request if its reply is in (insert or report); True when none is pending."""
+        """Carry the request on if it can (daemon up, reply in); True when none is pending."""
+        if self._waiting is not None:
+            return self._poll_startup(self._waiting)
         request = self._request
         if request is None:
             return True
@@ -147,35 +215,56 @@ class Colorizer:
         self._inserting = True
         try:
             self._insert(request)
-        except PluginError as error:
-            self._say(str(error))
         except Exception as error:
-            self._say(messages.unexpected(error))
+            self._say(colord_plugin_core.error_message(error))
         finally:
             self._inserting = False
             self._on_change()
         return True
 
+    def _poll_startup(self, waiting: _Waiting) -> bool:
+        try:
+            connection = waiting.startup.poll()
+        except Exception as error:
+            self._waiting = None
+            self._say(colord_plugin_core.error_message(error))
+            return True
+        if connection is None:
+            self._say(waiting.startup.progress(), show=False)
+            return False
+        self._waiting = None
+        if waiting.inputs is None or waiting.options is None:  # the Start button: nothing to send
+            self._say(colord_plugin_core.daemon_line(connection), show=False)
+            return True
+        self._send(waiting.inputs, waiting.options, waiting.started_at)
+        return False
+
     def _insert(self, request: _Request) -> None:
         line_art, reference = request.inputs.line_art, request.inputs.reference
         image = request.image
-        if image is None or (image.width, image.height, image.format) != (
-            line_art.width,
-            line_art.height,
-            WIRE_FORMAT,
-        ):
-            raise PluginError("The daemon answered with an image of the wrong size or format.")
-        name = messages.result_layer_name(reference.name)
-        result = LayerPixels(
-            name, image.width, image.height, bytes(image.data), line_art.x, line_art.y
+        if image is None:
+            raise PluginError("The colord daemon answered without an image.")
+        colord_plugin_core.check_reply(image, line_art.width, line_art.height, WIRE_FORMAT)
+        data = bytearray(image.data)
+        if request.options.transparent_paper:
+            colord_paper.clear_outside(data, line_art.data, line_art.width, line_art.height)
+        name = colord_plugin_core.result_layer_name(
+            None if reference is None else reference.name, self._host.layer_names()
         )
-        check_size(result)
-        self._host.insert_below(request.inputs.target, name, result)
+        opaque = colord_paper.is_opaque(line_art.data)
+        room_below = self._host.room_below(request.inputs.target)
+        above = (opaque and request.options.multiply_over_opaque) or not room_below
+        result = LayerPixels(name, image.width, image.height, bytes(data), line_art.x, line_art.y)
+        note = self._host.insert(request.inputs.target, name, result, above)
         done_at = time.perf_counter()
-        self._say(f"Added “{name}”.", show=False)
+        notes = [messages.placed_above(line_art.name, name, lowest=not room_below)] if above else []
+        notes += [note] if note else []
+        self._say(" ".join(notes) or f"Added “{name}”.", show=False)
         messages.record(
             "inserted",
             layer=name,
+            above=above,
+            notes=notes,
             width=image.width,
             height=image.height,
             elapsed_ms=(done_at - request.started_at) * 1000.0,
@@ -193,10 +282,12 @@ class Colorizer:
         self._on_change()
 
 
-def daemon_status(read: Callable[[], Any] = colord_wire.read_connection) -> str:
-    """One line for the docker: is a daemon's connection file there, and which daemon is it."""
+def daemon_status(read: Callable[[], Any] = colord_wire.read_connection) -> tuple[bool, str]:
+    """Whether a daemon runs, and one short line saying so, for the docker."""
     try:
         connection = read()
+    except colord_wire.DaemonNotRunning:
+        return False, colord_plugin_core.daemon_line(None)
     except colord_wire.ColordError as error:
-        return colord_wire.user_message(error)
-    return f"Running: colord {connection.version} (pid {connection.pid}) at {connection.endpoint}."
+        return False, colord_wire.user_message(error)
+    return True, colord_plugin_core.daemon_line(connection)

@@ -13,11 +13,11 @@ from typing import Any
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
-from . import messages
+from . import colord_plugin_core, messages
+from .colord_plugin_core import PluginError
 from .colorizer import Colorizer, Inputs, daemon_status
-from .messages import PluginError
 from .options import SETTINGS_GROUP, ColorizeOptions, dump, load
-from .panel import ColordPanel
+from .panel import ColordPanel, LayerChoice
 from .pixels import SRGB8, LayerPixels, Rect, intersect, is_srgb8
 from .qt import QtCore, QtWidgets
 
@@ -26,6 +26,17 @@ ACTION_TEXT = "Colorize with Reference…"
 DOCKER_ID = "colord_docker"
 MASK_TYPES = {"transparencymask", "filtermask", "transformmask", "selectionmask", "colorizemask"}
 KIND_NAMES = {kind: kind.replace("mask", " mask") for kind in MASK_TYPES}
+COLOUR_MODELS = {
+    "GRAYA": "greyscale",
+    "CMYKA": "CMYK",
+    "LABA": "Lab",
+    "XYZA": "XYZ",
+    "YCbCrA": "YCbCr",
+}
+STATUS_BAR_MS = 10000
+STARTUP_POLL_MS = 250
+DAEMON_REFRESH_MS = 3000
+REACTIVATE_MS = 50
 
 
 def _walk(node: Any, depth: int = 0) -> Iterator[tuple[Any, int]]:
@@ -59,27 +70,38 @@ def _convert(raw: Any, width: int, height: int, source: tuple, target: tuple) ->
 class KritaHost:
     """The `colorizer.Host` in Krita: reads layers of the active document, inserts the result."""
 
-    def read_inputs(self, reference: str) -> Inputs:
+    def __init__(self) -> None:
+        # result layer id -> the line art it was made from: Krita activates a layer it has just
+        # added a moment later, so the next run may find a result active and take its line art
+        self._line_art_of: dict[str, Any] = {}
+
+    def read_inputs(self, options: ColorizeOptions) -> Inputs:
         document = Krita.instance().activeDocument()
         if document is None:
             raise PluginError(messages.NO_DOCUMENT)
         line_art = document.activeNode()
+        if line_art is not None:
+            remembered = self._line_art_of.get(line_art.uniqueId().toString())
+            if remembered is not None and remembered.parentNode() is not None:
+                line_art = remembered
         if line_art is None or line_art.parentNode() is None:
             raise PluginError(messages.NO_ACTIVE_LAYER)
         if line_art.type() in MASK_TYPES:
             raise PluginError(messages.not_a_layer(line_art.name(), KIND_NAMES[line_art.type()]))
-        reference_node = next(
-            (node for node, _ in _walk(document.rootNode()) if node.name() == reference), None
-        )
-        if reference_node is None:
-            raise PluginError(messages.reference_missing(reference))
-        if reference_node.uniqueId() == line_art.uniqueId():
-            raise PluginError(messages.reference_is_line_art(reference))
+        colord_plugin_core.check_not_a_result(line_art.name())
+        reference_node = None
+        if not options.no_reference:
+            reference_node = find_reference(document, options)
+            if reference_node is None:
+                raise PluginError(messages.reference_missing(options.reference))
+            colord_plugin_core.check_distinct_reference(
+                reference_node.uniqueId(), line_art.uniqueId(), reference_node.name()
+            )
         document.waitForDone()
         canvas = Rect(0, 0, document.width(), document.height())
         return Inputs(
             line_art=self._read(line_art, canvas),
-            reference=self._read(reference_node, canvas),
+            reference=None if reference_node is None else self._read(reference_node, canvas),
             target=(document, line_art),
         )
 
@@ -98,7 +120,17 @@ class KritaHost:
         # A view of the QByteArray, not a copy: it goes to the socket as it is.
         return LayerPixels(node.name(), rect.width, rect.height, memoryview(raw), rect.x, rect.y)
 
-    def insert_below(self, target: Any, name: str, pixels: LayerPixels) -> None:
+    def room_below(self, target: Any) -> bool:
+        _, line_art = target
+        parent = line_art.parentNode()
+        ids = [sibling.uniqueId() for sibling in parent.childNodes()] if parent is not None else []
+        return bool(ids) and ids[0] != line_art.uniqueId()
+
+    def layer_names(self) -> list[str]:
+        document = Krita.instance().activeDocument()
+        return [] if document is None else [node.name() for node, _ in _walk(document.rootNode())]
+
+    def insert(self, target: Any, name: str, pixels: LayerPixels, above: bool) -> str:
         document, line_art = target
         parent = line_art.parentNode()
         siblings = parent.childNodes() if parent is not None else []
@@ -106,15 +138,27 @@ class KritaHost:
         if line_art.uniqueId() not in ids:
             raise PluginError(messages.LINE_ART_REMOVED)
         index = ids.index(line_art.uniqueId())
-        if index == 0:
-            raise PluginError(messages.AT_BOTTOM)
-        data = pixels.data
-        space = _space(document)
-        if not is_srgb8(*space):
-            data = _convert(data, pixels.width, pixels.height, SRGB8, space)
         layer = document.createNode(name, "paintlayer")
+        data, note = pixels.data, ""
+        space = _space(document)
+        model = space[0]
+        if model != "RGBA":  # a Gray (or CMYK, Lab…) document: keep the colours in an RGB layer
+            layer.setColorSpace(*SRGB8)
+            note = messages.colour_layer_in(COLOUR_MODELS.get(model, model), name)
+        elif not is_srgb8(*space):
+            data = _convert(data, pixels.width, pixels.height, SRGB8, space)
         layer.setPixelData(data, pixels.x, pixels.y, pixels.width, pixels.height)
-        parent.addChildNode(layer, siblings[index - 1])  # the one undoable step
+        if above:
+            layer.setBlendingMode("multiply")
+            parent.addChildNode(layer, line_art)  # the one undoable step
+        else:
+            parent.addChildNode(layer, siblings[index - 1])  # the one undoable step
+        # The line art stays the line art for the next run: active again now, and once Krita has
+        # activated the new layer itself.
+        self._line_art_of[layer.uniqueId().toString()] = line_art
+        document.setActiveNode(line_art)
+        QtCore.QTimer.singleShot(REACTIVATE_MS, lambda: document.setActiveNode(line_art))
+        return note
 
     def show_message(self, text: str) -> None:
         window = Krita.instance().activeWindow()
@@ -129,11 +173,35 @@ class KritaHost:
         box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         box.show()  # not exec(): Krita keeps running while the message is up
 
-    def list_layers(self) -> list[tuple[str, int]]:
+    def show_progress(self, text: str) -> None:
+        """`text` in the main window's status bar, seen with the docker closed too."""
+        window = Krita.instance().activeWindow()
+        if window is not None and text:
+            window.qwindow().statusBar().showMessage(f"colord: {text}", STATUS_BAR_MS)
+
+    def list_layers(self) -> list[LayerChoice]:
         document = Krita.instance().activeDocument()
         if document is None:
             return []
-        return [(node.name(), depth) for node, depth in _walk(document.rootNode())]
+        return [
+            LayerChoice(node.uniqueId().toString(), node.name(), depth, node.thumbnail(32, 32))
+            for node, depth in _walk(document.rootNode())
+        ]
+
+    @staticmethod
+    def has_document() -> bool:
+        return Krita.instance().activeDocument() is not None
+
+
+def find_reference(document: Any, options: ColorizeOptions) -> Any:
+    """The chosen reference layer: by its id, or by name when the choice has no id."""
+    for node, _ in _walk(document.rootNode()):
+        if options.reference_id:
+            if node.uniqueId().toString() == options.reference_id:
+                return node
+        elif node.name() == options.reference:
+            return node
+    return None
 
 
 class _GuiThreadCall(QtCore.QObject):
@@ -162,6 +230,14 @@ class Controller:
         self._reply = _GuiThreadCall(self._finish)
         self.colorizer = Colorizer(self.host, on_change=self._changed, on_reply=self._reply.trigger)
         self._panels: list[ColordPanel] = []
+        # While the daemon starts there is no reply to wait for: poll it, and refresh the
+        # docker's daemon line now and then so it never shows a stale state.
+        self._startup_timer = QtCore.QTimer()
+        self._startup_timer.setInterval(STARTUP_POLL_MS)
+        self._startup_timer.timeout.connect(self._finish)
+        self._daemon_timer = QtCore.QTimer()
+        self._daemon_timer.setInterval(DAEMON_REFRESH_MS)
+        self._daemon_timer.timeout.connect(self.refresh_daemon_status)
 
     def options(self) -> ColorizeOptions:
         krita = Krita.instance()
@@ -177,6 +253,19 @@ class Controller:
 
     def colorize(self) -> None:
         self.colorizer.start(self.options())
+        self._follow_startup()
+
+    def start_daemon(self) -> None:
+        self.colorizer.start_daemon()
+        self._follow_startup()
+
+    def cancel(self) -> None:
+        self.colorizer.cancel()
+        self._startup_timer.stop()
+
+    def _follow_startup(self) -> None:
+        if self.colorizer.starting:
+            self._startup_timer.start()
 
     def add_panel(self, panel: ColordPanel) -> None:
         self._panels.append(panel)
@@ -184,17 +273,22 @@ class Controller:
         panel.set_options(self.options())
         self.refresh_daemon_status()
         self._changed()
+        self._daemon_timer.start()
 
     def refresh_daemon_status(self) -> None:
-        text = daemon_status()
+        running, text = daemon_status()
         for panel in self._panels:
-            panel.set_daemon_status(text)
+            panel.set_daemon_status(running, text)
+            panel.set_has_document(self.host.has_document())
 
     def _finish(self) -> None:
         self.colorizer.poll()
+        if not self.colorizer.starting:
+            self._startup_timer.stop()
         self.refresh_daemon_status()
 
     def _changed(self) -> None:
+        self.host.show_progress(self.colorizer.status)
         for panel in self._panels:
             panel.set_busy(self.colorizer.busy)
             panel.set_status(self.colorizer.status)
@@ -228,13 +322,15 @@ class ColordDocker(DockWidget):
             list_layers=shared.host.list_layers,
             on_options_changed=shared.save_options,
             on_colorize=shared.colorize,
-            on_check_daemon=shared.refresh_daemon_status,
+            on_cancel=shared.cancel,
+            on_start_daemon=shared.start_daemon,
         )
         self.setWidget(self.panel)
         shared.add_panel(self.panel)
 
     def canvasChanged(self, canvas: Any) -> None:
         self.panel.refresh_layers()
+        self.panel.set_has_document(canvas is not None and KritaHost.has_document())
 
 
 def register() -> None:

@@ -1,7 +1,8 @@
-"""What the plug-in tells the artist, and an optional log of it.
+"""What the Krita plug-in tells the artist, and an optional log of it.
 
 Setting COLORD_KRITA_LOG to a file path makes the plug-in append one JSON line per message and per
 inserted layer there (with timings), besides showing messages in Krita; scripts and tests read it.
+Sentences both plug-ins say live in `colord_plugin_core`.
 """
 
 from __future__ import annotations
@@ -13,32 +14,22 @@ import time
 LOG_ENV = "COLORD_KRITA_LOG"
 TITLE = "colord"
 
-
-class PluginError(Exception):
-    """A problem the artist can fix; the message is one readable sentence."""
-
-
 NO_DOCUMENT = "Open a document first: colord colours the active layer of the active document."
 NO_ACTIVE_LAYER = "Select the line-art layer first: colord colours the active layer."
 NO_REFERENCE = (
-    "No reference layer chosen: pick one in the colord docker (Settings › Dockers › colord)."
+    "No reference layer chosen: pick one in the colord docker (Settings › Dockers › colord), "
+    "or choose “No reference” there to colour without one."
 )
-BUSY = "colord is still colouring the previous request; wait for it to finish."
+BUSY = "colord is still colouring the previous request; wait for it to finish or cancel it."
+CANCELLED = "Cancelled; nothing was added."
 LINE_ART_REMOVED = "The line-art layer was removed while colord was working; nothing was added."
-AT_BOTTOM = (
-    "The line-art layer is the lowest layer of its group, so there is no place below it for the "
-    "result: add a layer under it (for example a white background) and try again."
-)
 
 
 def reference_missing(name: str) -> str:
     return (
-        f"No layer is named “{name}” in this document: choose the reference in the colord docker."
+        f"The reference layer “{name}” is not in this document: choose it again in the colord "
+        "docker."
     )
-
-
-def reference_is_line_art(name: str) -> str:
-    return f"“{name}” is both the line art and the reference: choose a different reference layer."
 
 
 def not_a_layer(name: str, kind: str) -> str:
@@ -49,12 +40,24 @@ def empty_layer(name: str) -> str:
     return f"The layer “{name}” has nothing on the canvas to colour."
 
 
-def unexpected(error: BaseException) -> str:
-    return f"colord hit an unexpected problem ({type(error).__name__}: {error})."
+def placed_above(line_art: str, result: str, *, lowest: bool) -> str:
+    why = (
+        f"“{line_art}” is the lowest layer of its group"
+        if lowest
+        else f"“{line_art}” is opaque and would hide it"
+    )
+    return (
+        f"Added “{result}” above “{line_art}” in Multiply mode, since {why}; its colours show "
+        "through the lines. Your layers were not changed."
+    )
 
 
-def result_layer_name(reference_name: str) -> str:
-    return f"Colorized ({reference_name})"
+def colour_layer_in(model: str, result: str) -> str:
+    return (
+        f"This document is in {model}, so “{result}” was added as an RGB layer to keep its "
+        "colours; the canvas shows them once the image is converted to RGB (Image › Convert "
+        "Image Color Space…)."
+    )
 
 
 def record(event: str, **fields: object) -> None:

@@ -1,56 +1,64 @@
-"""The artist's choices (reference layer, working size, keep lines), kept in Krita's settings."""
+"""The artist's choices, kept in Krita's settings; checked by `colord_plugin_core` before a run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .colord_plugin_core import AUTOMATIC, parse_bool
+
 SETTINGS_GROUP = "colord_krita"
-MIN_WORKING_SIZE = 64
-MAX_WORKING_SIZE = 4096
-AUTOMATIC = "auto"  # the stored text of the automatic working size
+NO_REFERENCE_ID = "none"  # the stored reference of the explicit "No reference" choice
 
 
 @dataclass(frozen=True)
 class ColorizeOptions:
-    reference: str = ""  # the reference layer's name; the first layer with that name is used
-    working_size: int | None = None  # None: automatic (the daemon chooses from the strokes)
+    reference_id: str = ""  # the reference layer's uniqueId; NO_REFERENCE_ID: colour without one
+    reference: str = ""  # its name: shown when the layer is gone, and used when there is no id
+    working_size: int | None = None  # None: automatic; checked (multiple of 16…) before a run
     keep_lines: bool = True
+    transparent_paper: bool = True  # the result holds only the figure, not the paper around it
+    multiply_over_opaque: bool = True  # opaque line art: the result goes above it, in Multiply
+
+    @property
+    def no_reference(self) -> bool:
+        return self.reference_id == NO_REFERENCE_ID
+
+    @property
+    def has_reference_choice(self) -> bool:
+        return bool(self.reference_id or self.reference)
 
 
-def _parse_size(text: str) -> int | None:
+def _size(text: str) -> int | None:
     try:
-        size = int(text)
+        return int(text)  # kept as typed: an unusable size is refused with a message at Colorize
     except ValueError:
         return None  # "auto", or unreadable
-    return min(max(size, MIN_WORKING_SIZE), MAX_WORKING_SIZE)
 
 
-def _parse_bool(text: str, default: bool) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    return default
+_FLAGS = ("keep_lines", "transparent_paper", "multiply_over_opaque")
 
 
 def load(read: Callable[[str, str], str]) -> ColorizeOptions:
     """Options from settings; `read(key, default)` returns the stored text. Bad values fall back."""
     defaults = ColorizeOptions()
+    flags = {
+        name: parse_bool(read(name, str(getattr(defaults, name)).lower()), getattr(defaults, name))
+        for name in _FLAGS
+    }
     return ColorizeOptions(
+        reference_id=read("reference_id", defaults.reference_id),
         reference=read("reference", defaults.reference),
-        working_size=_parse_size(read("working_size", AUTOMATIC)),
-        keep_lines=_parse_bool(
-            read("keep_lines", str(defaults.keep_lines).lower()), defaults.keep_lines
-        ),
+        working_size=_size(read("working_size", AUTOMATIC)),
+        **flags,
     )
 
 
 def dump(options: ColorizeOptions) -> dict[str, str]:
     """The settings to store for `options` (key -> text), the inverse of `load`."""
     return {
+        "reference_id": options.reference_id,
         "reference": options.reference,
         "working_size": AUTOMATIC if options.working_size is None else str(options.working_size),
-        "keep_lines": str(options.keep_lines).lower(),
+        **{name: str(getattr(options, name)).lower() for name in _FLAGS},
     }

@@ -1,13 +1,26 @@
-"""The docker's content: reference chooser, working size, keep lines, daemon status, Colorize."""
+"""The docker's content: reference chooser, options, daemon line with Start, Colorize and Cancel."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, NamedTuple
 
-from .options import MAX_WORKING_SIZE, MIN_WORKING_SIZE, ColorizeOptions
-from .qt import QtWidgets
+from .colord_plugin_core import MAX_WORKING_SIZE, WORKING_SIZE_MULTIPLE
+from .options import NO_REFERENCE_ID, ColorizeOptions
+from .qt import QtGui, QtWidgets
 
 AUTOMATIC_BOX_VALUE = 0  # the working-size box's value that shows "Automatic"
+NO_REFERENCE_TEXT = "No reference (colours of its own)"
+
+
+class LayerChoice(NamedTuple):
+    """A layer the reference box offers: its id, name, depth in the stack and thumbnail."""
+
+    uid: str
+    name: str
+    depth: int
+    thumbnail: Any = None  # a QImage, or None
 
 
 class _LayerComboBox(QtWidgets.QComboBox):
@@ -25,34 +38,52 @@ class _LayerComboBox(QtWidgets.QComboBox):
 class ColordPanel(QtWidgets.QWidget):
     def __init__(
         self,
-        list_layers: Callable[[], list[tuple[str, int]]],
+        list_layers: Callable[[], list[LayerChoice]],
         on_options_changed: Callable[[ColorizeOptions], None],
         on_colorize: Callable[[], None],
-        on_check_daemon: Callable[[], None],
+        on_cancel: Callable[[], None],
+        on_start_daemon: Callable[[], None],
     ) -> None:
         super().__init__()
         self._list_layers = list_layers
         self._on_options_changed = on_options_changed
-        self._reference = ""
+        self._options = ColorizeOptions()
+        self._busy = False
+        self._has_document = True
 
         self.reference_box = _LayerComboBox(self.refresh_layers)
+        self.reference_box.setToolTip("The picture whose colours to follow; remembered by layer.")
         self.working_size_box = QtWidgets.QSpinBox()
         # the bottom of the range reads "Automatic": the daemon matches the model's stroke width
         self.working_size_box.setRange(AUTOMATIC_BOX_VALUE, MAX_WORKING_SIZE)
         self.working_size_box.setSpecialValueText("Automatic")
-        self.working_size_box.setSingleStep(64)
+        self.working_size_box.setSingleStep(WORKING_SIZE_MULTIPLE)
         self.working_size_box.setSuffix(" px")
         self.working_size_box.setToolTip(
-            "The size at which the model sees the drawing. Automatic: the size at which its "
-            "strokes are as thick as those the model learnt from."
+            "The size at which the model sees the drawing: Automatic (the size at which its "
+            f"strokes are as thick as those the model learnt from) or a multiple of "
+            f"{WORKING_SIZE_MULTIPLE}."
         )
         self.keep_lines_box = QtWidgets.QCheckBox("Keep lines crisp")
+        self.transparent_paper_box = QtWidgets.QCheckBox("Transparent around the figure")
+        self.transparent_paper_box.setToolTip(
+            "The result holds only the drawing: the paper around it stays transparent."
+        )
+        self.multiply_box = QtWidgets.QCheckBox("Above opaque line art, in Multiply")
+        self.multiply_box.setToolTip(
+            "Line art on paper would hide a result below it: put the result above it in "
+            "Multiply mode instead. Your layers are never changed."
+        )
         self.daemon_label = QtWidgets.QLabel()
         self.daemon_label.setWordWrap(True)
-        check_button = QtWidgets.QPushButton("Check")
-        check_button.clicked.connect(on_check_daemon)
+        self.start_button = QtWidgets.QPushButton("Start")
+        self.start_button.setToolTip("Start the colord daemon on this computer.")
+        self.start_button.clicked.connect(on_start_daemon)
         self.colorize_button = QtWidgets.QPushButton("Colorize")
         self.colorize_button.clicked.connect(on_colorize)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.clicked.connect(on_cancel)
+        self.cancel_button.setVisible(False)
         self.busy_bar = QtWidgets.QProgressBar()
         self.busy_bar.setRange(0, 0)  # no known progress: a moving bar while a request runs
         self.busy_bar.setVisible(False)
@@ -62,70 +93,115 @@ class ColordPanel(QtWidgets.QWidget):
         form = QtWidgets.QFormLayout()
         form.addRow("Reference", self.reference_box)
         form.addRow("Working size", self.working_size_box)
-        form.addRow("", self.keep_lines_box)
+        for box in (self.keep_lines_box, self.transparent_paper_box, self.multiply_box):
+            form.addRow("", box)
         daemon_row = QtWidgets.QHBoxLayout()
         daemon_row.addWidget(self.daemon_label, 1)
-        daemon_row.addWidget(check_button)
+        daemon_row.addWidget(self.start_button)
         form.addRow("Daemon", daemon_row)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.colorize_button, 1)
+        buttons.addWidget(self.cancel_button)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.colorize_button)
+        layout.addLayout(buttons)
         layout.addWidget(self.busy_bar)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
 
         self.reference_box.activated.connect(self._emit_options)
         self.working_size_box.valueChanged.connect(self._emit_options)
-        self.keep_lines_box.toggled.connect(self._emit_options)
+        for box in (self.keep_lines_box, self.transparent_paper_box, self.multiply_box):
+            box.toggled.connect(self._emit_options)
+
+    def _flag_boxes(self) -> dict[str, Any]:
+        return {
+            "keep_lines": self.keep_lines_box,
+            "transparent_paper": self.transparent_paper_box,
+            "multiply_over_opaque": self.multiply_box,
+        }
 
     def set_options(self, options: ColorizeOptions) -> None:
         """Show `options` (stored ones, not a change by the artist: nothing is emitted)."""
-        self._reference = options.reference
-        for widget in (self.working_size_box, self.keep_lines_box):
+        self._options = options
+        widgets = [self.working_size_box, *self._flag_boxes().values()]
+        for widget in widgets:
             widget.blockSignals(True)
         size = options.working_size
         self.working_size_box.setValue(AUTOMATIC_BOX_VALUE if size is None else size)
-        self.keep_lines_box.setChecked(options.keep_lines)
-        for widget in (self.working_size_box, self.keep_lines_box):
+        for name, box in self._flag_boxes().items():
+            box.setChecked(getattr(options, name))
+        for widget in widgets:
             widget.blockSignals(False)
         self.refresh_layers()
 
     def options(self) -> ColorizeOptions:
-        reference = self.reference_box.currentData()
+        chosen = self.reference_box.currentData()
+        reference_id, reference = self._options.reference_id, self._options.reference
+        if isinstance(chosen, str):
+            reference_id = chosen
+            reference = "" if chosen == NO_REFERENCE_ID else self._names.get(chosen, reference)
+        value = self.working_size_box.value()
         return ColorizeOptions(
-            reference=reference if isinstance(reference, str) else self._reference,
-            working_size=self._working_size(),
-            keep_lines=self.keep_lines_box.isChecked(),
+            reference_id=reference_id,
+            reference=reference,
+            working_size=None if value == AUTOMATIC_BOX_VALUE else value,
+            **{name: box.isChecked() for name, box in self._flag_boxes().items()},
         )
 
-    def _working_size(self) -> int | None:
-        value = self.working_size_box.value()
-        return None if value == AUTOMATIC_BOX_VALUE else max(value, MIN_WORKING_SIZE)
-
     def refresh_layers(self) -> None:
-        """List every layer of the active document (indented by depth), keeping the choice."""
+        """List every layer of the active document (indented, with thumbnails), keeping the
+        choice: by layer id, so a renamed reference stays chosen under its new name."""
         self.reference_box.blockSignals(True)
         self.reference_box.clear()
-        for name, depth in self._list_layers():
-            self.reference_box.addItem("    " * depth + name, name)
-        index = self.reference_box.findData(self._reference)
-        if index < 0 and self._reference:
-            self.reference_box.addItem(f"{self._reference} (not in this document)", self._reference)
-            index = self.reference_box.count() - 1
+        self.reference_box.addItem(NO_REFERENCE_TEXT, NO_REFERENCE_ID)
+        self._names: dict[str, str] = {}
+        for choice in self._list_layers():
+            self._names[choice.uid] = choice.name
+            text = "    " * choice.depth + choice.name
+            if choice.thumbnail is not None:
+                icon = QtGui.QIcon(QtGui.QPixmap.fromImage(choice.thumbnail))
+                self.reference_box.addItem(icon, text, choice.uid)
+            else:
+                self.reference_box.addItem(text, choice.uid)
+        index = self._current_index()
         self.reference_box.setCurrentIndex(index)
         self.reference_box.blockSignals(False)
 
+    def _current_index(self) -> int:
+        options = self._options
+        if options.reference_id:
+            index = self.reference_box.findData(options.reference_id)
+            if options.reference_id in self._names:  # renamed since: show and keep its new name
+                self._options = replace(options, reference=self._names[options.reference_id])
+        else:  # a choice stored by name only
+            uid = next((u for u, name in self._names.items() if name == options.reference), None)
+            index = -1 if uid is None else self.reference_box.findData(uid)
+        if index < 0 and options.has_reference_choice:
+            self.reference_box.addItem(
+                f"{options.reference} (not in this document)", options.reference_id or None
+            )
+            index = self.reference_box.count() - 1
+        return index
+
     def set_busy(self, busy: bool) -> None:
-        self.colorize_button.setEnabled(not busy)
+        self._busy = busy
+        self.colorize_button.setEnabled(not busy and self._has_document)
+        self.cancel_button.setVisible(busy)
         self.busy_bar.setVisible(busy)
 
-    def set_daemon_status(self, text: str) -> None:
+    def set_has_document(self, has_document: bool) -> None:
+        self._has_document = has_document
+        self.set_busy(self._busy)
+
+    def set_daemon_status(self, running: bool, text: str) -> None:
         self.daemon_label.setText(text)
+        self.start_button.setVisible(not running and not self._busy)
 
     def set_status(self, text: str) -> None:
         self.status_label.setText(text)
 
     def _emit_options(self, *_: object) -> None:
         options = self.options()
-        self._reference = options.reference
+        self._options = options
         self._on_options_changed(options)

@@ -7,7 +7,6 @@ from typing import NamedTuple
 # Krita's 8-bit RGBA with an sRGB tone curve: its pixelData is BGRA8, sent to the daemon as is.
 SRGB8 = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 WIRE_FORMAT = "BGRA8"
-BYTES_PER_PIXEL = 4
 
 
 class Rect(NamedTuple):
@@ -46,13 +45,3 @@ def is_srgb8(model: str, depth: str, profile: str) -> bool:
     """True when Krita's pixelData in this colour space already is 8-bit sRGB BGRA."""
     name = profile.lower()
     return model == "RGBA" and depth == "U8" and ("srgbtrc" in name or name == "srgb built-in")
-
-
-def check_size(pixels: LayerPixels) -> None:
-    """Raise ValueError when the byte count does not match the size (a broken read or reply)."""
-    expected = pixels.width * pixels.height * BYTES_PER_PIXEL
-    if len(pixels.data) != expected:
-        raise ValueError(
-            f"{pixels.name}: {len(pixels.data)} bytes for {pixels.width}x{pixels.height} BGRA8, "
-            f"expected {expected}"
-        )

@@ -26,3 +26,4 @@ def _binding_name() -> str:
 _BINDING = _binding_name()
 QtCore = importlib.import_module(f"{_BINDING}.QtCore")
 QtWidgets = importlib.import_module(f"{_BINDING}.QtWidgets")
+QtGui = importlib.import_module(f"{_BINDING}.QtGui")

@@ -1,0 +1,203 @@
+"""What both plug-ins share above the wire: option checks, names, replies, paper, daemon start.
+
+These modules ship into both bundles (plugins/wire/), so they run here as the GIMP plug-in imports
+them: top-level modules side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "wire"))
+import colord_launch
+import colord_paper
+import colord_plugin_core as core
+import colord_protocol
+import colord_wire
+
+
+@pytest.mark.parametrize("value", [None, "", "auto", "Auto", 0, "0"])
+def test_automatic_working_size(value) -> None:
+    assert core.parse_working_size(value) is None
+
+
+@pytest.mark.parametrize(("value", "size"), [(64, 64), ("512", 512), (4096, 4096), ("768", 768)])
+def test_usable_working_sizes(value, size: int) -> None:
+    assert core.parse_working_size(value) == size
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (100, ["100 px", "multiple of 16", "64 to 4096", "nearest is 96 px"]),
+        (48, ["48 px", "nearest is 64 px"]),
+        (5000, ["5000 px", "nearest is 4096 px"]),
+        ("big", ["“big” is not a number", "Automatic"]),
+    ],
+)
+def test_unusable_working_sizes_are_refused_in_the_artists_words(value, words) -> None:
+    with pytest.raises(core.PluginError) as refused:
+        core.parse_working_size(value)
+    for word in words:
+        assert word in str(refused.value)
+    assert "working_size" not in str(refused.value)  # never the wire field's name
+
+
+def test_working_size_above_the_daemons_cap_is_refused() -> None:
+    core.check_working_size_cap(1024, {"max_working_size": 1024})
+    core.check_working_size_cap(None, {"max_working_size": 512})
+    with pytest.raises(core.PluginError, match="at most 512 px"):
+        core.check_working_size_cap(1024, {"max_working_size": 512})
+
+
+def test_result_names_are_numbered_and_recognised() -> None:
+    assert core.result_layer_name("Sky") == "Colorized (Sky)"
+    assert core.result_layer_name(None) == "Colorized (no reference)"
+    taken = ["Colorized (Sky)", "Colorized (Sky) 2", "Inks"]
+    assert core.result_layer_name("Sky", taken) == "Colorized (Sky) 3"
+    assert core.result_layer_name("Sea", taken) == "Colorized (Sea)"
+    for name in ("Colorized (Sky)", "Colorized (Sky) 12", "Colorized (no reference)"):
+        assert core.is_result_layer_name(name)
+        with pytest.raises(core.PluginError, match="is a colord result"):
+            core.check_not_a_result(name)
+    for name in ("Inks", "Colorized", "My Colorized (Sky)"):
+        assert not core.is_result_layer_name(name)
+        core.check_not_a_result(name)
+
+
+def test_reply_checks() -> None:
+    good = colord_wire.Image(3, 2, "RGBA8", bytes(24))
+    core.check_reply(good, 3, 2, "RGBA8")
+    for bad, words in [
+        (good._replace(width=4), "4x2 RGBA8 image for a 3x2"),
+        (good._replace(format="BGRA8"), "compatible version"),
+        (good._replace(data=bytes(23)), "23 bytes"),
+    ]:
+        with pytest.raises(core.PluginError, match=words):
+            core.check_reply(bad, 3, 2, "RGBA8")
+
+
+def test_error_messages_are_sentences() -> None:
+    assert core.error_message(core.PluginError("Fix it.")) == "Fix it."
+    error = colord_protocol.ColordError("busy", "The queue is full.")
+    assert core.error_message(error) == colord_wire.user_message(error)
+    unexpected = core.error_message(KeyError("x"))
+    assert "KeyError" in unexpected and "Traceback" not in unexpected
+
+
+# -- the paper ---------------------------------------------------------------------------------
+
+
+def ring_on(paper_alpha: int, size: int = 64, gap: int = 0) -> np.ndarray:
+    """A black ring (an outline with an inside) on white paper of the given alpha."""
+    image = np.zeros((size, size, 4), np.uint8)
+    image[..., :3] = 255
+    image[..., 3] = paper_alpha
+    yy, xx = np.mgrid[:size, :size]
+    ring = np.abs(np.hypot(yy - size / 2, xx - size / 2) - size / 4) < 1.5
+    if gap:
+        ring[size // 2 - gap // 2 : size // 2 + (gap + 1) // 2, size // 2 :] = False
+    image[ring] = (0, 0, 0, 255)
+    return image
+
+
+@pytest.mark.parametrize("paper_alpha", [255, 0])
+def test_paper_outside_the_drawing_becomes_transparent(paper_alpha: int) -> None:
+    line_art = ring_on(paper_alpha)
+    result = bytearray(np.full((64, 64, 4), 180, np.uint8).tobytes())
+    cleared = colord_paper.clear_outside(result, line_art.tobytes(), 64, 64)
+    alpha = np.frombuffer(bytes(result), np.uint8).reshape(64, 64, 4)[..., 3]
+    assert alpha[0, 0] == 0 and alpha[63, 63] == 0 and alpha[32, 60] == 0  # outside
+    assert alpha[32, 32] == 180  # inside the ring
+    on_ring = np.abs(np.hypot(*(np.mgrid[:64, :64] - 32)) - 16) < 1.0
+    assert (alpha[on_ring] == 180).all()  # the lines themselves
+    assert cleared == int((alpha == 0).sum())
+    colours = np.frombuffer(bytes(result), np.uint8).reshape(64, 64, 4)[..., :3]
+    assert (colours == 180).all()  # only alpha changes
+
+
+def test_a_small_gap_in_the_outline_keeps_the_inside() -> None:
+    result = bytearray(bytes([200]) * 64 * 64 * 4)
+    colord_paper.clear_outside(result, ring_on(255, gap=3).tobytes(), 64, 64)
+    assert np.frombuffer(bytes(result), np.uint8).reshape(64, 64, 4)[32, 32, 3] == 200
+
+
+def test_opaque_line_art_is_told_from_line_art_on_transparency() -> None:
+    assert colord_paper.is_opaque(ring_on(255).tobytes())
+    assert not colord_paper.is_opaque(ring_on(0).tobytes())
+
+
+# -- starting the daemon -------------------------------------------------------------------------
+
+FAKE_DAEMON = """
+import json, os, sys, time
+time.sleep(0.3)
+path = sys.argv[1]
+fields = {"endpoint": "tcp://127.0.0.1:1", "token": "t" * 32, "pid": os.getpid(),
+          "version": "0.0", "protocol": 1}
+descriptor = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT, 0o600)
+os.write(descriptor, json.dumps(fields).encode())
+os.close(descriptor)
+os.replace(path + ".tmp", path)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def wait_for(startup: colord_launch.Startup, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        connection = startup.poll()
+        if connection is not None:
+            return connection
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_launch_command_is_read_from_the_recorded_file(tmp_path: Path) -> None:
+    launch = tmp_path / colord_launch.LAUNCH_FILE
+    assert colord_launch.launch_command(launch) is None
+    launch.write_text(json.dumps({"command": ["/usr/bin/python3", "-c", "pass"]}))
+    assert colord_launch.launch_command(launch) == ["/usr/bin/python3", "-c", "pass"]
+    launch.write_text(json.dumps({"command": "colord serve"}))
+    assert colord_launch.launch_command(launch) is None
+
+
+def test_startup_runs_detached_and_waits_for_the_connection_file(tmp_path, monkeypatch) -> None:
+    connection_file = tmp_path / "colord" / "daemon.json"
+    monkeypatch.setenv("COLORD_CONNECTION_FILE", str(connection_file))
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent")  # the app's own; the daemon must not get it
+    script = tmp_path / "fake_daemon.py"
+    script.write_text(FAKE_DAEMON + "print(os.environ.get('PYTHONPATH'))\n")
+    connection_file.parent.mkdir()
+    startup = colord_launch.Startup(
+        [sys.executable, str(script), str(connection_file), "30"],
+        read=lambda: colord_protocol.read_connection(connection_file),
+    )
+    try:
+        assert startup.progress().startswith("Starting the colord daemon…")
+        connection = wait_for(startup)
+        assert connection.pid == startup.process.pid
+        assert os.getsid(startup.process.pid) == startup.process.pid  # its own session
+        assert startup.log == connection_file.parent / "daemon.log"
+    finally:
+        startup.process.kill()
+        startup.process.wait()
+
+
+def test_a_daemon_that_dies_while_starting_is_a_message(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("COLORD_CONNECTION_FILE", str(tmp_path / "daemon.json"))
+    startup = colord_launch.Startup(
+        [sys.executable, "-c", "import sys; print('no model'); sys.exit(3)"],
+        read=lambda: colord_protocol.read_connection(tmp_path / "daemon.json"),
+    )
+    startup.process.wait()
+    with pytest.raises(core.PluginError, match=r"exit code 3.*daemon.log"):
+        startup.poll()
+    assert "no model" in (tmp_path / "daemon.log").read_text()
