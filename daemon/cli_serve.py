@@ -90,6 +90,15 @@ def open_engine(
     show_default=True,
     help="Longest image side accepted; the largest message accepted follows from it.",
 )
+@click.option(
+    "--idle-exit",
+    "idle_exit_minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="MINUTES",
+    help="Exit (removing the connection file) after this many minutes without a request; "
+    "default: never. The plug-ins start the daemon with it.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every request and every refusal.")
 def serve(
     model_path: Path | None,
@@ -99,6 +108,7 @@ def serve(
     queue_size: int,
     working_size: int | None,
     max_side: int,
+    idle_exit_minutes: float | None,
     verbose: bool,
 ) -> None:
     """Run the colorization daemon that the painting-app plug-ins talk to."""
@@ -121,6 +131,7 @@ def serve(
         endpoint=endpoint,
         limits=Limits(max_side=max_side, queue_size=queue_size),
         connection_file=connection_file,
+        idle_exit_s=None if idle_exit_minutes is None else idle_exit_minutes * 60.0,
     )
     try:
         run_daemon(config, load, on_ready=lambda ready: click.echo(ready, err=True))

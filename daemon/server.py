@@ -251,11 +251,15 @@ class Server:
         *,
         token: str,
         limits: Limits,
+        idle_exit_s: float | None = None,
         context: zmq.Context | None = None,
     ):
+        """`idle_exit_s`: stop by itself after this long without a request and with no work
+        left (None: never)."""
         require_local_endpoint(endpoint)
         self.token = token
         self.limits = limits
+        self.idle_exit_s = idle_exit_s
         self._context = context or zmq.Context.instance()
         self._router = self._context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -285,6 +289,8 @@ class Server:
         self._queue = JobQueue(limits.queue_size)
         self._stop_requested = threading.Event()
         self._stopping = False
+        self._last_request = time.monotonic()
+        self._in_flight = 0  # colorize requests accepted and not yet answered or dropped
         self._engine: EngineLike | None = None
         self._max_batch = 1
         self._handlers: dict[str, Callable[[Request, list[bytes], zmq.Frame], None]] = {
@@ -316,7 +322,11 @@ class Server:
         poller.register(self._wake_receiver, zmq.POLLIN)
         poller.register(self._peers.monitor, zmq.POLLIN)
         log.info("serving on %s", self.endpoint)
+        self._last_request = time.monotonic()
         while worker.is_alive() or self._outgoing:
+            if self._idle_too_long():
+                log.info("no request for %g s: stopping", self.idle_exit_s)
+                self.request_stop()
             if self._stop_requested.is_set() and not self._stopping:
                 log.info("stopping: finishing the requests in flight")
                 self._stopping = True
@@ -332,6 +342,13 @@ class Server:
                 self._receive_all()
         worker.join()
         log.info("stopped")
+
+    def _idle_too_long(self) -> bool:
+        return (
+            self.idle_exit_s is not None
+            and self._in_flight == 0
+            and time.monotonic() - self._last_request >= self.idle_exit_s
+        )
 
     def close(self) -> None:
         """Close the sockets (idempotent); waits up to LINGER_MS for unsent replies."""
@@ -378,6 +395,7 @@ class Server:
             self._reply_error(envelope, error.request_id, error.code, error.message)
             return
         log.info("request %r: %s", request.id, request.op)
+        self._last_request = time.monotonic()
         self._handlers[request.op](request, envelope, frames[0])
 
     def _handle_ping(self, request: Request, envelope: list[bytes], frame: zmq.Frame) -> None:
@@ -418,6 +436,7 @@ class Server:
                 f"The daemon is busy ({self._queue.size} requests already wait); retry shortly.",
             )
             return
+        self._in_flight += 1
         self._peers.track(job)
 
     def _reply_ok(self, envelope: list[bytes], request_id: int | str, result: dict) -> None:
@@ -443,6 +462,7 @@ class Server:
     def _send_outgoing(self) -> None:
         while self._outgoing:
             outgoing = self._outgoing.popleft()
+            self._in_flight -= 1
             self._peers.forget(outgoing.job)
             if outgoing.body is not None:
                 self._send(outgoing.envelope, outgoing.body)
@@ -521,6 +541,7 @@ class ServeConfig:
     endpoint: str = DEFAULT_ENDPOINT
     limits: Limits = field(default_factory=Limits)
     connection_file: Path | None = None
+    idle_exit_s: float | None = None  # stop after this long without requests; None: never
 
 
 def run_daemon(
@@ -529,7 +550,8 @@ def run_daemon(
     *,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Bind, load the engine, write the connection file, serve until SIGINT/SIGTERM, clean up.
+    """Bind, load the engine, write the connection file, serve until SIGINT/SIGTERM (or until
+    idle for `config.idle_exit_s`), clean up.
 
     Raises DaemonStartError (and whatever load_engine raises) when it cannot start; it then leaves
     any existing connection file alone.
@@ -538,7 +560,9 @@ def run_daemon(
     _refuse_if_owned(path)
     _keep_large_buffers_on_the_heap()
     token = new_token()
-    server = Server(config.endpoint, token=token, limits=config.limits)
+    server = Server(
+        config.endpoint, token=token, limits=config.limits, idle_exit_s=config.idle_exit_s
+    )
     try:
         engine = load_engine()
         info = Connection(server.endpoint, token, os.getpid(), DAEMON_VERSION)

@@ -314,6 +314,13 @@ def test_busy_under_overload_then_clean_exit_on_sigint(tiny_checkpoint: Path) ->
         assert not daemon.connection_file.exists()
 
 
+def test_idle_exit_stops_the_daemon_cleanly(tiny_checkpoint: Path) -> None:
+    with start_daemon(tiny_checkpoint, extra_args=["--idle-exit", "0.05", "-v"]) as daemon:
+        assert daemon.process.wait(timeout=60) == 0  # three seconds without a request
+        assert not daemon.connection_file.exists()
+        assert "no request for 3 s: stopping" in daemon.log()
+
+
 @pytest.mark.slow
 def test_sigterm_answers_requests_in_flight_and_exits_cleanly(tiny_checkpoint: Path) -> None:
     with start_daemon(tiny_checkpoint) as daemon:

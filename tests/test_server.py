@@ -53,9 +53,12 @@ class FakeEngine:
 
 
 class Harness:
-    def __init__(self, engine: FakeEngine, queue_size: int = 4):
+    def __init__(self, engine: FakeEngine, queue_size: int = 4, idle_exit_s: float | None = None):
         self.engine = engine
-        self.server = Server("tcp://127.0.0.1:*", token=TOKEN, limits=Limits(queue_size=queue_size))
+        limits = Limits(queue_size=queue_size)
+        self.server = Server(
+            "tcp://127.0.0.1:*", token=TOKEN, limits=limits, idle_exit_s=idle_exit_s
+        )
         self.thread = threading.Thread(target=self.server.serve, args=(engine,))
         self.thread.start()
         self.sockets: list[zmq.Socket] = []
@@ -264,6 +267,23 @@ def test_every_option_reaches_the_engine_in_the_job_record() -> None:
 def test_the_server_binds_only_on_this_machine(endpoint: str) -> None:
     with pytest.raises(DaemonStartError, match="ssh -N -L"):
         Server(endpoint, token=TOKEN, limits=Limits())
+
+
+def test_an_idle_server_stops_by_itself_but_never_with_work_in_flight() -> None:
+    running = Harness(FakeEngine(), idle_exit_s=0.05)
+    try:
+        running.engine.release.clear()
+        sock = running.socket()
+        sock.send(colorize_body(1))
+        assert running.engine.running.wait(WAIT)
+        running.thread.join(0.5)  # ten idle periods pass while the engine holds the job
+        assert running.thread.is_alive() and not running.server._stopping
+        running.engine.release.set()
+        assert receive(sock).id == 1  # answered, then idle: it stops by itself
+        running.thread.join(WAIT)
+        assert not running.thread.is_alive()
+    finally:
+        running.stop()
 
 
 def test_a_taken_endpoint_fails_clearly(harness: Harness) -> None:
