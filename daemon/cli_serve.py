@@ -21,6 +21,7 @@ from colord.daemon.server import (
 from colord.plugins.wire.colord_protocol import (
     DEFAULT_MAX_SIDE,
     DEFAULT_QUEUE_SIZE,
+    DEFAULT_TIMEOUT,
     WORKING_SIZE_MULTIPLE,
     ColordError,
     Limits,
@@ -99,6 +100,16 @@ def open_engine(
     help="Exit (removing the connection file) after this many minutes without a request; "
     "default: never. The plug-ins start the daemon with it.",
 )
+@click.option(
+    "--request-budget",
+    "request_budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="A colorize request still waiting for the model after this long is answered busy "
+    "instead of run (the clients wait this long by default).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every request and every refusal.")
 def serve(
     model_path: Path | None,
@@ -109,6 +120,7 @@ def serve(
     working_size: int | None,
     max_side: int,
     idle_exit_minutes: float | None,
+    request_budget: float,
     verbose: bool,
 ) -> None:
     """Run the colorization daemon that the painting-app plug-ins talk to."""
@@ -132,6 +144,7 @@ def serve(
         limits=Limits(max_side=max_side, queue_size=queue_size),
         connection_file=connection_file,
         idle_exit_s=None if idle_exit_minutes is None else idle_exit_minutes * 60.0,
+        request_budget_s=request_budget,
     )
     try:
         run_daemon(config, load, on_ready=lambda ready: click.echo(ready, err=True))

@@ -22,6 +22,7 @@ from colord.daemon import protocol
 from colord.daemon.job import Job
 from colord.plugins.wire.colord_protocol import (
     BAD_IMAGE,
+    DEFAULT_TIMEOUT,
     PROTOCOL,
     TOO_LARGE,
     ColordError,
@@ -45,7 +46,6 @@ __all__ = [
     "ProtocolError",
 ]
 
-DEFAULT_TIMEOUT = 120.0
 # The protocol's ColordError, under the name callers of this client have always caught: every
 # failure of a request (no daemon, a timeout, an error reply, an unreadable reply) is one.
 DaemonError = ColordError

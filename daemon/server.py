@@ -252,14 +252,17 @@ class Server:
         token: str,
         limits: Limits,
         idle_exit_s: float | None = None,
+        request_budget_s: float | None = None,
         context: zmq.Context | None = None,
     ):
         """`idle_exit_s`: stop by itself after this long without a request and with no work
-        left (None: never)."""
+        left. `request_budget_s`: a colorize request that has waited this long when its turn
+        comes is answered `busy` unrun (its client has most likely given up). None: never."""
         require_local_endpoint(endpoint)
         self.token = token
         self.limits = limits
         self.idle_exit_s = idle_exit_s
+        self.request_budget_s = request_budget_s
         self._context = context or zmq.Context.instance()
         self._router = self._context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -476,6 +479,8 @@ class Server:
                 if item.cancelled:
                     log.info("skipped request %r: its client has gone", item.request_id)
                     self._outgoing.append(Outgoing(item.envelope, None, item))
+                elif (refusal := self._over_budget(item)) is not None:
+                    self._outgoing.append(Outgoing(item.envelope, refusal, item))
                 else:
                     live.append(item)
             if live:
@@ -484,6 +489,19 @@ class Server:
                     body = self._encode_reply(item, outcome, started)
                     self._outgoing.append(Outgoing(item.envelope, body, item))
             self._wake_sender.send(b"")
+
+    def _over_budget(self, item: Accepted) -> bytes | memoryview | None:
+        """The `busy` reply for a request that waited past the budget before its work began."""
+        waited = time.perf_counter() - item.received_at
+        if self.request_budget_s is None or waited < self.request_budget_s:
+            return None
+        log.info("skipped request %r: it waited %.1f s", item.request_id, waited)
+        return protocol.encode_error(
+            item.request_id,
+            BUSY,
+            f"The request waited {waited:.0f} s for the model, more than this daemon's budget "
+            f"of {self.request_budget_s:g} s, and was not run; retry when the daemon is less busy.",
+        )
 
     def _run(self, items: list[Accepted]) -> list[ColorizeResult | Exception]:
         """Each request's result, or the exception that failed it. A batch that fails is run
@@ -542,6 +560,7 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     connection_file: Path | None = None
     idle_exit_s: float | None = None  # stop after this long without requests; None: never
+    request_budget_s: float | None = None  # longest wait before a request's work; None: any
 
 
 def run_daemon(
@@ -561,7 +580,11 @@ def run_daemon(
     _keep_large_buffers_on_the_heap()
     token = new_token()
     server = Server(
-        config.endpoint, token=token, limits=config.limits, idle_exit_s=config.idle_exit_s
+        config.endpoint,
+        token=token,
+        limits=config.limits,
+        idle_exit_s=config.idle_exit_s,
+        request_budget_s=config.request_budget_s,
     )
     try:
         engine = load_engine()

@@ -53,12 +53,11 @@ class FakeEngine:
 
 
 class Harness:
-    def __init__(self, engine: FakeEngine, queue_size: int = 4, idle_exit_s: float | None = None):
+    def __init__(self, engine: FakeEngine, queue_size: int = 4, **settings: float):
+        """`settings`: the Server's idle_exit_s and request_budget_s."""
         self.engine = engine
         limits = Limits(queue_size=queue_size)
-        self.server = Server(
-            "tcp://127.0.0.1:*", token=TOKEN, limits=limits, idle_exit_s=idle_exit_s
-        )
+        self.server = Server("tcp://127.0.0.1:*", token=TOKEN, limits=limits, **settings)
         self.thread = threading.Thread(target=self.server.serve, args=(engine,))
         self.thread.start()
         self.sockets: list[zmq.Socket] = []
@@ -282,6 +281,27 @@ def test_an_idle_server_stops_by_itself_but_never_with_work_in_flight() -> None:
         assert receive(sock).id == 1  # answered, then idle: it stops by itself
         running.thread.join(WAIT)
         assert not running.thread.is_alive()
+    finally:
+        running.stop()
+
+
+def test_a_request_past_its_budget_is_answered_busy_unrun() -> None:
+    running = Harness(FakeEngine(), request_budget_s=0.5)
+    try:
+        running.engine.release.clear()
+        sock = running.socket()
+        sock.send(colorize_body(1, width=8))
+        assert running.engine.running.wait(WAIT)
+        sock.send(colorize_body(2, width=9))  # waits behind job 1, past its budget
+        sock.send(protocol.encode_request("p", "ping", TOKEN))
+        assert receive(sock).id == "p"  # job 2 is in the queue by now
+        running.thread.join(1.0)  # two budgets pass while job 1 holds the engine
+        running.engine.release.set()
+        replies = {reply.id: reply for reply in (receive(sock) for _ in range(2))}
+        assert replies[1].ok
+        assert (replies[2].ok, replies[2].error_code) == (False, "busy")
+        assert "budget" in replies[2].error_message
+        assert running.engine.batches == [[8]]  # job 2 never reached the engine
     finally:
         running.stop()
 

@@ -161,6 +161,9 @@ MAX_ID_BYTES = 256
 WORKING_SIZE_MULTIPLE = 16  # the model's input sides are multiples of 16
 DEFAULT_MAX_SIDE = 8192  # two RGBA16 images of 8192^2 make a 1 GiB request
 DEFAULT_QUEUE_SIZE = 8
+# Seconds a client waits for a reply by default; the daemon skips a colorize request that has
+# waited this long for the model (`colord serve --request-budget`): nobody would read its reply.
+DEFAULT_TIMEOUT = 120.0
 REQUEST_OVERHEAD_BYTES = 1 << 16  # what a request holds besides pixels, with room to spare
 # The header (v, id, op, token) comes before args within this many bytes: the daemon reads only
 # that much of a message before the token has matched.

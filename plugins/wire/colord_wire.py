@@ -36,8 +36,6 @@ DaemonError = protocol.ErrorReply
 DaemonNotRunning = protocol.DaemonNotRunning
 read_connection = protocol.read_connection
 
-DEFAULT_TIMEOUT = 120.0
-
 
 class WireFormatError(ValueError):
     """Bytes that are not the msgpack subset this module reads, or a value it cannot write."""
@@ -478,7 +476,9 @@ class WireClient:
     lost connection the next request connects afresh. Not for use from several threads at once.
     """
 
-    def __init__(self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, endpoint: str, token: str, timeout: float = protocol.DEFAULT_TIMEOUT
+    ) -> None:
         self.endpoint = endpoint
         self.token = token
         self.timeout = timeout
@@ -489,7 +489,7 @@ class WireClient:
 
     @classmethod
     def from_connection_file(
-        cls, path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT
+        cls, path: str | Path | None = None, timeout: float = protocol.DEFAULT_TIMEOUT
     ) -> WireClient:
         connection = protocol.read_connection(path)
         if connection.protocol != protocol.PROTOCOL_VERSION:
