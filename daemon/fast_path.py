@@ -2,7 +2,7 @@
 
 Measured on the shipped default model on two shared CPU cores (bench/bench_fast_path.py), ONNX
 Runtime runs the forward several times faster than eager fp32 with the same figures, where
-channels_last, bf16 and `torch.compile` gained less (docs/fast_path.md). The first call exports
+channels_last, bf16 and `torch.compile` gained less (docs/cpu-fast-path.md). The first call exports
 the live module (no frozen copy: its weights and architecture as they are then) to an in-memory
 ONNX graph whose batch and image sizes are free, and opens an ONNX Runtime session on it. The
 first call at each working shape runs both it and eager fp32, and that shape keeps the backend
@@ -152,17 +152,18 @@ class _OnnxRuntime:
 
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-# The backends by preference, fastest first as measured (module docstring); each entry names the
-# package it needs, so that a missing one is skipped without building anything.
-BACKENDS: dict[str, tuple[str, Callable[..., Runner]]] = {
-    "onnxruntime": ("onnxruntime", _OnnxRuntime)
+# The backends by preference, fastest first as measured (module docstring), each with the
+# packages it needs (torch's ONNX exporter needs `onnx`), so that a missing one is skipped
+# without building anything.
+BACKENDS: dict[str, tuple[tuple[str, ...], Callable[..., Runner]]] = {
+    "onnxruntime": (("onnxruntime", "onnx"), _OnnxRuntime)
 }
 
 
 def pick_backend() -> str | None:
-    """The fastest backend whose package is installed here, or None."""
-    for name, (package, _) in BACKENDS.items():
-        if importlib.util.find_spec(package) is not None:
+    """The fastest backend whose packages are installed here, or None."""
+    for name, (packages, _) in BACKENDS.items():
+        if all(importlib.util.find_spec(package) is not None for package in packages):
             return name
     return None
 
@@ -192,10 +193,10 @@ class FastPath:
         self.shapes: dict[tuple, bool] = {}  # working shape -> runs on the backend
         self.checks: dict[tuple, Parity] = {}
         if self.backend is None:
+            needs = " / ".join(" and ".join(packages) for packages, _ in BACKENDS.values())
             log.warning(
-                "fast path: none of %s is installed; the generator runs eagerly (install "
-                "onnxruntime for a faster CPU path)",
-                ", ".join(package for package, _ in BACKENDS.values()),
+                "fast path: no backend installed (it needs %s); the generator runs eagerly",
+                needs,
             )
 
     def __call__(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

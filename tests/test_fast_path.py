@@ -32,6 +32,12 @@ def small_generator(seed: int = 0) -> Generator:
     return generator.eval()
 
 
+def requires_onnxruntime() -> None:
+    """Skip unless the optional packages of the ONNX Runtime backend are installed."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+
+
 def inputs(batch: int = 1, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     sketch = torch.where(torch.rand(batch, 1, SIZE, SIZE, generator=generator) < 0.1, -1.0, 1.0)
@@ -77,7 +83,7 @@ def test_parity_counts_values_within_two_of_255() -> None:
 
 
 def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> None:
-    pytest.importorskip("onnxruntime")
+    requires_onnxruntime()
     generator = small_generator()
     sketch, reference = inputs()
     before = eager(generator, sketch, reference)
@@ -96,7 +102,7 @@ def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> No
 
 
 def test_one_build_serves_every_shape_and_batch_each_shape_checked() -> None:
-    pytest.importorskip("onnxruntime")
+    requires_onnxruntime()
     generator = small_generator()
     path = FastPath(generator, "onnxruntime", must_beat_eager=False)
     sketch, reference = inputs(batch=3)
@@ -117,7 +123,7 @@ def test_one_build_serves_every_shape_and_batch_each_shape_checked() -> None:
 
 
 def test_export_follows_the_live_generator() -> None:
-    pytest.importorskip("onnxruntime")
+    requires_onnxruntime()
     generator = small_generator()
     sketch, reference = inputs()
     with torch.no_grad():
@@ -133,7 +139,8 @@ def test_export_follows_the_live_generator() -> None:
 def test_a_missing_backend_runs_eagerly_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    absent = {"absentrt": ("colord_test_no_such_package", fast_path.BACKENDS["onnxruntime"][1])}
+    runner = fast_path.BACKENDS["onnxruntime"][1]
+    absent = {"absentrt": (("colord_test_no_such_package", "torch"), runner)}
     monkeypatch.setattr(fast_path, "BACKENDS", absent)
     assert pick_backend() is None
     generator = small_generator()
@@ -149,7 +156,7 @@ def test_a_missing_backend_runs_eagerly_with_a_warning(
 
 
 def test_the_fastest_installed_backend_is_picked() -> None:
-    pytest.importorskip("onnxruntime")
+    requires_onnxruntime()
     assert pick_backend() == "onnxruntime"
     assert FastPath(small_generator()).backend == "onnxruntime"
 
@@ -157,7 +164,7 @@ def test_the_fastest_installed_backend_is_picked() -> None:
 def test_a_backend_that_fails_to_build_falls_back_to_eager(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pytest.importorskip("onnxruntime")
+    requires_onnxruntime()
     model = Unexportable()
     sketch, reference = inputs()
     with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
@@ -173,7 +180,7 @@ def test_a_backend_that_fails_to_build_falls_back_to_eager(
 def test_a_backend_that_fails_parity_falls_back_to_eager(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pytest.importorskip("onnxruntime")
+    requires_onnxruntime()
     model = PythonCounter()
     sketch, reference = inputs()
     with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
