@@ -269,7 +269,7 @@ class Engine:
 
     def automatic_working_size(self, lines: np.ndarray) -> int:
         """The working size for a canvas's (H, W) line mask in automatic mode (logged)."""
-        multiple = FAST_PATH_MULTIPLE if self.fast else imaging.MULTIPLE
+        multiple = FAST_PATH_MULTIPLE if self.fast else colord.model.SIZE_MULTIPLE
         size = automatic_working_size(
             lines, self.training_line_width, multiple=multiple, maximum=self.max_working_size
         )
@@ -350,7 +350,7 @@ class Engine:
             reference = torch.from_numpy(references).permute(0, 3, 1, 2) * 2.0 - 1.0
         output = self.forward(sketch, reference)
         with torch.inference_mode():
-            output = ((output + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8)
+            output = colord.model.from_signed(output)
             return output.permute(0, 2, 3, 1).cpu().numpy()
 
     def _run(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

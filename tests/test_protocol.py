@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from colord.daemon import protocol
 from colord.daemon.job import Job
 from colord.daemon.protocol import WireImage
+from colord.model import SIZE_MULTIPLE
 from colord.plugins.wire import colord_protocol as wire
 from colord.plugins.wire.colord_protocol import Limits, ProtocolError
 
@@ -406,3 +407,8 @@ def test_reading_a_reply(message: object, error: str | None) -> None:
         wire.read_reply(message)
     assert caught.value.code == error
     assert isinstance(caught.value, wire.ErrorReply) == (error == "busy")
+
+
+def test_the_contracts_working_sizes_are_sizes_the_model_takes() -> None:
+    """The wire rule (colord_protocol) is the plug-ins' copy-free view of the model's own fact."""
+    assert wire.WORKING_SIZE_MULTIPLE % SIZE_MULTIPLE == 0
