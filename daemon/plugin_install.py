@@ -161,7 +161,7 @@ def daemon_command() -> list[str]:
     from colord.daemon.cli_serve import serve
 
     command = [sys.executable, "-c", "from colord.daemon.cli import main; main()", "serve"]
-    if any(parameter.name == "idle_exit" for parameter in serve.params):
+    if any("--idle-exit" in parameter.opts for parameter in serve.params):
         command += ["--idle-exit", str(IDLE_EXIT_MINUTES)]
     return command
 

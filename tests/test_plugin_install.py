@@ -213,6 +213,8 @@ def test_install_records_how_to_start_this_colord(tmp_path: Path, host: str, fol
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert "Usage:" in shown.stdout and "--max-side" in shown.stdout
+    # a daemon the app started frees its memory when unused, where this colord can
+    assert ("--idle-exit" in shown.stdout) == (recorded[-2:] == ["--idle-exit", "30"])
 
 
 def test_gimp_zip_keeps_the_executable_bit(tmp_path: Path) -> None:

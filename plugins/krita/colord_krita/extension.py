@@ -36,7 +36,7 @@ COLOUR_MODELS = {
 STATUS_BAR_MS = 10000
 STARTUP_POLL_MS = 250
 DAEMON_REFRESH_MS = 3000
-REACTIVATE_MS = 50
+REACTIVATE_MS = 250
 
 
 def _walk(node: Any, depth: int = 0) -> Iterator[tuple[Any, int]]:

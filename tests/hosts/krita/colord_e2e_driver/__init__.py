@@ -80,6 +80,8 @@ class Driver:
 
     def play(self):
         yield lambda: Krita.instance().activeWindow() is not None
+        yield from self.settle()
+        self.report["no_document"] = self.docker_state()
         for step in self.scenario["steps"]:
             record = self.report["steps"][step["name"]] = {}
             yield from self.play_step(step, record)
@@ -94,12 +96,18 @@ class Driver:
         nodes = {}
         for layer in step["layers"]:
             parent = nodes[layer["parent"]] if layer.get("parent") else document.rootNode()
-            node = document.createNode(layer["name"], layer.get("type", "paintlayer"))
+            if layer.get("existing"):  # the layer the new document comes with
+                node = document.nodeByName(layer["name"])
+            else:
+                node = document.createNode(layer["name"], layer.get("type", "paintlayer"))
             if "file" in layer:
                 data = (self.out / layer["file"]).read_bytes()
                 node.setPixelData(data, layer["x"], layer["y"], layer["width"], layer["height"])
-            parent.addChildNode(node, None)
+            if not layer.get("existing"):
+                parent.addChildNode(node, None)
             nodes[layer["name"]] = node
+        if not step.get("background", True):
+            document.nodeByName("Background").remove()
         window = krita.activeWindow()
         window.addView(document)
         yield (
@@ -115,12 +123,23 @@ class Driver:
         )
         document.refreshProjection()
         document.waitForDone()
+        if "screenshots" in step:  # the docker open, as an artist would have it
+            dock, _ = self.panel()
+            dock.setVisible(True)
+            dock.raise_()
 
-        for key, value in step.get("settings", {}).items():
+        settings = dict(step.get("settings", {}))
+        if "reference_by_id" in step:  # the docker's choice: the layer's id, then renamed
+            settings["reference_id"] = nodes[step["reference_by_id"]].uniqueId().toString()
+        for key, value in settings.items():
             krita.writeSetting("colord_krita", key, value)
+        if "rename" in step:
+            old, new = step["rename"]
+            nodes[old].setName(new)
         os.environ["COLORD_CONNECTION_FILE"] = step["connection_file"]
         dump = step.get("dump", True)
         record["before"] = self.dump(document, step["name"], "before") if dump else []
+        record["projection_before"] = self.dump_projection(document, step["name"], "before")
         record["docker"] = self.docker_state()
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         action = krita.action(ACTION_ID)
@@ -129,6 +148,10 @@ class Driver:
         for round_number in range(step.get("repeat", 1)):
             for _ in range(step.get("clicks", 1)):
                 action.trigger()
+            if step.get("cancel"):
+                self.click_docker_button("Cancel")
+                yield from self.settle(3.0)  # the reply comes and must be dropped
+                break
             gaps: list[float] = []
             yield self.until_events(log_start, round_number + 1, gaps)
             # the longest wait between two timer ticks while the daemon worked, then the last
@@ -138,6 +161,18 @@ class Driver:
         record["events"] = self.log_events(log_start)
         record["message_boxes"] = self.close_message_boxes()
         record["after"] = self.dump(document, step["name"], "after") if dump else []
+        record["projection_after"] = self.dump_projection(document, step["name"], "after")
+        yield from self.settle(1.0)  # Krita activates a layer it added a moment later
+        active = document.activeNode()
+        record["active_after"] = None if active is None else active.name()
+        record["status_bar"] = krita.activeWindow().qwindow().statusBar().currentMessage()
+        record["docker_after"] = self.docker_state()
+        if "screenshots" in step:
+            yield from self.settle(1.0)  # let the canvas and the docker repaint
+            shots = step["screenshots"]
+            dock, _ = self.panel()
+            Krita.instance().activeWindow().qwindow().grab().save(shots["window"])
+            dock.grab().save(shots["docker"])
         if step.get("undo"):
             layer_count = len(record["before"])
             krita.action("edit_undo").trigger()
@@ -189,30 +224,58 @@ class Driver:
                     "uid": node.uniqueId().toString(),
                     "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
                     "space": [node.colorModel(), node.colorDepth(), node.colorProfile()],
+                    "blending": node.blendingMode(),
                     "file": name,
                 }
             )
         return nodes
 
-    def docker_state(self) -> dict:
-        """The colord docker's reference chooser, as the artist would see it."""
+    def dump_projection(self, document, step: str, phase: str) -> dict:
+        """The composited canvas, as the artist sees it (in the document's colour space)."""
+        document.refreshProjection()
+        document.waitForDone()
+        name = f"{step}-projection-{phase}.raw"
+        pixels = document.pixelData(0, 0, document.width(), document.height())
+        (self.out / name).write_bytes(bytes(pixels))
+        return {"file": name, "space": [document.colorModel(), document.colorDepth()]}
+
+    def panel(self):
         window = Krita.instance().activeWindow().qwindow()
         for dock in window.findChildren(QtWidgets.QDockWidget):
             panel = getattr(dock, "panel", None)
-            if panel is None:
-                continue
-            panel.refresh_layers()
-            for button in panel.findChildren(QtWidgets.QPushButton):
-                if button.text() == "Check":
-                    button.click()  # the daemon status, for this step's connection file
-            box = panel.reference_box
-            return {
-                "title": dock.windowTitle(),
-                "layers": [box.itemData(i) for i in range(box.count())],
-                "reference": box.currentData(),
-                "daemon": panel.daemon_label.text(),
-            }
-        return {}
+            if panel is not None:
+                return dock, panel
+        return None, None
+
+    def click_docker_button(self, text: str) -> None:
+        _, panel = self.panel()
+        for button in panel.findChildren(QtWidgets.QPushButton):
+            if button.text() == text:
+                button.click()
+
+    def docker_state(self) -> dict:
+        """The colord docker as the artist would see it: reference chooser, daemon, buttons."""
+        dock, panel = self.panel()
+        if panel is None:
+            return {}
+        import colord_krita.extension as extension
+
+        shared = extension.controller()
+        shared.refresh_daemon_status()  # as its timer does every few seconds
+        panel.set_options(shared.options())  # the settings this step wrote, as stored ones show
+        box = panel.reference_box
+        return {
+            "title": dock.windowTitle(),
+            "layers": [box.itemData(i) for i in range(box.count())],
+            "texts": [box.itemText(i) for i in range(box.count())],
+            "thumbnails": [not box.itemIcon(i).isNull() for i in range(box.count())],
+            "reference": box.currentData(),
+            "reference_text": box.currentText(),
+            "daemon": panel.daemon_label.text(),
+            "start_visible": panel.start_button.isVisibleTo(panel),
+            "colorize_enabled": panel.colorize_button.isEnabled(),
+            "status": panel.status_label.text(),
+        }
 
     def close_message_boxes(self) -> list:
         texts = []
