@@ -410,5 +410,5 @@ def test_reading_a_reply(message: object, error: str | None) -> None:
 
 
 def test_the_contracts_working_sizes_are_sizes_the_model_takes() -> None:
-    """The wire rule (colord_protocol) is the plug-ins' copy-free view of the model's own fact."""
+    """The wire rule (colord_protocol cannot import the model) gives sizes the model accepts."""
     assert wire.WORKING_SIZE_MULTIPLE % SIZE_MULTIPLE == 0
