@@ -10,10 +10,12 @@ import time
 import cv2
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from colord.daemon.cli import main
+from colord.model import Generator, get_preset, save_checkpoint
 from colord.training.evaluation import evaluate, metrics
 from colord.training.evaluation.spair import load_spair_split
 from colord.training.samples.sketch import binarize_line_art, xdog
@@ -301,3 +303,97 @@ def test_eval_reports_a_broken_checkpoint_and_a_missing_daemon_in_one_line(
     )  # fmt: skip
     assert result.exit_code == 1 and "Error:" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_every_split_metric_adds_up_to_its_value_and_its_interval_holds_it(
+    tiny_checkpoint, held_out_folder, tmp_path
+):
+    """per_image is what the bootstrap resamples: summed, it must give the reported value."""
+    line_art = tmp_path / "line_art"
+    line_art.mkdir()
+    for i in range(4):
+        drawing = np.full((40, 40), 255, np.uint8)
+        cv2.rectangle(drawing, (4 + i, 4), (20 + i, 30), 0, 2)
+        cv2.circle(drawing, (28, 28), 8, 0, 2)
+        Image.fromarray(drawing).save(line_art / f"picture_{i}.png")
+    options = evaluate.EvalOptions(
+        images=held_out_folder, out=tmp_path / "out", size=SIZE, line_art=line_art,
+        metrics=("psnr_db", "color_distance", "attention_acc_32px", "region_mean_de_area"),
+        keypoints=8, patch_size=3,
+    )  # fmt: skip
+    colorizer = evaluate.load_checkpoint_colorizer(tiny_checkpoint)
+    report = evaluate.evaluate(colorizer, options)
+    results = report.results["self"]["model"]
+    assert {r.metric for r in results} == set(options.metrics)
+    for result in results:
+        parts = np.asarray(result.per_image)
+        assert len(parts) == 4, result.metric  # one part per held-out image
+        assert parts[:, 0].sum() / parts[:, 1].sum() == pytest.approx(result.value), result.metric
+    for name, row in report.summary["settings"]["self"]["model"].items():
+        low, high = row["ci95"]
+        assert low <= row["value"] <= high, name
+
+
+def test_bootstrap_interval_narrows_with_more_images_and_pairs_draws_image_by_image():
+    rng = np.random.default_rng(0)
+
+    def result(values):
+        parts = tuple((float(v), 1.0) for v in values)
+        return metrics.MetricResult("psnr_db", "psnr_db", float(np.mean(values)), "pixels",
+                                    True, len(values), None, parts)  # fmt: skip
+
+    few, many = rng.normal(20, 3, 10), rng.normal(20, 3, 400)
+    few_low, few_high = metrics.interval(metrics.bootstrap(result(few)))
+    many_low, many_high = metrics.interval(metrics.bootstrap(result(many)))
+    assert few_low < np.mean(few) < few_high and many_low < np.mean(many) < many_high
+    assert many_high - many_low < (few_high - few_low) / 3
+    # The same images 1 dB better each: alone the two intervals overlap, paired the gain is exact.
+    base, better = metrics.bootstrap(result(few)), metrics.bootstrap(result(few + 1))
+    assert metrics.interval(better)[0] < few_high
+    assert metrics.interval(better - base) == pytest.approx((1.0, 1.0))
+    assert metrics.bootstrap(result(few[:1])) is None  # one image: no interval
+
+
+def test_eval_command_compares_several_checkpoints_named_by_their_files(
+    tiny_checkpoint, held_out_folder, tmp_path
+):
+    same = tmp_path / "again" / tiny_checkpoint.name  # the same weights under another folder
+    same.parent.mkdir()
+    same.write_bytes(tiny_checkpoint.read_bytes())
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other.safetensors", Generator(get_preset("tiny")))
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        main,
+        ["eval", "--model", str(tiny_checkpoint), "--model", str(same), "--model", str(other),
+         "--images", str(held_out_folder), "--out", str(out), "--size", str(SIZE),
+         "--metrics", "psnr_db,color_distance"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "compare.json").read_text())
+    first, again = f"{tiny_checkpoint.parent.name}/tiny.safetensors", "again/tiny.safetensors"
+    assert list(summary["models"]) == [first, again, "other.safetensors"]
+    assert summary["models"][again] == f"{again} (preset tiny)"
+    for label in summary["models"]:  # each model's own report, as a single eval writes it
+        own = json.loads((out / label.replace("/", "_") / "eval.json").read_text())
+        assert own["model"] == summary["models"][label]
+    psnr = summary["settings"]["self"]["psnr_db"]
+    assert psnr["vs_first"][again] == {"difference": 0.0, "ci95": [0.0, 0.0]}
+    low, high = psnr["models"]["other.safetensors"]["ci95"]
+    assert low <= psnr["models"]["other.safetensors"]["value"] <= high
+    difference = psnr["vs_first"]["other.safetensors"]
+    assert difference["difference"] == pytest.approx(
+        psnr["models"]["other.safetensors"]["value"] - psnr["models"][first]["value"]
+    )
+    assert difference["difference"] != 0 and difference["ci95"][0] <= difference["difference"]
+    assert f"| {again} − {first} | 0 [0, 0]" in (out / "compare.md").read_text()
+    assert "95% percentile-bootstrap" in result.output
+
+
+def test_eval_command_refuses_the_same_checkpoint_twice(tiny_checkpoint, held_out_folder):
+    result = CliRunner().invoke(
+        main,
+        ["eval", "--model", str(tiny_checkpoint), "--model", str(tiny_checkpoint),
+         "--images", str(held_out_folder)],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "the same checkpoint is given twice" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import click
@@ -69,15 +70,17 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
     @click.command("eval")
     @click.option(
         "--model",
-        "model_path",
+        "model_paths",
+        multiple=True,
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Generator checkpoint (.safetensors) to evaluate.",
+        help="Generator checkpoint (.safetensors) to evaluate; repeat it to compare several "
+        "(the first is the one the others are compared with).",
     )
     @click.option(
         "--daemon",
         "use_daemon",
         is_flag=True,
-        help="Evaluate the model of the running `colord serve` instead of a checkpoint.",
+        help="Evaluate the model of the running `colord serve` (after any --model).",
     )
     @click.option(
         "--connection-file",
@@ -147,7 +150,7 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
     @inception_option
     @click.option("--device", default="cpu", show_default=True, help="Torch device for the model.")
     def eval_command(
-        model_path: Path | None,
+        model_paths: tuple[Path, ...],
         use_daemon: bool,
         connection_file: Path | None,
         images: Path | None,
@@ -168,11 +171,13 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
         device: str,
     ) -> None:
         """Measure a model on held-out images in the paper's self- and cross-reference settings,
-        next to simple baselines; writes a markdown table, a JSON file and a contact sheet."""
-        from colord.training.evaluation import evaluate
+        next to simple baselines; writes a markdown table, a JSON file and a contact sheet.
+        Several models: each in a folder of its own under --out, and compare.md / compare.json
+        beside them with 95 % bootstrap intervals."""
+        from colord.training.evaluation import compare, evaluate
 
-        if (model_path is None) == (not use_daemon):
-            raise click.UsageError("give exactly one of --model PATH and --daemon")
+        if not model_paths and not use_daemon:
+            raise click.UsageError("give --model PATH (one or more), --daemon, or both")
         if images is None and spair is None and not run_probes:
             raise click.UsageError("give --images DIR, --spair DIR, --probes, or several")
         options = evaluate.EvalOptions(
@@ -194,14 +199,25 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
             probes=run_probes,
         )
         with user_errors(*daemon.errors):
-            colorizer = (
-                daemon.load(connection_file)
-                if use_daemon
-                else evaluate.load_checkpoint_colorizer(model_path, device=device)
-            )
-            report = evaluate.evaluate(colorizer, options)
-        click.echo(report.markdown)
-        for path in report.paths.values():
+            models = [
+                (
+                    label,
+                    partial(evaluate.load_checkpoint_colorizer, path, device=device, label=label),
+                )
+                for label, path in zip(compare.file_labels(model_paths), model_paths, strict=True)
+            ]
+            if use_daemon:
+                models.append(("daemon", partial(daemon.load, connection_file)))
+            if len(models) == 1:
+                report = evaluate.evaluate(models[0][1](), options)
+                click.echo(report.markdown)
+                written = list(report.paths.values())
+            else:
+                reports, comparison = compare.evaluate_and_compare(models, options)
+                click.echo(comparison.markdown)
+                written = [path for r in reports for path in r.paths.values()]
+                written += comparison.paths.values()
+        for path in written:
             click.echo(f"wrote {path}")
 
     return eval_command

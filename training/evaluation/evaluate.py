@@ -14,8 +14,8 @@ The model is always measured next to baselines computed in the same run on the s
 no-reference mode, the line art filled with the reference's mean colour, and the reference itself.
 Optionally, the synthetic probes of `colord.training.evaluation.probes` (flat shapes, each its own
 colour) say per region whether the model placed the reference's colours.
-Writes `eval.md` (tables), `eval.json` (every number with the backbone it was measured with) and
-`contact_sheet.png` (one row per example: sketch | reference | outputs | ground truth).
+Writes `eval.md` (tables), `eval.json` (every number with the backbone it was measured with and,
+where it splits by image, its 95 % bootstrap interval `ci95`) and `contact_sheet.png` (one row per example: sketch | reference | outputs | ground truth).
 """
 
 from __future__ import annotations
@@ -140,13 +140,15 @@ class GeneratorColorizer:
         return outputs, argmaxes
 
 
-def load_checkpoint_colorizer(path: Path, *, device: str = "cpu") -> GeneratorColorizer:
+def load_checkpoint_colorizer(
+    path: Path, *, device: str = "cpu", label: str | None = None
+) -> GeneratorColorizer:
+    """The checkpoint's generator, named by `label` (default: the file name) and its preset."""
     from colord.model import load_checkpoint
 
     loaded = load_checkpoint(path, map_location=device)
-    return GeneratorColorizer(
-        loaded.generator, name=f"{Path(path).name} ({loaded.preset.name})", device=device
-    )
+    name = f"{label or Path(path).name} (preset {loaded.preset.name})"
+    return GeneratorColorizer(loaded.generator, name=name, device=device)
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -412,6 +414,7 @@ class EvalReport:
     summary: dict  # what eval.json holds
     markdown: str
     paths: dict[str, Path]
+    results: dict[str, dict[str, list[metrics.MetricResult]]]  # setting -> method -> results
 
 
 def evaluate(
@@ -510,7 +513,7 @@ def evaluate(
     paths["markdown"].write_text(markdown)
     paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
     contact_sheet(sheet_rows, SHEET_COLUMNS).save(paths["contact_sheet"])
-    return EvalReport(summary, markdown, paths)
+    return EvalReport(summary, markdown, paths, results)
 
 
 def _result_json(result: metrics.MetricResult) -> dict:
@@ -523,6 +526,9 @@ def _result_json(result: metrics.MetricResult) -> dict:
     }
     if result.chance is not None:
         values["chance"] = result.chance
+    bounds = metrics.interval(metrics.bootstrap(result))
+    if bounds is not None:
+        values["ci95"] = list(bounds)
     return values
 
 

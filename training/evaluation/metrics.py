@@ -552,6 +552,36 @@ class MetricResult:
     higher_is_better: bool
     count: int  # images (or image pairs, cells, regions) it averages over
     chance: float | None = None  # what a uniformly random guess scores, where that is defined
+    # Per image (or image pair): (numerator, weight), value = sum of numerators / sum of weights;
+    # what `bootstrap` resamples. Empty where the value does not split by image (FID).
+    per_image: tuple[tuple[float, float], ...] = field(default=(), repr=False)
+
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def bootstrap(
+    result: MetricResult, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> np.ndarray | None:
+    """`resamples` values of the metric over the images drawn again with replacement (None: the
+    value does not split by image, or one image). The same `seed` draws the same images for every
+    result over the same images, so two models' draws pair up image by image."""
+    if len(result.per_image) < 2:
+        return None
+    parts = np.asarray(result.per_image, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(parts), (resamples, len(parts)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return parts[draws, 0].sum(axis=1) / parts[draws, 1].sum(axis=1)
+
+
+def interval(values: np.ndarray | None, level: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The percentile interval holding `level` of bootstrap `values` (draws of 0/0 left out)."""
+    if values is None or np.isnan(values).all():
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -619,7 +649,10 @@ def _mean_over_samples(
     metric: str, value_of: Callable[[EvalSample], float], inputs: MetricInputs, higher: bool
 ) -> MetricResult:
     values = [value_of(sample) for sample in inputs.samples]
-    return MetricResult(metric, metric, float(np.mean(values)), PIXELS, higher, len(values))
+    per_image = tuple((float(value), 1.0) for value in values)
+    return MetricResult(
+        metric, metric, float(np.mean(values)), PIXELS, higher, len(values), None, per_image
+    )
 
 
 @register_metric("features")
@@ -676,13 +709,22 @@ def _attention_accuracy(metric: str, inputs: MetricInputs, radius: float) -> Met
     pixels of the truth, with the chance level of a uniformly random argmax beside it."""
     hits = cells = 0
     chance = 0.0
+    per_image = []
     for sample in inputs.samples:
         assert sample.attention is not None and sample.correspondence is not None
         scored = attention_hits(sample.attention, sample.correspondence, radius)
         hits, cells, chance = hits + scored.hits, cells + scored.cells, chance + scored.chance
+        per_image.append((float(scored.hits), float(scored.cells)))
     cells_or_one = max(cells, 1)
     return MetricResult(
-        metric, metric, hits / cells_or_one, PIXELS, True, cells, chance / cells_or_one
+        metric,
+        metric,
+        hits / cells_or_one,
+        PIXELS,
+        True,
+        cells,
+        chance / cells_or_one,
+        tuple(per_image),
     )
 
 
@@ -698,30 +740,31 @@ def attention_acc_32px(inputs: MetricInputs) -> MetricResult:
     return _attention_accuracy("attention_acc_32px", inputs, 32.0)
 
 
-def _region_errors(inputs: MetricInputs) -> tuple[np.ndarray, np.ndarray]:
-    """(CIEDE2000, area) of every scored region of every sample with flat line art, pooled."""
+def _region_errors(inputs: MetricInputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(CIEDE2000, area) of the scored regions of each sample with flat line art."""
     if "region_errors" not in inputs.cache:
-        errors = [
+        inputs.cache["region_errors"] = [
             region_color_errors(sample.output, sample.ground_truth, sample.flat_line_art)
             for sample in inputs.samples
             if sample.flat_line_art is not None and sample.ground_truth is not None
         ]
-        inputs.cache["region_errors"] = (
-            np.concatenate([delta_e for delta_e, _ in errors]),
-            np.concatenate([areas for _, areas in errors]),
-        )
     return inputs.cache["region_errors"]
 
 
 def _region_result(
     metric: str,
-    value_of: Callable[[np.ndarray, np.ndarray], float],
+    per_region: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     inputs: MetricInputs,
     higher: bool,
 ) -> MetricResult:
-    delta_e, areas = _region_errors(inputs)
-    value = value_of(delta_e, areas) if len(delta_e) else math.nan
-    return MetricResult(metric, metric, float(value), PIXELS, higher, len(delta_e))
+    """A ratio over the regions of all samples: `per_region(delta_e, area)` gives each region's
+    (numerator, weight)."""
+    parts = [per_region(delta_e, areas) for delta_e, areas in _region_errors(inputs)]
+    per_image = tuple((float(np.sum(num)), float(np.sum(weight))) for num, weight in parts)
+    numerator = np.concatenate([num for num, _ in parts])
+    weight = np.concatenate([w for _, w in parts])
+    value = numerator.sum() / weight.sum() if len(weight) else math.nan
+    return MetricResult(metric, metric, float(value), PIXELS, higher, len(weight), None, per_image)
 
 
 @register_metric("ground_truth", "flat_line_art")
@@ -729,19 +772,24 @@ def region_acc_de10(inputs: MetricInputs) -> MetricResult:
     """Share of the closed regions of flat line art whose median output colour lies within
     CIEDE2000 10 of their true colour."""
     return _region_result(
-        "region_acc_de10", lambda de, _: np.mean(de <= REGION_DELTA_E), inputs, higher=True
+        "region_acc_de10",
+        lambda de, _: (de <= REGION_DELTA_E, np.ones_like(de)),
+        inputs,
+        higher=True,
     )
 
 
 @register_metric("ground_truth", "flat_line_art")
 def region_mean_de(inputs: MetricInputs) -> MetricResult:
     """Mean CIEDE2000 of the closed regions' median colours against their true colours."""
-    return _region_result("region_mean_de", lambda de, _: np.mean(de), inputs, higher=False)
+    return _region_result(
+        "region_mean_de", lambda de, _: (de, np.ones_like(de)), inputs, higher=False
+    )
 
 
 @register_metric("ground_truth", "flat_line_art")
 def region_mean_de_area(inputs: MetricInputs) -> MetricResult:
     """As region_mean_de, each region weighted by its area."""
     return _region_result(
-        "region_mean_de_area", lambda de, area: np.average(de, weights=area), inputs, higher=False
+        "region_mean_de_area", lambda de, area: (de * area, area), inputs, higher=False
     )
