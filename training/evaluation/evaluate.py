@@ -15,7 +15,8 @@ no-reference mode, the line art filled with the reference's mean colour, and the
 Optionally, the synthetic probes of `colord.training.evaluation.probes` (flat shapes, each its own
 colour) say per region whether the model placed the reference's colours.
 Writes `eval.md` (tables), `eval.json` (every number with the backbone it was measured with and,
-where it splits by image, its 95 % bootstrap interval `ci95`) and `contact_sheet.png` (one row per example: sketch | reference | outputs | ground truth).
+where it splits by image, its 95 % bootstrap interval `ci95`) and `contact_sheet.png` (one row
+per example: sketch | reference | outputs | ground truth).
 """
 
 from __future__ import annotations
