@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +29,13 @@ from hosts.gimp_harness import (
 
 from colord.daemon.client import Client
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "wire"))
+import colord_paper
+
 pytestmark = pytest.mark.host
 
 REFERENCE = "Reference"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "model" / "weights" / "default.safetensors"
 LINE_ART = "Line art"
 SUCCESS_CASES = {
     # name: (working size, keep lines, reference layer or None)
@@ -50,8 +56,18 @@ def gimp_root():
 
 
 def procedure_options(case: str) -> dict:
-    working_size, keep_lines, _ = SUCCESS_CASES[case]
-    return {"working-size": working_size, "keep-lines": keep_lines}
+    working_size, keep_lines, reference = SUCCESS_CASES[case]
+    return {
+        "working-size": working_size,
+        "keep-lines": keep_lines,
+        "without-reference": reference is None,
+    }
+
+
+def scan(height: int, width: int) -> np.ndarray:
+    """The line art scanned: black strokes on opaque white paper."""
+    strokes = 255 - draw_line_art(height, width)[..., 3:]
+    return np.dstack([strokes, strokes, strokes, np.full_like(strokes, 255)])
 
 
 def free_loopback_port() -> int:
@@ -76,6 +92,7 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
     reference = run.add_pixels("reference", draw_reference(100, 140))
     background = run.add_pixels("paper", paper(128, 160))
     scribble = run.add_pixels("notes", notes(40, 60))
+    scanned = run.add_pixels("scan", scan(72, 96))
     flat = [
         {"name": LINE_ART, "x": 40, "y": 24, **line_art},
         {"name": REFERENCE, "x": 10, "y": 5, **reference},
@@ -156,7 +173,23 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
             "connection": connection_text,
             "options": procedure_options("no-reference"),
         },
-    ]
+        # (10) no reference, and not the artist's choice either
+        common
+        | {"name": "reference-unchosen", "layers": flat, "reference": None,
+           "connection": connection_text},
+        # (7) a working size the daemon would refuse
+        common
+        | {"name": "bad-size", "layers": flat, "connection": connection_text,
+           "options": {"working-size": 100}},
+        # (1) line art on opaque paper, as a scan or an opened PNG is
+        common
+        | {"name": "opaque-scan", "layers": [flat[0] | scanned, *flat[1:]],
+           "connection": connection_text, "options": {"working-size": 64}},
+        # (4) twice in a row: the line art both times
+        common
+        | {"name": "twice", "layers": flat, "connection": connection_text, "repeat": 2,
+           "options": {"working-size": 64}},
+    ]  # fmt: skip
 
 
 def run_to_completion(run: GimpRun, display: str | None = None) -> None:
@@ -165,8 +198,9 @@ def run_to_completion(run: GimpRun, display: str | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def daemon(gimp_root, tiny_checkpoint):
-    with start_daemon(tiny_checkpoint) as running:
+def daemon(gimp_root):
+    # The shipped model, not a random one: the first-five-minutes tests look for colour.
+    with start_daemon(DEFAULT_MODEL) as running:
         yield running
 
 
@@ -265,13 +299,19 @@ def test_result_layer_is_the_daemons_answer_directly_below_the_line_art(
             working_size=working_size or None,
             keep_lines=keep_lines,
         ).image
-    np.testing.assert_array_equal(pixels_after[new["name"]], expected)
+    answer = bytearray(expected.tobytes())  # the paper around the figure is transparent
+    colord_paper.clear_outside(answer, pixels_before[LINE_ART].tobytes(), 96, 72)
+    np.testing.assert_array_equal(
+        pixels_after[new["name"]], np.frombuffer(answer, np.uint8).reshape(expected.shape)
+    )
 
 
 @pytest.mark.parametrize(
     ("case", "words"),
     [
         ("no-daemon", ["not running", "colord serve"]),
+        ("reference-unchosen", ["reference layer", "Colour without a reference"]),
+        ("bad-size", ["100 px", "multiple of 16", "nearest is 96 px"]),
         ("no-listener", ["colord"]),
         ("wrong-token", ["token"]),
         ("grey-image", ["Grayscale", "Image › Mode › RGB"]),
@@ -311,3 +351,40 @@ def test_interactive_run_shows_the_dialog_with_a_layer_chooser_and_colorizes(
     assert observed["statuses"] == ["success"], observed["messages"]
     names = [record["name"] for record in observed["after"]]
     assert names == [LINE_ART, f"Colorized ({REFERENCE})", REFERENCE, "Paper"]
+
+
+def chroma(rgba: np.ndarray) -> np.ndarray:
+    colour = rgba[..., :3].astype(np.int16)
+    return colour.max(axis=-1) - colour.min(axis=-1)
+
+
+def test_1_result_over_opaque_line_art_shows_in_the_image(gimp_run: GimpRun) -> None:
+    observed = gimp_run.observations("opaque-scan")
+    assert observed["statuses"] == ["success"], observed["messages"]
+    after = observed["after"]
+    index = next(i for i, r in enumerate(after) if r["name"] == LINE_ART)
+    assert after[index - 1]["name"] == f"Colorized ({REFERENCE})"
+    assert after[index - 1]["mode"] == "multiply"
+    assert [layout(r) for r in after if r["name"] != after[index - 1]["name"]] == [
+        layout(r) for r in observed["before"]
+    ]
+    folder = gimp_run.work / "out" / "opaque-scan"
+    shape = (128, 160, 4)
+    before = np.frombuffer((folder / observed["composite_before"]).read_bytes(), np.uint8)
+    composed = np.frombuffer((folder / observed["composite_after"]).read_bytes(), np.uint8)
+    figure = (slice(24, 24 + 72), slice(40, 40 + 96))
+    assert chroma(before.reshape(shape)[figure]).max() == 0  # the scan hides the reference
+    assert chroma(composed.reshape(shape)[figure]).max() > 8, "the image shows no colour"
+
+
+def test_4_twice_colours_the_line_art_both_times(gimp_run: GimpRun) -> None:
+    observed = gimp_run.observations("twice")
+    assert observed["statuses"] == ["success", "success"], observed["messages"]
+    names = [record["name"] for record in observed["after"]]
+    assert names == [LINE_ART, f"Colorized ({REFERENCE}) 2", f"Colorized ({REFERENCE})",
+                     REFERENCE, "Paper"]  # fmt: skip
+    assert observed["selected_after"] == [LINE_ART]
+    pixels = pixels_by_name(gimp_run, "twice", observed["after"])
+    np.testing.assert_array_equal(
+        pixels[f"Colorized ({REFERENCE}) 2"], pixels[f"Colorized ({REFERENCE})"]
+    )

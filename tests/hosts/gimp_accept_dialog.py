@@ -2,8 +2,9 @@
 
 Python imports it at the start of every plug-in process of such a run. In the colord plug-in's
 process it wraps `GimpUi.ProcedureDialog.run`: once the real dialog is up on the (virtual) display,
-it records what the dialog shows into $COLORD_GIMP_DIALOG_RECORD and presses OK, so the procedure
-goes on exactly as after a user's click.
+it records what the dialog shows into $COLORD_GIMP_DIALOG_RECORD (and, when
+$COLORD_GIMP_DIALOG_SHOT names a file, saves a PNG of the dialog there) and presses OK, so the
+procedure goes on exactly as after a user's click.
 """
 
 import json
@@ -18,7 +19,8 @@ if Path(sys.argv[0]).name == "colord_gimp.py":
 
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, GLib, GObject, Gtk
+    gi.require_version("Gdk", "3.0")
+    from gi.repository import Gdk, GimpUi, GLib, GObject, Gtk
 
     show_and_wait = GimpUi.ProcedureDialog.run
 
@@ -32,6 +34,11 @@ if Path(sys.argv[0]).name == "colord_gimp.py":
                 "reference_shown": chooser is not None and chooser.get_visible(),
             }
             Path(os.environ["COLORD_GIMP_DIALOG_RECORD"]).write_text(json.dumps(record))
+            shot = os.environ.get("COLORD_GIMP_DIALOG_SHOT")
+            if shot:
+                window = dialog.get_window()
+                size = (window.get_width(), window.get_height())
+                Gdk.pixbuf_get_from_window(window, 0, 0, *size).savev(shot, "png", [], [])
             dialog.response(Gtk.ResponseType.OK)
             return False
 

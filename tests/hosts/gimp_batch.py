@@ -78,6 +78,7 @@ def layer_tree(image):
                     "y": y,
                     "width": layer.get_width(),
                     "height": layer.get_height(),
+                    "mode": layer.get_mode().value_nick,
                     "layer": layer,
                 }
             )
@@ -100,6 +101,20 @@ def snapshot(image, out_dir, tag):
             (out_dir / name).write_bytes(bytes(pixels))
             record["pixels"] = name
     return tree
+
+
+def composite(image, out_dir, tag):
+    """The image as the artist sees it (visible layers merged, in a copy), as `<tag>.rgba`."""
+    copy = image.duplicate()
+    try:
+        merged = copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
+        rect = Gegl.Rectangle.new(0, 0, copy.get_width(), copy.get_height())
+        pixels = merged.get_buffer().get(rect, 1.0, PIXEL_FORMAT, Gegl.AbyssPolicy.NONE)
+    finally:
+        copy.delete()
+    name = f"{tag}.rgba"
+    (out_dir / name).write_bytes(bytes(pixels))
+    return name
 
 
 def set_connection(text):
@@ -170,6 +185,7 @@ def run_case(case, pixel_dir, out_root):
     build_layers(image, case["layers"], None, by_name, pixel_dir)
     case["by_name"] = by_name
     before = snapshot(image, out_dir, "before")
+    composite_before = composite(image, out_dir, "composite_before")
     set_connection(case.get("connection"))
     drawables = [by_name[name] for name in case["select"]]
     statuses, messages, elapsed, direct_timings = [], [], [], []
@@ -182,6 +198,9 @@ def run_case(case, pixel_dir, out_root):
             direct_timings.append(ask_daemon_directly(case, before, out_dir))
     after = snapshot(image, out_dir, "after")
     observations = {
+        "composite_before": composite_before,
+        "composite_after": composite(image, out_dir, "composite_after"),
+        "selected_after": [layer.get_name() for layer in image.get_selected_layers()],
         "statuses": statuses,
         "messages": messages,
         "elapsed_s": elapsed,

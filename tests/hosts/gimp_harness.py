@@ -165,6 +165,7 @@ class GimpRun:
                 "DISPLAY": display,
                 "PYTHONPATH": self.inside(hook),
                 "COLORD_GIMP_DIALOG_RECORD": self.inside(self.work / "out" / "dialog.json"),
+                "COLORD_GIMP_DIALOG_SHOT": self.inside(self.work / "out" / "dialog.png"),
             }
         batch = f"exec(open({self.inside(self.batch_script)!r}).read())"
         command = [
