@@ -35,6 +35,7 @@ DEFAULT_GAP = 6  # canvas pixels: openings up to this wide are closed (tuned for
 DEFAULT_MIN_AREA = 64  # canvas pixels: smaller regions (specks, hatching) join a neighbour
 PALETTE_SIZE = 8  # colours k-means finds in the reference
 _MEDIAN_SAMPLES = 1 << 20  # pixels sampled per channel for the region medians
+_GROW_MARGIN = 64  # canvas rows a band of `_grow` sees beyond its own
 
 
 @dataclass(frozen=True)
@@ -112,27 +113,47 @@ def _drop_specks(markers: np.ndarray, min_area: int) -> tuple[np.ndarray, int]:
 def _grow(labels: np.ndarray, areas: np.ndarray) -> None:
     """Label every unmarked pixel (0) in place with its nearest marker (Euclidean), then pull
     back paper whose nearest marker lies across a line while its own closed area has one, so
-    a label never jumps a line. Lines take the nearest region on either side."""
+    a label never jumps a line. Lines take the nearest region on either side.
+
+    Done in bands of rows, in parallel, each seeing `_GROW_MARGIN` rows beyond its own: the
+    nearest marker is exact within that reach; a pixel farther from every marker (deep in a
+    wide patch of ink) takes the nearest one its band sees, still a region beside it."""
     unmarked = labels == 0
     if not unmarked.any():
         return
-    _, nearest = cv2.distanceTransformWithLabels(
-        unmarked.view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
-    )  # each marked pixel is its own label, numbered from 1 in raster order
-    marked = ~unmarked
-    marked_label, marked_area = labels[marked], areas[marked]
-    del marked
-    source = nearest[unmarked] - 1
-    del nearest
-    labels[unmarked] = marked_label[source]
     has_marker = np.zeros(int(areas.max()) + 1, bool)
-    has_marker[marked_area] = True
+    has_marker[areas[~unmarked]] = True
     has_marker[0] = False  # the lines may take any side
-    own_area = areas[unmarked]
-    jumped = (marked_area[source] != own_area) & has_marker[own_area]
-    if jumped.any():
-        pending = np.zeros(labels.shape, bool)
-        pending[unmarked] = jumped
+    pending = np.zeros(labels.shape, bool)
+    height, width = labels.shape
+    rows = max(4 * _GROW_MARGIN, imaging.BAND_PIXELS // width)
+    tops = range(0, height, rows)
+
+    def fill(index: int) -> None:
+        top, bottom = tops[index], min(height, tops[index] + rows)
+        start, stop = max(0, top - _GROW_MARGIN), min(height, bottom + _GROW_MARGIN)
+        window = unmarked[start:stop]
+        if window.all():
+            return  # no marker within reach: left to the whole-canvas pass below
+        _, nearest = cv2.distanceTransformWithLabels(
+            window.view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        )  # each marked pixel is its own label, numbered from 1 in raster order
+        marked = ~window  # bands write only unmarked pixels: these stay as they are
+        marked_label, marked_area = labels[start:stop][marked], areas[start:stop][marked]
+        own = unmarked[top:bottom]
+        source = nearest[top - start : bottom - start][own] - 1
+        labels[top:bottom][own] = marked_label[source]
+        own_area = areas[top:bottom][own]
+        pending[top:bottom][own] = (marked_area[source] != own_area) & has_marker[own_area]
+
+    imaging._in_parallel(fill, len(tops))
+    left = labels == 0
+    if left.any():
+        _, nearest = cv2.distanceTransformWithLabels(
+            left.view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        )
+        labels[left] = labels[~left][nearest[left] - 1]
+    if pending.any():
         _pull_back(labels, areas > 0, pending)
 
 

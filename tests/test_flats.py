@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from colord.daemon import flats as flats_module
+from colord.daemon import imaging
 from colord.daemon.flats import (
     DEFAULT_GAP,
     FlatsOptions,
@@ -212,3 +214,26 @@ def test_the_flats_layer_reads_the_requests_own_images() -> None:
     assert visible == {RED}
     with pytest.raises(InputError):
         flats_layer(line_art, plain[:100], reference)
+
+
+def test_bands_label_as_the_whole_canvas_does_and_wide_ink_takes_a_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regions grown in bands of rows (here 128 rows, seeing 32 beyond) match one band's paper
+    labels; ink wider than a band's reach still takes a region beside it."""
+    rng = np.random.default_rng(1)
+    drawing = np.full((512, 256), 255, np.uint8)
+    for _ in range(10):
+        centre = (int(rng.integers(20, 236)), int(rng.integers(20, 130)))
+        cv2.circle(drawing, centre, int(rng.integers(8, 50)), 0, int(rng.integers(1, 4)))
+    drawing[150:460] = 0  # more ink across the canvas than a band and its margins
+    lines = lines_of(drawing)
+    whole = flat_regions(lines)
+    monkeypatch.setattr(flats_module, "_GROW_MARGIN", 32)
+    monkeypatch.setattr(imaging, "BAND_PIXELS", 128 * 256)
+    banded = flat_regions(lines)
+    assert banded.count == whole.count
+    assert np.array_equal(banded.labels[~lines], whole.labels[~lines])
+    assert banded.labels.min() >= 1
+    beside = set(np.unique(whole.labels[150:460]))  # the regions that touch the ink
+    assert set(np.unique(banded.labels[150:460])) <= beside

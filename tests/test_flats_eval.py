@@ -54,7 +54,7 @@ def test_flats_score_above_the_noisy_plain_output_they_come_from() -> None:
     assert scores["mean_color"].region_accuracy < 1.0
     assert "| flats | 100.0% |" in results_table(run.scores)
     sheet = flats_contact_sheet(run, line_arts, truths, truths, ["a", "b", "c"], [0, 2])
-    assert sheet.size[0] == 5 * 128 and sheet.size[1] > 2 * 128
+    assert sheet.size[0] == 6 * 128 and sheet.size[1] > 2 * 128
 
 
 def test_one_colour_counts_each_regions_most_common_colour() -> None:

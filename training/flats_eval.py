@@ -37,7 +37,7 @@ from colord.training.evaluation.evaluate import contact_sheet, mean_color_fill
 # (plain output, flats), each (H, W, 3 or 4) uint8 RGB(A); alpha is laid over white paper
 FlatsColorizer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 METHODS = ("flats", "plain", "mean_color")
-SHEET_COLUMNS = ("line art", "reference", "plain", "flats", "ground truth")
+SHEET_COLUMNS = ("line art", "reference", "plain", "flats", "flats + lines", "ground truth")
 
 
 @dataclass(frozen=True)
@@ -147,11 +147,13 @@ def flats_contact_sheet(
     names: Sequence[str],
     picks: Sequence[int],
 ) -> Image.Image:
-    """A row per picked example: line art, reference, plain output, flats, ground truth."""
+    """A row per picked example: line art, reference, plain output, flats, the flats under the
+    line art (as the layers show in the painting app), ground truth."""
     rows = []
     for index in picks:
         line_rgb = cv2.cvtColor(line_arts[index], cv2.COLOR_GRAY2RGB)
-        images = [line_rgb, references[index], run.outputs["plain"][index]]
-        images += [run.outputs["flats"][index], truths[index]]
+        flat = run.outputs["flats"][index]
+        images = [line_rgb, references[index], run.outputs["plain"][index], flat]
+        images += [cv2.multiply(flat, line_rgb, scale=1 / 255), truths[index]]
         rows.append((names[index], images))
     return contact_sheet(rows, SHEET_COLUMNS)
