@@ -84,7 +84,7 @@ def flat_regions(
         thin = thin_area[areas]
         markers[thin] = seed_count + areas[thin]
         del thin
-    markers, count = _drop_specks(markers, min_area)
+    count = _drop_specks(markers, min_area)
     if count == 0:
         return one_region
     _grow(markers, areas)
@@ -101,13 +101,14 @@ def _clear_of_lines(paper: np.ndarray, gap: int) -> np.ndarray:
     return cv2.erode(paper, disc)  # outside the canvas counts as paper
 
 
-def _drop_specks(markers: np.ndarray, min_area: int) -> tuple[np.ndarray, int]:
-    """Markers of fewer than `min_area` pixels become 0 (flooded by a neighbour), the rest are
-    numbered 1..count in their order; returns (markers, count)."""
+def _drop_specks(markers: np.ndarray, min_area: int) -> int:
+    """In place: markers of fewer than `min_area` pixels become 0 (flooded by a neighbour), the
+    rest are numbered 1..count in their order; returns count."""
     keep = np.bincount(markers.ravel()) >= min_area
     keep[0] = False
     renumber = np.where(keep, np.cumsum(keep), 0).astype(np.int32)
-    return renumber[markers], int(keep.sum())
+    np.take(renumber, markers, out=markers, mode="clip")  # no second canvas-sized array
+    return int(keep.sum())
 
 
 def _grow(labels: np.ndarray, areas: np.ndarray) -> None:
