@@ -160,6 +160,25 @@ def test_result_is_inserted_below_the_line_art_at_its_offset(plugin, daemon, tmp
     assert event["elapsed_ms"] >= event["round_trip_ms"] > 0
 
 
+def test_a_not_running_status_goes_once_the_daemon_runs(plugin, tmp_path) -> None:
+    host = FakeHost(plugin)
+    wire = plugin.colord_wire
+    colorizer = plugin.colorizer.Colorizer(
+        host,
+        lambda: pytest.fail("nothing may be sent"),
+        find_daemon=lambda: wire.read_connection(tmp_path / "none.json"),
+        launch_command=lambda: None,
+    )
+    colorizer.daemon_running()  # nothing stale yet: an earlier message stays
+    assert not colorizer.start(options(plugin))
+    assert "not running" in colorizer.status
+    colorizer.daemon_running()
+    assert colorizer.status == ""
+    assert not colorizer.start(options(plugin, working_size=100))
+    colorizer.daemon_running()
+    assert "multiple of 16" in colorizer.status  # not about the daemon: it stays
+
+
 def test_no_daemon_and_no_way_to_start_one_is_one_message(plugin, tmp_path) -> None:
     host = FakeHost(plugin)
     wire = plugin.colord_wire

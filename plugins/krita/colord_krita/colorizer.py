@@ -128,6 +128,7 @@ class Colorizer:
         self._request: _Request | None = None
         self._waiting: _Waiting | None = None
         self._inserting = False
+        self._status_says_daemon_down = False
         self.status = ""  # the last thing said to the artist, for the status line and bar
 
     @property
@@ -154,6 +155,7 @@ class Colorizer:
             startup = self._start_daemon_if_needed()
         except Exception as error:
             self._say(colord_plugin_core.error_message(error))
+            self._status_says_daemon_down = isinstance(error, colord_wire.DaemonNotRunning)
             return False
         if startup is not None:
             self._waiting = _Waiting(inputs, options, startup, started_at)
@@ -274,7 +276,13 @@ class Colorizer:
             timings=dict(request.timings),
         )
 
+    def daemon_running(self) -> None:
+        """The daemon is up (the docker looked): a status saying it was not is stale now."""
+        if self._status_says_daemon_down:
+            self._say("", show=False)
+
     def _say(self, text: str, *, show: bool = True) -> None:
+        self._status_says_daemon_down = False
         self.status = text
         if show:
             messages.record("message", text=text)

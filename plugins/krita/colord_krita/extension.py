@@ -277,6 +277,8 @@ class Controller:
 
     def refresh_daemon_status(self) -> None:
         running, text = daemon_status()
+        if running:
+            self.colorizer.daemon_running()
         for panel in self._panels:
             panel.set_daemon_status(running, text)
             panel.set_has_document(self.host.has_document())
