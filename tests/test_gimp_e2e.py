@@ -223,7 +223,15 @@ def gimp_dialog_run(gimp_root, daemon):
     run = GimpRun(gimp_root)
     try:
         build_cases(run, daemon.connection_file.read_text())
-        run.cases = [run.cases[0] | {"name": "interactive", "run_mode": "interactive"}]
+        interactive = run.cases[0] | {"run_mode": "interactive"}
+        run.cases = [
+            # (10) no daemon, and none can be started (the chroot lacks this colord's Python):
+            # said before the dialog opens
+            interactive | {"name": "interactive-no-daemon", "connection": None},
+            interactive | {"name": "interactive"},
+            # (10) no reference chosen yet: the dialog proposes one
+            interactive | {"name": "interactive-proposed", "reference": None},
+        ]
         with virtual_display() as display:
             run_to_completion(run, display)
         yield run
@@ -340,7 +348,13 @@ def test_failure_is_a_readable_error_and_changes_nothing(
 def test_interactive_run_shows_the_dialog_with_a_layer_chooser_and_colorizes(
     gimp_dialog_run: GimpRun,
 ) -> None:
-    dialog = gimp_dialog_run.dialog_record()
+    no_daemon = gimp_dialog_run.observations("interactive-no-daemon")
+    assert no_daemon["statuses"] == ["execution-error"]
+    assert "not running" in no_daemon["messages"][0]
+    # two dialogs for three runs: none for the run that could not reach a daemon
+    first, second = gimp_dialog_run.dialog_records()
+    assert first == second
+    dialog = first
     assert dialog == {
         "title": "Colorize with Reference",
         "visible": True,
@@ -388,3 +402,10 @@ def test_4_twice_colours_the_line_art_both_times(gimp_run: GimpRun) -> None:
     np.testing.assert_array_equal(
         pixels[f"Colorized ({REFERENCE}) 2"], pixels[f"Colorized ({REFERENCE})"]
     )
+
+
+def test_10_the_dialog_proposes_a_reference(gimp_dialog_run: GimpRun) -> None:
+    observed = gimp_dialog_run.observations("interactive-proposed")
+    assert observed["statuses"] == ["success"], observed["messages"]
+    names = [record["name"] for record in observed["after"]]
+    assert names == [LINE_ART, f"Colorized ({REFERENCE})", REFERENCE, "Paper"]

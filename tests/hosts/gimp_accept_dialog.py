@@ -2,7 +2,7 @@
 
 Python imports it at the start of every plug-in process of such a run. In the colord plug-in's
 process it wraps `GimpUi.ProcedureDialog.run`: once the real dialog is up on the (virtual) display,
-it records what the dialog shows into $COLORD_GIMP_DIALOG_RECORD (and, when
+it appends what the dialog shows to $COLORD_GIMP_DIALOG_RECORD (one JSON line; and, when
 $COLORD_GIMP_DIALOG_SHOT names a file, saves a PNG of the dialog there) and presses OK, so the
 procedure goes on exactly as after a user's click.
 """
@@ -33,7 +33,8 @@ if Path(sys.argv[0]).name == "colord_gimp.py":
                 "reference_widget": type(chooser).__name__,
                 "reference_shown": chooser is not None and chooser.get_visible(),
             }
-            Path(os.environ["COLORD_GIMP_DIALOG_RECORD"]).write_text(json.dumps(record))
+            with open(os.environ["COLORD_GIMP_DIALOG_RECORD"], "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
             shot = os.environ.get("COLORD_GIMP_DIALOG_SHOT")
             if shot:
                 window = dialog.get_window()

@@ -164,7 +164,7 @@ class GimpRun:
             env |= {
                 "DISPLAY": display,
                 "PYTHONPATH": self.inside(hook),
-                "COLORD_GIMP_DIALOG_RECORD": self.inside(self.work / "out" / "dialog.json"),
+                "COLORD_GIMP_DIALOG_RECORD": self.inside(self.work / "out" / "dialogs.jsonl"),
                 "COLORD_GIMP_DIALOG_SHOT": self.inside(self.work / "out" / "dialog.png"),
             }
         batch = f"exec(open({self.inside(self.batch_script)!r}).read())"
@@ -205,9 +205,12 @@ class GimpRun:
         """The procedure's registration as GIMP reports it (menu, image types, arguments)."""
         return json.loads((self.work / "out" / "procedure.json").read_text())
 
-    def dialog_record(self) -> dict:
-        """What the procedure dialog showed in a run with a display."""
-        return json.loads((self.work / "out" / "dialog.json").read_text())
+    def dialog_records(self) -> list[dict]:
+        """What each procedure dialog showed in a run with a display, in order."""
+        path = self.work / "out" / "dialogs.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
 
     def layer_pixels(self, case_name: str, record: dict) -> np.ndarray:
         data = (self.work / "out" / case_name / record["pixels"]).read_bytes()
