@@ -14,7 +14,10 @@ It starts its own `colord serve` on a free loopback port (default limits) and pr
    more than the message limit (dropped by ZeroMQ);
 4. decoding a valid 4096^2 RGBA8 request once authenticated (the one copy of its pixels);
 5. a pure-Python Salsa20 (CURVE's cipher, what a standard-library client would have to run)
-   in MB/s, and the seconds it would add to a 2048^2 RGBA8 round trip.
+   in MB/s, and the seconds it would add to a 2048^2 RGBA8 round trip;
+6. whether checking the token in the ZMTP handshake instead (the PLAIN mechanism, a ZAP handler
+   refusing everyone) would bound what an unauthenticated peer pins: the RSS growth of this
+   process while one raw connection sends --pin-mb MB of a HELLO command declared as 1 GiB.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import os
 import socket
 import statistics
 import struct
@@ -171,14 +175,20 @@ def flood(
           f"(+{peak - before:.0f} MiB, x{peak / before:.2f}), after {after:.0f} MiB")  # fmt: skip
 
 
-def zmtp_connection(endpoint: str) -> socket.socket:
-    """A raw ZMTP 3.0 NULL connection that has done its handshake as a DEALER."""
+def zmtp_greeted(endpoint: str, mechanism: bytes) -> socket.socket:
+    """A raw TCP connection that has exchanged ZMTP 3.0 greetings naming `mechanism`."""
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
     conn = socket.create_connection((host, int(port)))
-    conn.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32))
+    conn.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + mechanism.ljust(20, b"\0") + bytes(32))
     received = b""
     while len(received) < 64:
         received += conn.recv(64 - len(received))
+    return conn
+
+
+def zmtp_connection(endpoint: str) -> socket.socket:
+    """A raw ZMTP 3.0 NULL connection that has done its handshake as a DEALER."""
+    conn = zmtp_greeted(endpoint, b"NULL")
     body = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
     conn.sendall(bytes([0x04, len(body)]) + body)
     return conn
@@ -204,6 +214,41 @@ def pin(daemon: RunningDaemon, connections: int, megabytes: int, declared: int) 
         conn.close()
     time.sleep(1.0)
     return grown
+
+
+def plain_handshake_hold(megabytes: int) -> None:
+    """RSS this process gains while a peer sends part of a huge PLAIN HELLO to a ROUTER whose
+    ZAP handler would refuse it: what checking the token at the handshake would bound."""
+    context = zmq.Context()
+    zap = context.socket(zmq.REP)
+    zap.bind("inproc://zeromq.zap.01")
+
+    def refuse_everyone() -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            while True:
+                version, request_id, *_ = zap.recv_multipart()
+                zap.send_multipart([version, request_id, b"400", b"refused", b"", b""])
+
+    threading.Thread(target=refuse_everyone, daemon=True).start()
+    router = context.socket(zmq.ROUTER)
+    router.plain_server = True
+    router.zap_domain = b"colord"
+    router.setsockopt(zmq.MAXMSGSIZE, wire.Limits().max_message_bytes)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    before = rss_mib(os.getpid())
+    conn = zmtp_greeted(f"tcp://127.0.0.1:{port}", b"PLAIN")
+    sent = 0
+    with contextlib.suppress(OSError):  # the ROUTER dropped the connection
+        conn.sendall(b"\x06" + struct.pack(">Q", 1 << 30) + b"\x05HELLO")
+        while sent < megabytes:
+            conn.sendall(bytes(1 << 20))
+            sent += 1
+    time.sleep(1.0)
+    grown = rss_mib(os.getpid()) - before
+    conn.close()
+    context.destroy(linger=0)
+    print(f"PLAIN handshake, token checked by ZAP: {sent} MB of an unfinished HELLO declared as "
+          f"1 GiB raised this process's RSS by {grown:.0f} MiB")  # fmt: skip
 
 
 def decode_cost(side: int) -> None:
@@ -307,6 +352,7 @@ def main() -> None:
         floor.join()
     decode_cost(options.decode_side)
     cipher_rate(options.cipher_mb)
+    plain_handshake_hold(options.pin_mb)
 
 
 if __name__ == "__main__":
