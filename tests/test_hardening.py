@@ -4,6 +4,9 @@ wrong-typed field and no traceback in the log."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -163,3 +166,44 @@ def test_a_wrong_typed_format_gets_its_code_and_no_traceback(
     assert (reply.id, reply.ok, reply.error_code) == (9, False, expected)
     log = daemon.log()
     assert "Traceback" not in log and " ERROR " not in log
+
+
+def partial_frame(endpoint: str, declared: int, sent: int) -> socket.socket:
+    """A raw ZMTP connection (NULL, as a DEALER) that sends `sent` bytes of a frame of `declared`
+    bytes and then keeps it unfinished."""
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)))
+    conn.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32))
+    received = b""
+    while len(received) < 64:
+        received += conn.recv(64 - len(received))
+    ready = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+    with contextlib.suppress(OSError):  # the daemon drops a frame above its message limit
+        conn.sendall(bytes([0x04, len(ready)]) + ready)
+        conn.sendall(b"\x02" + struct.pack(">Q", declared) + bytes(sent))
+    return conn
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_unfinished_messages_hold_at_most_the_message_limit_per_connection(
+    tiny_checkpoint: Path,
+) -> None:
+    """The stated total bound (docs/protocol.md, Transport): max_message_bytes per open
+    connection; a frame declared above it is dropped unread."""
+    with start_daemon(tiny_checkpoint, extra_args=["--max-side", "512"]) as daemon:
+        with daemon.client() as client:
+            limit = client.info()["limits"]["max_message_bytes"]
+        before = rss_mb(daemon.process.pid)
+        connections = 6
+        held = [partial_frame(daemon.endpoint, limit, limit - 1) for _ in range(connections)]
+        dropped = [partial_frame(daemon.endpoint, limit + 1, limit - 1) for _ in range(4)]
+        try:
+            with daemon.client() as client:
+                assert client.ping()["pong"]  # the daemon has read what they sent
+                grown = rss_mb(daemon.process.pid) - before
+        finally:
+            for conn in held + dropped:
+                conn.close()
+        bound = connections * limit / (1 << 20)
+        assert grown <= bound + 48, (grown, bound)  # 48 MiB for the rest of the process
+        assert grown >= bound / 2  # the connections did hold their frames: the test measures
