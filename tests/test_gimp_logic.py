@@ -12,11 +12,11 @@ sys.path[:0] = [str(PLUGINS / "wire"), str(PLUGINS / "gimp" / "colord_gimp")]
 
 import colord_gimp_logic as logic  # noqa: E402
 import colord_wire  # noqa: E402
-from colord_plugin_core import PluginError  # noqa: E402
+from colord_plugin_core import LayerPixels, PluginError  # noqa: E402
 
 
-def record(name: str, x: int, y: int, width: int, height: int, fill: int) -> logic.LayerRecord:
-    return logic.LayerRecord(name, x, y, width, height, bytes([fill]) * (width * height * 4))
+def record(name: str, x: int, y: int, width: int, height: int, fill: int) -> LayerPixels:
+    return LayerPixels(name, x, y, width, height, bytes([fill]) * (width * height * 4))
 
 
 def pattern(size: int) -> bytes:
@@ -50,13 +50,13 @@ def test_round_trip_sends_both_layers_and_places_result_over_line_art() -> None:
     )
 
     sent_line_art, sent_reference, working_size, keep_lines, result_format = client.calls[0]
-    assert sent_line_art == colord_wire.Image(8, 8, "RGBA8", line_art.rgba)
-    assert sent_reference == colord_wire.Image(4, 6, "RGBA8", reference.rgba)
+    assert sent_line_art == colord_wire.Image(8, 8, "RGBA8", line_art.data)
+    assert sent_reference == colord_wire.Image(4, 6, "RGBA8", reference.data)
     assert (working_size, keep_lines, result_format) == (256, False, "RGBA8")
     layer = result.layer
     assert layer.name == "Colorized (Palette)"
     assert (layer.x, layer.y, layer.width, layer.height) == (30, 12, 8, 8)
-    assert layer.rgba == pattern(8 * 8 * 4)
+    assert layer.data == pattern(8 * 8 * 4)
     assert result.timings["engine_ms"] == 5.0
     assert not result.above  # a transparent line art: the result goes below it
 
@@ -83,11 +83,11 @@ def test_results_are_numbered_and_go_above_opaque_line_art() -> None:
 def test_paper_outside_the_drawing_is_transparent_by_default() -> None:
     client = FakeClient()
     result = logic.colorize_layers(client, record("Scan", 0, 0, 8, 8, 255), None)
-    assert result.layer.rgba[3::4] == bytes(64)  # all paper, nothing drawn: all outside
+    assert result.layer.data[3::4] == bytes(64)  # all paper, nothing drawn: all outside
     kept = logic.colorize_layers(
         client, record("Scan", 0, 0, 8, 8, 255), None, transparent_paper=False
     )
-    assert kept.layer.rgba == pattern(8 * 8 * 4)
+    assert kept.layer.data == pattern(8 * 8 * 4)
 
 
 def test_answer_of_wrong_size_is_a_clear_error() -> None:
@@ -98,7 +98,7 @@ def test_answer_of_wrong_size_is_a_clear_error() -> None:
 
 def test_pixel_buffer_of_wrong_length_is_refused_before_sending() -> None:
     client = FakeClient()
-    broken = logic.LayerRecord("Ink", 0, 0, 8, 8, bytes(10))
+    broken = LayerPixels("Ink", 0, 0, 8, 8, bytes(10))
     with pytest.raises(ValueError, match="expected 256"):
         logic.colorize_layers(client, broken, None)
     assert client.calls == []

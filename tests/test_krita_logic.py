@@ -51,7 +51,7 @@ def plugin(pykrita: Path) -> SimpleNamespace:
 def layer(plugin, name: str, rgba: np.ndarray, x: int = 0, y: int = 0):
     bgra = np.ascontiguousarray(rgba[..., [2, 1, 0, 3]])
     height, width = rgba.shape[:2]
-    return plugin.pixels.LayerPixels(name, width, height, bgra.tobytes(), x, y)
+    return plugin.colord_plugin_core.LayerPixels(name, x, y, width, height, bgra.tobytes())
 
 
 class FakeHost:
@@ -177,6 +177,20 @@ def test_a_not_running_status_goes_once_the_daemon_runs(plugin, tmp_path) -> Non
     assert not colorizer.start(options(plugin, working_size=100))
     colorizer.daemon_running()
     assert "multiple of 16" in colorizer.status  # not about the daemon: it stays
+
+
+def test_start_button_without_a_way_to_start_is_a_message(plugin, tmp_path) -> None:
+    host = FakeHost(plugin)
+    wire = plugin.colord_wire
+    colorizer = plugin.colorizer.Colorizer(
+        host,
+        lambda: pytest.fail("nothing may be sent"),
+        find_daemon=lambda: wire.read_connection(tmp_path / "none.json"),
+        launch_command=lambda: None,
+    )
+    assert not colorizer.start_daemon()
+    [message] = host.messages
+    assert "not running" in message and "colord serve" in message and not colorizer.busy
 
 
 def test_no_daemon_and_no_way_to_start_one_is_one_message(plugin, tmp_path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 if __package__:  # inside a plug-in's package (Krita) or colord.plugins.wire
     from . import colord_protocol as protocol
@@ -32,6 +32,29 @@ _RESULT_NAME = re.compile(rf"^{RESULT_PREFIX} \(.*\)( \d+)?$")
 
 class PluginError(Exception):
     """A problem the artist can fix; the message is one readable sentence."""
+
+
+class LayerPixels(NamedTuple):
+    """A layer as both plug-ins read it: its pixels over `width` x `height` at canvas offset
+    (`x`, `y`), four bytes a pixel with straight alpha, in the host's channel order."""
+
+    name: str
+    x: int
+    y: int
+    width: int
+    height: int
+    data: bytes | bytearray | memoryview
+
+
+def to_wire(layer: LayerPixels, image_format: str) -> colord_wire.Image:
+    """The layer as the protocol carries it; ValueError when its bytes do not fit its size."""
+    expected = layer.width * layer.height * protocol.BYTES_PER_PIXEL[image_format]
+    if len(layer.data) != expected:
+        raise ValueError(
+            f"layer {layer.name!r}: {len(layer.data)} bytes of pixels for "
+            f"{layer.width}x{layer.height} {image_format} (expected {expected})"
+        )
+    return colord_wire.Image(layer.width, layer.height, image_format, layer.data)
 
 
 # -- options -------------------------------------------------------------------------------------

@@ -41,14 +41,14 @@ def drawable_kind(drawable: Gimp.Drawable) -> str:
     return "layer"
 
 
-def read_layer(layer: Gimp.Layer) -> logic.LayerRecord:
+def read_layer(layer: Gimp.Layer) -> core.LayerPixels:
     """The layer's own pixels (not the composite) as 8-bit non-linear RGBA, and its offsets."""
     width, height = layer.get_width(), layer.get_height()
     _, x, y = layer.get_offsets()
     pixels = layer.get_buffer().get(
         Gegl.Rectangle.new(0, 0, width, height), 1.0, logic.PIXEL_FORMAT, Gegl.AbyssPolicy.CLAMP
     )
-    return logic.LayerRecord(layer.get_name(), x, y, width, height, bytes(pixels))
+    return core.LayerPixels(layer.get_name(), x, y, width, height, bytes(pixels))
 
 
 def all_layers(layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
@@ -62,7 +62,7 @@ def all_layers(layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
 
 
 def insert_result(
-    image: Gimp.Image, anchor: Gimp.Layer, record: logic.LayerRecord, above: bool
+    image: Gimp.Image, anchor: Gimp.Layer, record: core.LayerPixels, above: bool
 ) -> Gimp.Layer:
     """A new layer holding `record` directly below `anchor` (same parent), or above it in
     Multiply mode, as one undo step; `anchor` stays the selected layer."""
@@ -82,7 +82,7 @@ def insert_result(
         layer.set_offsets(record.x, record.y)
         buffer = layer.get_buffer()
         buffer.set(
-            Gegl.Rectangle.new(0, 0, record.width, record.height), logic.PIXEL_FORMAT, record.rgba
+            Gegl.Rectangle.new(0, 0, record.width, record.height), logic.PIXEL_FORMAT, record.data
         )
         buffer.flush()
         layer.update(0, 0, record.width, record.height)

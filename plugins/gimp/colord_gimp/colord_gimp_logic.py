@@ -1,6 +1,6 @@
 """The host-free part of the GIMP plug-in: GIMP's own checks, the daemon round trip, the result.
 
-Nothing here imports GIMP. `colord_gimp.py` turns GIMP layers into `LayerRecord`s, calls
+Nothing here imports GIMP. `colord_gimp.py` turns GIMP layers into `LayerPixels`, calls
 `colorize_layers` and turns the returned record back into a layer, so everything in this module runs
 under plain pytest with a fake client. What both plug-ins share (option checks, names, replies,
 messages, paper) is `colord_plugin_core`'s and `colord_paper`'s.
@@ -13,7 +13,7 @@ from typing import NamedTuple, Protocol
 import colord_paper
 import colord_plugin_core as core
 import colord_wire
-from colord_plugin_core import PluginError
+from colord_plugin_core import LayerPixels, PluginError
 
 WORKING_SIZE_AUTOMATIC = 0  # the option's value for "the daemon chooses" (and its default)
 # GIMP's pixel format for reading and writing layers: non-linear 8-bit RGBA, straight alpha (the
@@ -22,19 +22,8 @@ PIXEL_FORMAT = "R'G'B'A u8"
 WIRE_FORMAT = "RGBA8"
 
 
-class LayerRecord(NamedTuple):
-    """A layer as the plug-in sees it: name, position on the canvas, size and RGBA8 pixels."""
-
-    name: str
-    x: int
-    y: int
-    width: int
-    height: int
-    rgba: bytes
-
-
 class Result(NamedTuple):
-    layer: LayerRecord
+    layer: LayerPixels  # RGBA8
     above: bool  # above the line art in Multiply mode (the line art is opaque), else below
     timings: dict
 
@@ -108,20 +97,10 @@ def default_reference(layers: list[tuple[int, str]], line_art_id: int) -> int | 
     return None
 
 
-def to_wire_image(record: LayerRecord) -> colord_wire.Image:
-    expected = record.width * record.height * 4
-    if len(record.rgba) != expected:
-        raise ValueError(
-            f"layer {record.name!r}: {len(record.rgba)} bytes of pixels for "
-            f"{record.width}x{record.height} RGBA8 (expected {expected})"
-        )
-    return colord_wire.Image(record.width, record.height, WIRE_FORMAT, bytes(record.rgba))
-
-
 def colorize_layers(
     client: ColorizeClient,
-    line_art: LayerRecord,
-    reference: LayerRecord | None,
+    line_art: LayerPixels,
+    reference: LayerPixels | None,
     *,
     working_size: int = WORKING_SIZE_AUTOMATIC,
     keep_lines: bool = True,
@@ -134,8 +113,8 @@ def colorize_layers(
     choose."""
     requested = core.parse_working_size(working_size)
     image, timings = client.colorize(
-        to_wire_image(line_art),
-        to_wire_image(reference) if reference is not None else None,
+        core.to_wire(line_art, WIRE_FORMAT),
+        core.to_wire(reference, WIRE_FORMAT) if reference is not None else None,
         working_size=requested,
         keep_lines=keep_lines,
         result_format=WIRE_FORMAT,
@@ -143,14 +122,8 @@ def colorize_layers(
     core.check_reply(image, line_art.width, line_art.height, WIRE_FORMAT)
     pixels = bytearray(image.data)
     if transparent_paper:
-        colord_paper.clear_outside(pixels, line_art.rgba, line_art.width, line_art.height)
-    layer = LayerRecord(
-        name=core.result_layer_name(reference.name if reference is not None else None, taken_names),
-        x=line_art.x,
-        y=line_art.y,
-        width=image.width,
-        height=image.height,
-        rgba=bytes(pixels),
-    )
-    above = multiply_over_opaque and colord_paper.is_opaque(line_art.rgba)
+        colord_paper.clear_outside(pixels, line_art.data, line_art.width, line_art.height)
+    name = core.result_layer_name(reference.name if reference is not None else None, taken_names)
+    layer = line_art._replace(name=name, data=bytes(pixels))
+    above = multiply_over_opaque and colord_paper.is_opaque(line_art.data)
     return Result(layer, above, timings)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import colord_launch, colord_paper, colord_plugin_core, colord_wire, messages
-from .colord_plugin_core import PluginError
+from .colord_plugin_core import LayerPixels, PluginError
 from .options import ColorizeOptions
-from .pixels import WIRE_FORMAT, LayerPixels
+from .pixels import WIRE_FORMAT
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,6 @@ class Host(Protocol):
 
     def show_message(self, text: str) -> None:
         """Tell the artist `text` without blocking."""
-
-
-def _to_wire(pixels: LayerPixels) -> colord_wire.Image:
-    return colord_wire.Image(pixels.width, pixels.height, WIRE_FORMAT, pixels.data)
 
 
 class _Request:
@@ -82,8 +78,10 @@ class _Request:
             with self._connect() as client:
                 reference = self.inputs.reference
                 self.image, self.timings = client.colorize(
-                    _to_wire(self.inputs.line_art),
-                    None if reference is None else _to_wire(reference),
+                    colord_plugin_core.to_wire(self.inputs.line_art, WIRE_FORMAT),
+                    None
+                    if reference is None
+                    else colord_plugin_core.to_wire(reference, WIRE_FORMAT),
                     working_size=self.options.working_size,
                     keep_lines=self.options.keep_lines,
                     result_format=WIRE_FORMAT,
@@ -166,10 +164,12 @@ class Colorizer:
 
     def start_daemon(self) -> bool:
         """Start the daemon (the docker's Start button); False with a message when it cannot."""
+        if self.busy:
+            return False
         try:
             startup = self._start_daemon_if_needed()
-        except PluginError as error:
-            self._say(str(error))
+        except Exception as error:  # no daemon and no way to start one, or it failed to start
+            self._say(colord_plugin_core.error_message(error))
             return False
         if startup is None:
             return False
@@ -256,7 +256,7 @@ class Colorizer:
         opaque = colord_paper.is_opaque(line_art.data)
         room_below = self._host.room_below(request.inputs.target)
         above = (opaque and request.options.multiply_over_opaque) or not room_below
-        result = LayerPixels(name, image.width, image.height, bytes(data), line_art.x, line_art.y)
+        result = line_art._replace(name=name, data=bytes(data))
         note = self._host.insert(request.inputs.target, name, result, above)
         done_at = time.perf_counter()
         notes = [messages.placed_above(line_art.name, name, lowest=not room_below)] if above else []

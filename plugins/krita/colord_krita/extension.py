@@ -14,11 +14,11 @@ from typing import Any
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from . import colord_plugin_core, messages
-from .colord_plugin_core import PluginError
+from .colord_plugin_core import LayerPixels, PluginError
 from .colorizer import Colorizer, Inputs, daemon_status
 from .options import SETTINGS_GROUP, ColorizeOptions, dump, load
 from .panel import ColordPanel, LayerChoice
-from .pixels import SRGB8, LayerPixels, Rect, intersect, is_srgb8
+from .pixels import SRGB8, Rect, intersect, is_srgb8
 from .qt import QtCore, QtWidgets
 
 ACTION_ID = "colord_colorize"
@@ -118,7 +118,7 @@ class KritaHost:
         if not is_srgb8(*space):
             raw = _convert(raw, rect.width, rect.height, space, SRGB8)
         # A view of the QByteArray, not a copy: it goes to the socket as it is.
-        return LayerPixels(node.name(), rect.width, rect.height, memoryview(raw), rect.x, rect.y)
+        return LayerPixels(node.name(), rect.x, rect.y, rect.width, rect.height, memoryview(raw))
 
     def room_below(self, target: Any) -> bool:
         _, line_art = target

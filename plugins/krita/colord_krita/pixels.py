@@ -1,4 +1,4 @@
-"""The neutral record the Krita side reads layers into, and the small rules around it."""
+"""Krita's pixel facts: the colour space sent as it is, and canvas rectangles."""
 
 from __future__ import annotations
 
@@ -14,21 +14,6 @@ class Rect(NamedTuple):
     y: int
     width: int
     height: int
-
-
-class LayerPixels(NamedTuple):
-    """A layer's pixels over `width`×`height` at canvas offset (`x`, `y`); BGRA8, straight alpha."""
-
-    name: str
-    width: int
-    height: int
-    data: bytes | memoryview
-    x: int
-    y: int
-
-    @property
-    def rect(self) -> Rect:
-        return Rect(self.x, self.y, self.width, self.height)
 
 
 def intersect(a: Rect, b: Rect) -> Rect | None:
