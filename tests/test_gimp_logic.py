@@ -26,9 +26,13 @@ def pattern(size: int) -> bytes:
 class FakeClient:
     """Answers like the daemon: a result of the line art's size, pixels chosen by the test."""
 
-    def __init__(self, answer: colord_wire.Image | None = None) -> None:
+    def __init__(self, answer: colord_wire.Image | None = None, cap: int = 4096) -> None:
         self.answer = answer
+        self.cap = cap
         self.calls: list[tuple] = []
+
+    def info(self) -> dict:
+        return {"limits": {"max_working_size": self.cap}}
 
     def colorize(
         self, line_art, reference=None, *, working_size=None, keep_lines=True, result_format="RGBA8"
@@ -116,6 +120,13 @@ def test_unusable_working_size_is_refused_before_sending(working_size: int) -> N
     client = FakeClient()
     with pytest.raises(PluginError, match=r"choose Automatic, or a multiple of 16 from 64 to 4096"):
         logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, working_size=working_size)
+    assert client.calls == []
+
+
+def test_working_size_above_the_daemons_cap_is_refused_before_sending() -> None:
+    client = FakeClient(cap=512)
+    with pytest.raises(PluginError, match="runs at most 512 px"):
+        logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, working_size=1024)
     assert client.calls == []
 
 

@@ -221,6 +221,9 @@ class BlockingClient:
     def __exit__(self, *exc_info) -> None:
         pass
 
+    def info(self) -> dict:
+        return {"limits": {"max_working_size": 4096}}
+
     def colorize(self, line_art, reference, **options):
         self.release.wait(30)
         if isinstance(self.reply, BaseException):

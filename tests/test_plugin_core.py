@@ -51,10 +51,14 @@ def test_unusable_working_sizes_are_refused_in_the_artists_words(value, words) -
 
 
 def test_working_size_above_the_daemons_cap_is_refused() -> None:
-    core.check_working_size_cap(1024, {"max_working_size": 1024})
-    core.check_working_size_cap(None, {"max_working_size": 512})
-    with pytest.raises(core.PluginError, match="at most 512 px"):
-        core.check_working_size_cap(1024, {"max_working_size": 512})
+    def info(cap: int):
+        return lambda: {"limits": {"max_working_size": cap}}
+
+    core.check_working_size_cap(1024, info(1024))
+    core.check_working_size_cap(None, lambda: pytest.fail("automatic needs no limits"))
+    with pytest.raises(core.PluginError, match="at most 512 px") as refused:
+        core.check_working_size_cap(1024, info(512))
+    assert "working_size" not in str(refused.value)
 
 
 def test_result_names_are_numbered_and_recognised() -> None:

@@ -8,7 +8,7 @@ plug-in turns its host's layers into bytes and calls these; nothing here knows a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 if __package__:  # inside a plug-in's package (Krita) or colord.plugins.wire
@@ -90,10 +90,14 @@ def nearest_working_size(size: int) -> int:
     return min(max(rounded, MIN_WORKING_SIZE), MAX_WORKING_SIZE)
 
 
-def check_working_size_cap(size: int | None, limits: dict[str, Any]) -> None:
-    """Refuse a working size above what the daemon (its `info` limits) says its device affords."""
-    cap = limits.get("max_working_size")
-    if size is not None and isinstance(cap, int) and size > cap:
+def check_working_size_cap(size: int | None, info: Callable[[], dict[str, Any]]) -> None:
+    """Refuse a working size above what the daemon says its device affords (`info` is the
+    client's info request; asked only for a fixed size)."""
+    if size is None:
+        return
+    limits = info().get("limits")
+    cap = limits.get("max_working_size") if isinstance(limits, dict) else None
+    if isinstance(cap, int) and size > cap:
         raise PluginError(
             f"The colord daemon runs at most {cap} px on its device; choose Automatic or a "
             f"working size up to {cap} px."

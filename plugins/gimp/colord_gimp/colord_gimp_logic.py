@@ -29,6 +29,8 @@ class Result(NamedTuple):
 
 
 class ColorizeClient(Protocol):
+    def info(self) -> dict: ...
+
     def colorize(
         self,
         line_art: colord_wire.Image,
@@ -112,6 +114,7 @@ def colorize_layers(
     goes, and the daemon's timings. `working_size` is the dialog's value: 0 lets the daemon
     choose."""
     requested = core.parse_working_size(working_size)
+    core.check_working_size_cap(requested, client.info)
     image, timings = client.colorize(
         core.to_wire(line_art, WIRE_FORMAT),
         core.to_wire(reference, WIRE_FORMAT) if reference is not None else None,

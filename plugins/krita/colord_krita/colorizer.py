@@ -76,6 +76,7 @@ class _Request:
     def _run(self) -> None:
         try:
             with self._connect() as client:
+                colord_plugin_core.check_working_size_cap(self.options.working_size, client.info)
                 reference = self.inputs.reference
                 self.image, self.timings = client.colorize(
                     colord_plugin_core.to_wire(self.inputs.line_art, WIRE_FORMAT),
