@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 
-from colord.daemon.plugin_install import HOSTS, PluginInstallError, install, pack
+from colord.daemon.plugin_install import HOSTS, PluginInstallError, daemon_command, install, pack
 
 _NEXT_STEP = {
     "krita": "Restart Krita; the action is Tools › Scripts › Colorize with Reference…",
@@ -56,6 +57,8 @@ def install_command(host: str, dest: Path | None, kritarc: Path | None, force: b
             f"Left it disabled, as {report.disabled_in} says: enable it in Krita under "
             "Settings › Configure Krita › Python Plugin Manager."
         )
+    command = " ".join(shlex.quote(part) for part in daemon_command())
+    click.echo(f"When no daemon is running, the plug-in starts one with: {command}")
     click.echo(_NEXT_STEP[host])
 
 
@@ -68,7 +71,10 @@ def install_command(host: str, dest: Path | None, kritarc: Path | None, force: b
     help="Where to write the zip (default: colord_<host>.zip in the current folder).",
 )
 def pack_command(host: str, output: Path | None) -> None:
-    """Write the HOST plug-in as a zip (Krita: Tools › Scripts › Import Python Plugin from File)."""
+    """Write the HOST plug-in as a zip (Krita: Tools › Scripts › Import Python Plugin from File).
+
+    A packed plug-in cannot start the daemon (the zip may go to another machine): run
+    `colord serve` where it is used."""
     target = output if output is not None else Path(f"colord_{host}.zip")
     try:
         written = pack(host, target)

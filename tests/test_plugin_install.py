@@ -236,6 +236,7 @@ def test_cli_install_and_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Tools › Scripts › Colorize with Reference…" in result.output
+    assert f"the plug-in starts one with: {sys.executable} -c " in result.output
     assert (tmp_path / "k" / "pykrita" / "colord_krita" / "__init__.py").is_file()
     assert "enable_colord_krita=true" in (tmp_path / "kritarc").read_text()
 
