@@ -1,6 +1,7 @@
 """Flats benchmark (issue 12): the flats step's time beside the plain output's engine time.
 
-    .venv/bin/python bench/bench_flats.py [--sizes 2048,4096] [--repeats 3] [--threads 2]
+    .venv/bin/python bench/bench_flats.py [--sizes 2048,4096] [--strokes enlarged,3px]
+        [--repeats 3] [--threads 2]
 
 A held-out OpenMoji drawing (line art and colour picture, `data/openmoji/test`, else the pairs
 under `tests/data/openmoji`) makes two line arts at each canvas size: its line art enlarged
@@ -41,10 +42,16 @@ DRAWING = "1F10D"  # a held-out design with several closed regions
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="2048,4096", help="comma-separated canvas sides")
+    parser.add_argument(
+        "--strokes", default="enlarged,3px", help="line arts: enlarged and/or 3px (comma-separated)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each")
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.strokes = [s for s in args.strokes.split(",") if s]
+    if not set(args.strokes) <= {"enlarged", "3px"}:
+        parser.error("--strokes takes enlarged and 3px")
     return args
 
 
@@ -105,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         "canvas | strokes | working size | plain (s) | flats (s) | flats / plain | flats peak (MiB)"
     )
     print("--- | --- | --- | --- | --- | --- | ---")
-    for size, strokes in itertools.product(args.sizes, ("enlarged", "3 px")):
-        if strokes == "3 px":
+    for size, strokes in itertools.product(args.sizes, args.strokes):
+        if strokes == "3px":
             canvas = thin_line_art(reference, size)
         else:
             canvas = cv2.resize(line_art, (size, size), interpolation=cv2.INTER_CUBIC)

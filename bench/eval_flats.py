@@ -6,7 +6,8 @@ The held-out OpenMoji pairs (`data/openmoji/test`: colour pictures, which are tr
 their drawn line art) at 256 px with the self references of `colord eval` (the colour picture
 jittered, the ground truth, then warped by a thin-plate spline; same seed, same inputs), coloured
 by the engine on the CPU with the shipped default model; the flats are made from that plain
-output (lines not drawn) with the default options but an opaque ground. Prints
+output (lines not drawn) with the defaults scaled from a 2048 px page to 256 px
+(`FlatsOptions.for_canvas`: gap 1 px, regions down to 1 px kept) and an opaque ground. Prints
 `training.flats_eval`'s table and writes its contact sheet.
 """
 
@@ -25,6 +26,7 @@ from colord.training.evaluation.evaluate import build_settings, load_held_out
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT = ROOT / "data" / "openmoji" / "test"
+SIZE = 256  # the evaluation size of `colord eval`
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,10 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    held_out = load_held_out(HELD_OUT / "color", 256, args.limit, HELD_OUT / "line")
+    held_out = load_held_out(HELD_OUT / "color", SIZE, args.limit, HELD_OUT / "line")
     self_setting = build_settings(held_out, seed=0, keypoint_count=64, patch_size=11)["self"]
     engine = Engine(default_checkpoint(), device="cpu")
-    options = flats.FlatsOptions(transparent_ground=False)
+    options = flats.FlatsOptions.for_canvas(SIZE, transparent_ground=False)
 
     def colorize(line_art: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         plain = engine.colorize(line_art, reference, keep_lines=False).image
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     run = flats_eval.evaluate_flats(
         line_arts, self_setting.references, self_setting.ground_truths, colorize
     )
-    print(f"model {engine.model_path}; {HELD_OUT}, 256 px, self references (seed 0)\n")
+    print(
+        f"model {engine.model_path}; {HELD_OUT}, {SIZE} px, self references (seed 0); {options}\n"
+    )
     print(flats_eval.results_table(run.scores))
     if args.sheet:
         count = len(line_arts)

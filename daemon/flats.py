@@ -31,6 +31,7 @@ import numpy as np
 
 from colord.daemon import imaging
 
+PAGE_SIDE = 2048  # the page the defaults are made for
 DEFAULT_GAP = 6  # canvas pixels: openings up to this wide are closed (tuned for a 2048 px page)
 DEFAULT_MIN_AREA = 64  # canvas pixels: smaller regions (specks, hatching) join a neighbour
 PALETTE_SIZE = 8  # colours k-means finds in the reference
@@ -48,6 +49,14 @@ class FlatsOptions:
     def __post_init__(self) -> None:
         if self.gap < 0 or self.min_area < 0:
             raise ValueError("flats gap and min_area must be >= 0")
+
+    @classmethod
+    def for_canvas(cls, long_side: int, **choices: bool) -> FlatsOptions:
+        """The defaults, made for a 2048 px page, scaled to a canvas of this long side (gap by
+        the side, min_area by the area; at least 1 each), with the given `choices`."""
+        scale = long_side / PAGE_SIDE
+        gap = max(1, round(DEFAULT_GAP * scale))
+        return cls(gap, max(1, round(DEFAULT_MIN_AREA * scale * scale)), **choices)
 
 
 @dataclass(frozen=True)

@@ -237,3 +237,10 @@ def test_bands_label_as_the_whole_canvas_does_and_wide_ink_takes_a_side(
     assert banded.labels.min() >= 1
     beside = set(np.unique(whole.labels[150:460]))  # the regions that touch the ink
     assert set(np.unique(banded.labels[150:460])) <= beside
+
+
+def test_options_for_a_canvas_scale_the_page_defaults() -> None:
+    assert FlatsOptions.for_canvas(2048) == FlatsOptions()
+    small = FlatsOptions.for_canvas(256, transparent_ground=False)
+    assert (small.gap, small.min_area, small.transparent_ground) == (1, 1, False)
+    assert FlatsOptions.for_canvas(4096).gap == 2 * DEFAULT_GAP

@@ -8,10 +8,11 @@ import numpy as np
 from colord.daemon.flats import FlatsOptions, flats
 from colord.training.flats_eval import (
     METHODS,
+    dominant_counts,
     evaluate_flats,
     flats_contact_sheet,
-    one_colour_counts,
     results_table,
+    true_flats,
 )
 
 SIZE = 128
@@ -47,6 +48,8 @@ def test_flats_score_above_the_noisy_plain_output_they_come_from() -> None:
     scores = {score.method: score for score in run.scores}
     assert list(scores) == list(METHODS)
     assert scores["flats"].psnr_off_lines > scores["plain"].psnr_off_lines + 3
+    assert scores["flats"].psnr_true_flats > scores["plain"].psnr_true_flats + 3
+    assert scores["flats"].true_flat_share == 1.0
     assert scores["flats"].one_colour == 1.0
     assert scores["plain"].one_colour < 0.5
     assert scores["flats"].region_accuracy == 1.0
@@ -57,9 +60,19 @@ def test_flats_score_above_the_noisy_plain_output_they_come_from() -> None:
     assert sheet.size[0] == 6 * 128 and sheet.size[1] > 2 * 128
 
 
-def test_one_colour_counts_each_regions_most_common_colour() -> None:
+def test_dominant_counts_each_regions_most_common_colour() -> None:
     image = np.zeros((2, 4, 3), np.uint8)
     image[0, 1] = (9, 9, 9)  # one odd pixel in region 1
     image[1, 2:] = (5, 6, 7)  # region 2: two colours, two pixels each
     regions = np.array([[1, 1, 0, 0], [2, 2, 2, 2]])
-    assert one_colour_counts(image, regions) == (1 + 2, 6)
+    most, pixels = dominant_counts(image, regions)
+    assert most.tolist() == [0, 1, 2] and pixels.tolist() == [0, 2, 4]
+
+
+def test_true_flats_leave_out_regions_the_line_art_does_not_separate() -> None:
+    line_art, truth = drawn_pair(0)
+    lettering = truth.copy()
+    lettering[55:65, 30:50] = (0, 0, 0)  # a mark inside the first ring, not in the line art
+    assert true_flats(line_art, truth)[60, 40]
+    assert not true_flats(line_art, lettering)[60, 40]
+    assert true_flats(line_art, lettering)[70, 95]  # the second ring is still flat
