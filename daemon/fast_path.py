@@ -97,13 +97,49 @@ class _Pair(nn.Module):
         return self.generator(sketch, reference)
 
 
+def _multi_head_attention(
+    graph, query, key, value, mask=None, dropout=None, causal=None, scale=None, gqa=None
+):  # the TorchScript exporter's signature for this op
+    """`scaled_dot_product_attention(q, k, v)` on 3-D (B, N, d) tensors as ONNX Runtime's
+    MultiHeadAttention with one head, whose default scale is SDPA's 1/sqrt(d)."""
+    from torch.onnx import symbolic_helper as helper
+
+    plain = (
+        helper._is_none(mask)
+        and helper._is_none(scale)
+        and not helper._maybe_get_const(causal, "b")
+    )
+    if not plain or helper._get_tensor_rank(query) != 3:
+        raise RuntimeError(
+            "only unmasked, unscaled 3-D attention is exported as MultiHeadAttention"
+        )
+    return graph.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=1)
+
+
+@contextlib.contextmanager
+def _fused_attention() -> Iterator[None]:
+    """Export attention as ONNX Runtime's fused MultiHeadAttention while in this block.
+
+    The standard translation is MatMul-Softmax-MatMul, which holds the whole (N, M) score
+    matrix (16,384 x 16,384 at 1024² for the default model); the fused one ran the default
+    model's 1024² forward in 16-21 s against 24-27 s, alternately measured, same figures.
+    """
+    name = "aten::scaled_dot_product_attention"
+    torch.onnx.register_custom_op_symbolic(name, _multi_head_attention, ONNX_OPSET)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic(name, ONNX_OPSET)
+
+
 def export_onnx(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> bytes:
-    """The live `model` in eval mode as an ONNX graph, traced on these inputs, whose batch and
-    image sizes are free."""
+    """The live `model` in eval mode as an ONNX graph for ONNX Runtime, traced on these inputs,
+    whose batch and image sizes are free."""
     buffer = io.BytesIO()
     pair = _Pair(model).eval()
     with (
         _modes_kept(model),
+        _fused_attention(),
         torch.inference_mode(False),
         torch.no_grad(),
         warnings.catch_warnings(),
@@ -123,6 +159,7 @@ def export_onnx(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor)
                 "image": {0: "batch", 2: "height", 3: "width"},
             },
             do_constant_folding=True,
+            custom_opsets={"com.microsoft": 1},
         )
     return buffer.getvalue()
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from colord.daemon import fast_path
-from colord.daemon.fast_path import PARITY_WITHIN, FastPath, parity, pick_backend
+from colord.daemon.fast_path import PARITY_WITHIN, FastPath, export_onnx, parity, pick_backend
 from colord.model import Generator, get_preset
 from colord.model.networks import initialize_weights
 
@@ -99,6 +99,12 @@ def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> No
     # the naive export's bug: it switched the live generator's BatchNorms to training mode
     assert not any(module.training for module in generator.modules())
     torch.testing.assert_close(eager(generator, sketch, reference), before, rtol=0, atol=0)
+
+
+def test_attention_is_exported_as_one_fused_operation() -> None:
+    requires_onnxruntime()
+    graph = export_onnx(small_generator(), *inputs())
+    assert b"MultiHeadAttention" in graph and b"Softmax" not in graph
 
 
 def test_one_build_serves_every_shape_and_batch_each_shape_checked() -> None:
