@@ -3,6 +3,10 @@
     with Client.from_connection_file() as client:
         reply = client.colorize(line_art, reference)
         reply.image  # (H, W, 4) uint8 RGBA
+        client.colorize(line_art, reference, flats="with_colour").flats  # its flats, RGBA
+
+Every failure of a request (no daemon, a timeout, an error reply, an unreadable reply) is a
+`ColordError`.
 
 One Client is one socket: use one per thread.
 """
@@ -38,23 +42,20 @@ from colord.plugins.wire.colord_protocol import (
 
 __all__ = [
     "Client",
+    "ColordError",
     "ColorizeReply",
-    "DaemonError",
     "DaemonNotRunning",
     "DaemonTimeout",
     "ErrorReply",
     "ProtocolError",
 ]
 
-# The protocol's ColordError, under the name callers of this client have always caught: every
-# failure of a request (no daemon, a timeout, an error reply, an unreadable reply) is one.
-DaemonError = ColordError
-
 
 @dataclass(frozen=True)
 class ColorizeReply:
-    image: np.ndarray  # (H, W, 4) uint8 RGBA
+    image: np.ndarray | None  # (H, W, 4) uint8 RGBA; None when only flats were asked for
     timings: dict[str, float]
+    flats: np.ndarray | None = None  # (H, W, 4) uint8 RGBA, when asked for
 
 
 class Client:
@@ -114,14 +115,18 @@ class Client:
             raise ErrorReply(BAD_IMAGE, f"Cannot send this image: {error}.") from None
         self._refuse_oversize(line_image, reference_image)
         result = self.request("colorize", args)
+        layers = {"image": job.flats != "only", "flats": job.flats is not None}
         try:
-            image = _result_image(result["image"]).to_array()
+            images = {
+                name: _result_image(result[name]).to_array() if wanted else None
+                for name, wanted in layers.items()
+            }
             timings = {key: float(value) for key, value in result["timings"].items()}
         except (KeyError, TypeError, ValueError, ProtocolError) as error:
             raise ProtocolError(
                 PROTOCOL, f"The daemon's colorize result is not valid: {error}."
             ) from None
-        return ColorizeReply(image, timings)
+        return ColorizeReply(images["image"], timings, images["flats"])
 
     def _refuse_oversize(
         self, line_art: protocol.WireImage, reference: protocol.WireImage | None

@@ -5,7 +5,10 @@ and the benchmark all call `Engine.colorize` / `Engine.colorize_batch`. One job 
 
     check -> flatten on white -> line mask -> working sketch + reference (imaging.py)
           -> generator forward at the working size (batched with same-shaped jobs)
-          -> crop -> upsample under the canvas's lines -> lines on top -> RGBA
+          -> crop -> upsample under the canvas's lines -> [flats from that] -> lines on top -> RGBA
+
+When the job asks for flats, `flats.flats_layer` makes them at canvas size from the upsampled
+colours before the lines go over them, timed as the engine's `flats`.
 
 Device: CUDA, then MPS, then the CPU unless one is named. On CUDA the weights are bfloat16 and the
 forward runs under `inference_mode` and bf16 autocast; the fast path compiles the generator with
@@ -39,8 +42,9 @@ from torch import nn
 import colord.model
 from colord.model.default_model import default_model_path, verify_default_model
 from colord.model.line_scale import LINE_WIDTH_KEY, automatic_working_size
+from colord.plugins.wire.colord_protocol import ProtocolError, colorize_options
 
-from . import imaging
+from . import flats, imaging
 from .devices import DeviceError, describe, pick_device
 from .imaging import EngineError, InputError
 from .job import ColorizeResult, Job
@@ -157,6 +161,17 @@ class _Prepared:
         return self.sketch.shape, reference_shape
 
 
+def _flats_options(job: Job) -> flats.FlatsOptions:
+    """The job's flats settings; those it leaves out (None) keep FlatsOptions' defaults."""
+    ground = None if job.flats_ground is None else job.flats_ground == "transparent"
+    given = {
+        "gap": job.flats_gap,
+        "snap_to_palette": job.flats_palette,
+        "transparent_ground": ground,
+    }
+    return flats.FlatsOptions(**{name: value for name, value in given.items() if value is not None})
+
+
 class Engine:
     """Owns one generator on one device; thread-safe (forward passes are serialised)."""
 
@@ -248,6 +263,10 @@ class Engine:
     def prepare(self, job: Job) -> _Prepared:
         """Check and pre-process one job on the CPU (raises InputError)."""
         start = time.perf_counter()
+        try:  # the daemon's decoder checked them already; callers in process have not
+            colorize_options(job.options(), reference=job.reference is not None)
+        except ProtocolError as error:
+            raise InputError(error.message) from None
         line_art = imaging.check_image(job.line_art, "line art")
         reference = None
         if job.reference is not None:
@@ -328,18 +347,22 @@ class Engine:
 
     def _finish(self, item: _Prepared, colours: np.ndarray, forward_ms: float) -> ColorizeResult:
         start = time.perf_counter()
+        job = item.job
         colours = imaging.crop_colours(colours, item.geometry)
         image = imaging.upsample_colours(colours, item.lines)
-        if item.job.keep_lines:
+        flats_layer, flats_ms = None, 0.0
+        if job.flats is not None:  # from the colours before the lines go over them
+            flats_start = time.perf_counter()
+            flats_layer = flats.flats_layer(job.line_art, image, job.reference, _flats_options(job))
+            flats_ms = (time.perf_counter() - flats_start) * 1000
+        if job.keep_lines:
             image = imaging.draw_lines(image, item.flat, item.darkest)
-        finish_ms = (time.perf_counter() - start) * 1000
-        timings = {
-            "prepare": item.prepare_ms,
-            "forward": forward_ms,
-            "finish": finish_ms,
-            "total": item.prepare_ms + forward_ms + finish_ms,
-        }
-        return ColorizeResult(image, item.working_size, timings)
+        finish_ms = (time.perf_counter() - start) * 1000 - flats_ms
+        timings = {"prepare": item.prepare_ms, "forward": forward_ms, "finish": finish_ms}
+        if flats_layer is not None:
+            timings["flats"] = flats_ms
+        timings["total"] = sum(timings.values())
+        return ColorizeResult(image, item.working_size, timings, flats_layer)
 
     def _forward_numpy(self, sketches: np.ndarray, references: np.ndarray | None) -> np.ndarray:
         """(B, h, w) float sketches (1 = line) and (B, hr, wr, 3) [0, 1] references ->

@@ -27,6 +27,11 @@ class Job:
     # None = the engine's (automatic when the engine has none either)
     keep_lines: bool = _DEFAULTS["keep_lines"]  # lay the original lines over the colours
     result_format: str = _DEFAULTS["result_format"]  # how the result travels back
+    flats: str | None = _DEFAULTS["flats"]  # None: no flats; "with_colour" or "only" (the
+    # engine makes the flats either way; the reply leaves the colour out for "only")
+    flats_gap: int | None = _DEFAULTS["flats_gap"]  # canvas px; None: flats.DEFAULT_GAP
+    flats_palette: bool | None = _DEFAULTS["flats_palette"]  # snap to the reference's palette
+    flats_ground: str | None = _DEFAULTS["flats_ground"]  # None or "transparent"; "opaque"
 
     def options(self) -> dict[str, Any]:
         """The request options, by name (everything but the images)."""
@@ -41,4 +46,5 @@ class ColorizeResult:
     image: np.ndarray  # (H, W, 4) uint8 RGBA, the line art's size, alpha 255
     working_size: int  # the working size used, chosen or automatic
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds: prepare, forward,
-    # finish and their total, as the engine measured them
+    # finish, flats (when asked) and their total, as the engine measured them
+    flats: np.ndarray | None = None  # (H, W, 4) uint8 RGBA, one colour per region; when asked

@@ -333,7 +333,7 @@ def _decode_colorize_args(args: Any, limits: Limits) -> ColorizeArgs:
         options = {}
     if not isinstance(options, dict):
         raise ProtocolError(BAD_REQUEST, "'args.options' must be a map.")
-    options = colorize_options(options)
+    options = colorize_options(options, reference=reference is not None)
     working_size = options["working_size"]
     if working_size is not None and working_size > limits.working_size_cap:
         raise ProtocolError(

@@ -35,6 +35,7 @@ from colord.daemon.protocol import ColorizeArgs, Request
 from colord.plugins.wire.colord_protocol import (
     BAD_IMAGE,
     BUSY,
+    FEATURES,
     INTERNAL,
     MALFORMED,
     PROTOCOL_VERSION,
@@ -413,6 +414,7 @@ class Server:
             **{key: described.get(key) or "" for key in ("model", "preset", "device", "dtype")},
             "working_size": described.get("working_size", 0),
             "limits": self.limits.to_message(),
+            "features": list(FEATURES),
         }
         self._reply_ok(envelope, request.id, result)
 
@@ -519,20 +521,26 @@ class Server:
     ) -> bytes | memoryview:
         if isinstance(outcome, Exception):
             return _error_reply(item.request_id, outcome)
-        image = protocol.array_to_image(outcome.image, item.args.options["result_format"])
-        timings = _timings(item, outcome, started)
-        result = {"timings": timings, "image": image.to_message()}  # pixels last: one copy
+        image_format = item.args.options["result_format"]
+        result: dict[str, Any] = {"timings": _timings(item, outcome, started)}  # pixels last
+        if item.args.options["flats"] != "only":
+            result["image"] = protocol.array_to_image(outcome.image, image_format).to_message()
+        if outcome.flats is not None:
+            result["flats"] = protocol.array_to_image(outcome.flats, image_format).to_message()
         return protocol.encode_ok(item.request_id, result, into=self._reply_buffers.take())
 
 
 def _timings(item: Accepted, result: ColorizeResult, started: float) -> dict[str, float]:
     """The reply's timings (ms): waiting in the queue, in the engine (its own measure), and from
-    arrival to the reply."""
-    return {
+    arrival to the reply; with flats, the engine's time on them (part of engine_ms)."""
+    timings = {
         "queue_ms": (started - item.received_at) * 1000.0,
         "engine_ms": result.timings["total"],
         "total_ms": (time.perf_counter() - item.received_at) * 1000.0,
     }
+    if "flats" in result.timings:
+        timings["flats_ms"] = result.timings["flats"]
+    return timings
 
 
 def _error_reply(request_id: int | str, error: Exception) -> bytes | memoryview:

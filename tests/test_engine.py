@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from conftest import draw_line_art, draw_reference
 from torch import nn
 
-from colord.daemon import devices
+from colord.daemon import devices, flats
 from colord.daemon import engine as engine_module
 from colord.daemon.devices import DeviceError, pick_device
 from colord.daemon.engine import Engine, InputError, Job, NoModelError
@@ -200,6 +200,42 @@ def test_colour_does_not_bleed_across_a_line(keep_lines):
         assert (image[:, 257:260, :3] == 0).all()
 
 
+@pytest.mark.parametrize("keep_lines", [True, False])
+def test_flats_come_from_the_plain_colours_at_canvas_size(keep_lines):
+    # the HalvesGenerator paints two solid halves; a closed ring in each half, lines drawn 3 px
+    height, width = 333, 517
+    line_art = np.full((height, width, 3), 255, np.uint8)
+    line_art[:, 257:260] = 0
+    cv2.circle(line_art, (120, 160), 60, (0, 0, 0), 3)
+    cv2.circle(line_art, (400, 160), 60, (0, 0, 0), 3)
+    reference = np.empty((height, width, 3), np.uint8)
+    reference[:, : width // 2 + 1] = RED
+    reference[:, width // 2 + 1 :] = BLUE
+    engine = Engine(HalvesGenerator(), device="cpu", working_size=128, warmup=False)
+    options = {"flats": "with_colour", "flats_gap": 2, "flats_ground": "opaque"}
+    result = engine.colorize(line_art, reference, keep_lines=keep_lines, **options)
+    plain = engine.colorize(line_art, reference, keep_lines=False).image
+    expected = flats.flats_layer(
+        line_art, plain, reference, flats.FlatsOptions(gap=2, transparent_ground=False)
+    )
+    np.testing.assert_array_equal(result.flats, expected)  # lines drawn over the colour or not
+    assert_layer(result.flats, height, width)
+    colours = {tuple(c) for c in result.flats.reshape(-1, 4)[:, :3].tolist()}
+    assert colours == {RED, BLUE}  # one exact colour per region, the lines filled under
+    assert set(result.timings) == {"prepare", "forward", "finish", "flats", "total"}
+    parts = sum(v for k, v in result.timings.items() if k != "total")
+    assert result.timings["total"] == pytest.approx(parts)
+
+
+def test_flats_ground_is_transparent_by_default(engine):
+    line_art = black_lines_on_white(96, 128, thickness=3)
+    result = engine.colorize(line_art, draw_reference(80, 112), flats="only")
+    alpha = result.flats[..., 3]
+    assert alpha[-1, 0] == 0 and alpha[48, 64] == 255  # the paper around, the disc inside
+    assert set(np.unique(alpha)) == {0, 255}
+    assert engine.colorize(line_art).flats is None
+
+
 # -- bad inputs, no model ----------------------------------------------------------------------
 
 
@@ -221,8 +257,10 @@ def test_bad_reference_and_working_size(engine):
     line_art = black_lines_on_white(20, 20)
     with pytest.raises(InputError, match="reference"):
         engine.colorize(line_art, np.zeros((4, 4, 3), np.int32))
-    with pytest.raises(InputError, match="working size"):
+    with pytest.raises(InputError, match=r"working.size"):
         engine.colorize(line_art, working_size=50)
+    with pytest.raises(InputError, match=r"'flats_palette'.*reference"):
+        engine.colorize(line_art, flats="only", flats_palette=True)
     assert issubclass(InputError, ValueError)  # the daemon maps ValueError to a bad-image reply
 
 

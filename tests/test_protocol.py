@@ -102,6 +102,19 @@ ERROR_CASES = {  # name -> (body, code)
     "result format list": (with_options(result_format=["RGBA8"]), wire.BAD_REQUEST),
     "result format map": (with_options(result_format={"a": 1}), wire.BAD_REQUEST),
     "result format bin": (with_options(result_format=b"RGBA8"), wire.BAD_REQUEST),
+    "unknown option": (with_options(sparkle=True), wire.BAD_REQUEST),
+    "flats unknown": (with_options(flats="all"), wire.BAD_REQUEST),
+    "flats true": (with_options(flats=True), wire.BAD_REQUEST),
+    "flats gap negative": (with_options(flats="only", flats_gap=-1), wire.BAD_REQUEST),
+    "flats gap too wide": (with_options(flats="only", flats_gap=33), wire.BAD_REQUEST),
+    "flats gap float": (with_options(flats="only", flats_gap=3.0), wire.BAD_REQUEST),
+    "flats palette int": (with_options(flats="only", flats_palette=1), wire.BAD_REQUEST),
+    "flats ground": (with_options(flats="only", flats_ground="white"), wire.BAD_REQUEST),
+    "flats gap without flats": (with_options(flats_gap=4), wire.BAD_REQUEST),
+    "flats palette without a reference": (
+        with_options(flats="only", flats_palette=True),
+        wire.BAD_REQUEST,
+    ),
     "image not map": (msgpack.packb(with_args(line_art=b"pixels")), wire.BAD_IMAGE),
     "unknown format": (with_image(format="CMYK8"), wire.BAD_IMAGE),
     "format list": (with_image(format=["RGBA8"]), wire.BAD_IMAGE),
@@ -157,6 +170,10 @@ def test_valid_colorize_request_decodes_with_defaults() -> None:
         "working_size": None,
         "keep_lines": True,
         "result_format": "RGBA8",
+        "flats": None,
+        "flats_gap": None,
+        "flats_palette": None,
+        "flats_ground": None,
     }
     assert request.args.reference is None
     assert bytes(request.args.line_art.data) == bytes(48)
@@ -353,11 +370,44 @@ def test_options_travel_in_the_contract_order_and_none_stays_home() -> None:
     args = wire.colorize_args({}, None, {"working_size": 64, "result_format": "BGRA8"})
     assert list(args) == ["options", "reference", "line_art"]  # pixels last
     assert args["options"] == {"keep_lines": True, "result_format": "BGRA8", "working_size": 64}
-    assert list(args["options"]) == list(wire.COLORIZE_OPTIONS)
+    every = {"working_size": 64, "flats_ground": "opaque", "flats": "only", "flats_gap": 0}
+    every["flats_palette"] = False
+    sent = wire.colorize_args({}, {}, every)["options"]
+    assert list(sent) == list(wire.COLORIZE_OPTIONS)
     assert "working_size" not in wire.colorize_args({}, None, {})["options"]
     with pytest.raises(ProtocolError) as caught:
         wire.colorize_args({}, None, {"working_size": 100})
     assert caught.value.code == wire.BAD_REQUEST
+
+
+def test_an_unknown_option_is_refused_by_name() -> None:
+    error = error_of(with_options(flats_sparkle=1))
+    assert (error.code, error.request_id) == (wire.BAD_REQUEST, 7)
+    assert "'flats_sparkle'" in error.message and "flats_gap" in error.message
+
+
+def test_flats_options_decode_into_the_request() -> None:
+    options = {"flats": "with_colour", "flats_gap": 3, "flats_palette": True}
+    reference = image_message()
+    request = decode(with_args(options={**options, "flats_ground": "opaque"}, reference=reference))
+    assert request.args.options == {
+        "keep_lines": True,
+        "result_format": "RGBA8",
+        "working_size": None,
+        **options,
+        "flats_ground": "opaque",
+    }
+    job = request.args.to_job()
+    assert (job.flats, job.flats_gap, job.flats_palette, job.flats_ground) == (
+        "with_colour", 3, True, "opaque",
+    )  # fmt: skip
+
+
+def test_a_daemon_lists_its_features() -> None:
+    assert wire.has_feature({"features": ["flats"]}, "flats")
+    assert not wire.has_feature({"version": "0.1.0"}, "flats")  # a daemon older than the list
+    assert not wire.has_feature({"features": "flats"}, "flats")
+    assert "flats" in wire.FEATURES
 
 
 def test_the_job_record_holds_every_option_with_the_protocols_default() -> None:

@@ -44,7 +44,13 @@ class FakeEngine:
             image = np.zeros((*job.line_art.shape[:2], 4), np.uint8)
             image[..., 0] = job.line_art if job.line_art.ndim == 2 else job.line_art[..., 0]
             image[..., 3] = 255
-            results.append(ColorizeResult(image, 16, {"total": 2.5}))
+            if job.flats is None:
+                results.append(ColorizeResult(image, 16, {"total": 2.5}))
+                continue
+            flats = np.zeros_like(image)
+            flats[..., 2] = 50  # blue flats, each job's own
+            flats[..., 3] = 255
+            results.append(ColorizeResult(image, 16, {"flats": 0.5, "total": 2.5}, flats))
         return results
 
     def info(self) -> dict:
@@ -112,6 +118,22 @@ def test_ping_info_and_colorize(harness: Harness) -> None:
     assert (reply.image[..., 0] == 77).all() and (reply.image[..., 3] == 255).all()
     assert set(reply.timings) == {"queue_ms", "engine_ms", "total_ms"}
     assert reply.timings["engine_ms"] == 2.5  # the engine's own measure, carried through
+
+
+def test_info_lists_the_features_and_flats_come_back_as_their_own_image(harness: Harness) -> None:
+    with harness.client() as client:
+        assert client.info()["features"] == ["flats"]
+        both = client.colorize(np.full((5, 6), 77, np.uint8), flats="with_colour")
+        alone = client.colorize(np.full((5, 6), 77, np.uint8), flats="only")
+    assert (both.image[..., 0] == 77).all() and (both.flats[..., 2] == 50).all()
+    assert both.timings["flats_ms"] == 0.5 and both.timings["engine_ms"] == 2.5
+    assert alone.image is None and alone.flats.shape == (5, 6, 4)
+    sock = harness.socket()
+    sock.send(colorize_body(1, flats="only", result_format="BGRA8"))
+    result = receive(sock).result
+    assert set(result) == {"timings", "flats"}  # no colour layer travels
+    assert result["flats"]["format"] == "BGRA8"
+    assert bytes(result["flats"]["data"][:4]) == bytes([50, 0, 0, 255])
 
 
 def test_result_format_bgra(harness: Harness) -> None:
@@ -252,11 +274,12 @@ def test_every_option_reaches_the_engine_in_the_job_record() -> None:
     running = Harness(RecordingEngine())
     try:
         options = {"working_size": 32, "keep_lines": False, "result_format": "BGRA8"}
+        options |= {"flats": "with_colour", "flats_gap": 2, "flats_ground": "opaque"}
         sock = running.socket()
         sock.send(colorize_body(1, **options))
         assert receive(sock).ok
         (job,) = running.engine.jobs
-        assert job.options() == options
+        assert job.options() == {**options, "flats_palette": None}
         assert job.line_art.shape == (3, 8) and job.reference is None
     finally:
         running.stop()

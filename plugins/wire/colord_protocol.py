@@ -169,7 +169,7 @@ REQUEST_OVERHEAD_BYTES = 1 << 16  # what a request holds besides pixels, with ro
 # that much of a message before the token has matched.
 HEADER_BYTES = 4096
 HEADER_KEYS = ("v", "id", "op", "token")
-MAX_CONTAINER_LEN = 64  # entries in any map or array; a valid request has at most 5
+MAX_CONTAINER_LEN = 64  # entries in any map or array; a valid request has at most 7
 MAX_STR_BYTES = 1 << 16  # any str in a request; the longest valid one is a 256-byte id
 
 
@@ -265,6 +265,40 @@ def _check_result_format(value: Any) -> None:
         )
 
 
+FLATS_LAYERS = ("with_colour", "only")  # `flats`: the flats beside the colour layer, or alone
+FLATS_GROUNDS = ("transparent", "opaque")  # `flats_ground`: the paper around the figure
+MAX_FLATS_GAP = 32  # canvas px; wider gaps would cost the daemon seconds of erosion per request
+
+
+def _check_flats(value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or value not in FLATS_LAYERS):
+        raise ProtocolError(
+            BAD_REQUEST, f"'flats' must be one of {', '.join(FLATS_LAYERS)}; got {value!r}."
+        )
+
+
+def _check_flats_gap(value: Any) -> None:
+    if value is not None and not (_is_int(value) and 0 <= value <= MAX_FLATS_GAP):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"'flats_gap' must be a whole number of pixels from 0 to {MAX_FLATS_GAP}; "
+            f"got {value!r}.",
+        )
+
+
+def _check_flats_palette(value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ProtocolError(BAD_REQUEST, f"'flats_palette' must be true or false; got {value!r}.")
+
+
+def _check_flats_ground(value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or value not in FLATS_GROUNDS):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"'flats_ground' must be one of {', '.join(FLATS_GROUNDS)}; got {value!r}.",
+        )
+
+
 class Option(NamedTuple):
     default: Any  # None: the option is left out of the message unless given
     check: Callable[[Any], None]  # raises ProtocolError(BAD_REQUEST)
@@ -276,17 +310,49 @@ COLORIZE_OPTIONS: dict[str, Option] = {
     "keep_lines": Option(True, _check_keep_lines),  # lay the original lines over the colours
     "result_format": Option("RGBA8", _check_result_format),
     "working_size": Option(None, _check_working_size),  # None: the daemon chooses
+    "flats": Option(None, _check_flats),  # None: no flats layer; else one of FLATS_LAYERS
+    "flats_gap": Option(None, _check_flats_gap),  # line gaps closed, px; None: the daemon's
+    "flats_palette": Option(None, _check_flats_palette),  # snap to the reference's palette
+    "flats_ground": Option(None, _check_flats_ground),  # None: transparent
 }
+FLATS_SETTINGS = ("flats_gap", "flats_palette", "flats_ground")  # mean something only with flats
+
+# What this protocol's daemon can do beyond protocol v1 as first published; `info` lists them
+# and a client checks `has_feature` before asking for one.
+FEATURES = ("flats",)
 
 
-def colorize_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Every option, checked, with its default where `options` lacks it; unknown keys are
-    ignored (a later minor version may add options). Raises ProtocolError(BAD_REQUEST)."""
+def has_feature(info: Mapping[str, Any], feature: str) -> bool:
+    """Whether a daemon's `info` result lists `feature` (a daemon older than the list: no)."""
+    features = info.get("features")
+    return isinstance(features, list) and feature in features
+
+
+def colorize_options(options: Mapping[str, Any], *, reference: bool) -> dict[str, Any]:
+    """Every option, checked, with its default where `options` lacks it; `reference`: whether
+    the request has one (snapping flats to its palette needs it). Raises
+    ProtocolError(BAD_REQUEST), naming an option this daemon does not know."""
+    unknown = [name for name in options if name not in COLORIZE_OPTIONS]
+    if unknown:
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"Unknown colorize option {unknown[0]!r}; protocol v1 has "
+            f"{', '.join(COLORIZE_OPTIONS)} (a plug-in newer than its daemon needs a newer "
+            "colord).",
+        )
     checked = {}
     for name, option in COLORIZE_OPTIONS.items():
         value = options.get(name, option.default)
         option.check(value)
         checked[name] = value
+    if checked["flats"] is None:
+        given = [name for name in FLATS_SETTINGS if checked[name] is not None]
+        if given:
+            raise ProtocolError(BAD_REQUEST, f"'{given[0]}' needs 'flats' (a flats layer).")
+    if checked["flats_palette"] and not reference:
+        raise ProtocolError(
+            BAD_REQUEST, "'flats_palette' snaps the flats to the reference's colours: send one."
+        )
     return checked
 
 
@@ -305,7 +371,8 @@ def colorize_args(
 ) -> dict[str, Any]:
     """colorize's args from IMAGE maps and options (checked; those left at None are left out).
     The line art's pixels go last, so an encoder can append them without a second copy."""
-    sent = {name: value for name, value in colorize_options(options).items() if value is not None}
+    checked = colorize_options(options, reference=reference is not None)
+    sent = {name: value for name, value in checked.items() if value is not None}
     return {"options": sent, "reference": reference, "line_art": line_art}
 
 

@@ -469,6 +469,14 @@ class Image(NamedTuple):
     data: bytes
 
 
+class Layers(NamedTuple):
+    """What one colorize request made: the layers asked for, and the daemon's timings (ms)."""
+
+    colour: Image | None  # None when only the flats were asked for
+    flats: Image | None  # None unless asked for
+    timings: dict
+
+
 class WireClient:
     """Talks protocol v1 to `colord serve`: one request at a time, over one lazy connection.
 
@@ -512,20 +520,40 @@ class WireClient:
         timeout: float | None = None,
         **options: Any,
     ) -> tuple[Image, dict]:
-        """Colour `line_art` after `reference`; returns the image (same size) and the timings.
+        """Colour `line_art` after `reference`; returns the colour layer (same size) and the
+        timings. For flats too, `colorize_layers`."""
+        if "flats" in options:
+            raise ValueError("colorize returns the colour layer alone; flats: colorize_layers")
+        layers = self.colorize_layers(line_art, reference, timeout=timeout, **options)
+        assert layers.colour is not None  # asked for without flats="only"
+        return layers.colour, layers.timings
+
+    def colorize_layers(
+        self,
+        line_art: Image,
+        reference: Image | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Layers:
+        """Colour `line_art` after `reference`: the colour layer and, with the `flats` option,
+        the flats layer, as `Layers` (both the line art's size).
 
         `options` are colorize's (`colord_protocol.COLORIZE_OPTIONS`: working_size, keep_lines,
-        result_format), checked before anything is sent. Images above the daemon's limits fail at
-        once with `too_large` (ZeroMQ would drop such a message unanswered, and the request would
-        only time out)."""
+        result_format, flats and its settings), checked before anything is sent; ask for flats
+        only of a daemon whose `info` has the feature (`colord_protocol.has_feature`). Images
+        above the daemon's limits fail at once with `too_large` (ZeroMQ would drop such a
+        message unanswered, and the request would only time out)."""
         args = protocol.colorize_args(
             line_art._asdict(), None if reference is None else reference._asdict(), options
         )
         self._refuse_oversize(line_art, reference, timeout)
         result = self._request("colorize", args, timeout)
-        image = _image_from_wire(result.get("image"))
+        flats = options.get("flats")
+        colour = None if flats == "only" else _image_from_wire(result.get("image"))
+        flats_layer = None if flats is None else _image_from_wire(result.get("flats"))
         timings = result.get("timings")
-        return image, timings if isinstance(timings, dict) else {}
+        return Layers(colour, flats_layer, timings if isinstance(timings, dict) else {})
 
     def _refuse_oversize(
         self, line_art: Image, reference: Image | None, timeout: float | None
