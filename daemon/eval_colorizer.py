@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from colord.daemon.client import Client, DaemonError
+from colord.daemon.client import Client, ColordError
 from colord.training.cli_eval import DaemonSource, make_eval_command
 
 
@@ -43,4 +43,4 @@ def load_daemon_colorizer(connection_file: Path | None = None) -> DaemonColorize
     return DaemonColorizer(Client.from_connection_file(connection_file))
 
 
-eval_command = make_eval_command(DaemonSource(load_daemon_colorizer, (DaemonError,)))
+eval_command = make_eval_command(DaemonSource(load_daemon_colorizer, (ColordError,)))
