@@ -113,7 +113,11 @@ def _multi_head_attention(
         raise RuntimeError(
             "only unmasked, unscaled 3-D attention is exported as MultiHeadAttention"
         )
-    return graph.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=1)
+    output = graph.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=1)
+    # (B, N, d_v): the exporter cannot infer a contrib operation's output type on its own
+    sizes = [None, None, helper._get_tensor_dim_size(value, 2)]
+    output.setType(value.type().with_sizes(sizes))
+    return output
 
 
 @contextlib.contextmanager
