@@ -14,6 +14,8 @@ import click
 import numpy as np
 
 from colord.plugins.wire.colord_protocol import (
+    FLATS_GROUNDS,
+    MAX_FLATS_GAP,
     WORKING_SIZE_MULTIPLE,
     ColordError,
     ProtocolError,
@@ -109,7 +111,7 @@ class WorkingSize(click.ParamType):
             except ValueError:
                 self.fail(f"{value!r} is neither auto nor a number", param, ctx)
         try:
-            colorize_options({"working_size": size})
+            colorize_options({"working_size": size}, reference=False)
         except ProtocolError:
             multiple = WORKING_SIZE_MULTIPLE
             self.fail(f"must be auto or a multiple of {multiple} from {multiple}", param, ctx)
@@ -156,6 +158,30 @@ WORKING_SIZE = WorkingSize()
     help="Lay the original lines over the colours.",
 )
 @click.option(
+    "--flats",
+    is_flag=True,
+    help="Also write the flats (every closed region of the line art one solid colour, under the "
+    "lines too) to OUTPUT's name with -flats.png (coloured.png: coloured-flats.png).",
+)
+@click.option(
+    "--flats-gap",
+    type=click.IntRange(0, MAX_FLATS_GAP),
+    default=None,
+    help="With --flats: gaps in the lines up to this many pixels count as closed "
+    "[default: 6, for a 2048 px page].",
+)
+@click.option(
+    "--flats-palette",
+    is_flag=True,
+    help="With --flats: each region takes the nearest of the reference's dominant colours.",
+)
+@click.option(
+    "--flats-ground",
+    type=click.Choice(FLATS_GROUNDS),
+    default=None,
+    help="With --flats: the paper around the figure transparent or filled [default: transparent].",
+)
+@click.option(
     "--daemon", is_flag=True, help="Send the request to the running `colord serve` instead."
 )
 def colorize_command(
@@ -166,41 +192,65 @@ def colorize_command(
     working_size: int | None,
     device: str,
     keep_lines: bool,
+    flats: bool,
+    flats_gap: int | None,
+    flats_palette: bool,
+    flats_ground: str | None,
     daemon: bool,
 ) -> None:
     """Colour LINE_ART after a reference picture and write the colour layer to OUTPUT."""
     _setup_logging()
+    options = {
+        "keep_lines": keep_lines,
+        "flats": "with_colour" if flats else None,
+        "flats_gap": flats_gap,
+        "flats_palette": flats_palette or None,
+        "flats_ground": flats_ground,
+    }
+    try:
+        colorize_options(options, reference=reference is not None)
+    except ProtocolError as error:  # a flats setting without --flats, say (protocol names)
+        raise click.UsageError(error.message) from None
     line_array = read_image(line_art, "line art")
     reference_array = None if reference is None else read_image(reference, "reference")
     start = time.perf_counter()
     if daemon:
         if model is not None or device != "auto":
             raise click.UsageError("--model and --device belong to `colord serve` with --daemon")
-        result = _colorize_on_daemon(line_array, reference_array, working_size, keep_lines)
+        result = _colorize_on_daemon(line_array, reference_array, working_size, options)
     else:
         from .engine import EngineError
 
         engine = _load_engine(model, device, working_size, warmup=False)
         try:
-            result = engine.colorize(line_array, reference_array, keep_lines=keep_lines)
+            result = engine.colorize(line_array, reference_array, **options)
         except EngineError as error:
             raise click.ClickException(str(error)) from None
     write_image(output, result.image)
+    written = [output]
+    if result.flats is not None:
+        written.append(flats_path(output))
+        write_image(written[-1], result.flats)
     height, width = result.image.shape[:2]
     elapsed = (time.perf_counter() - start) * 1000
     parts = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timings.items() if k != "total")
     size = "" if daemon else f", working size {result.working_size}"
-    click.echo(f"wrote {output} ({width}x{height}{size}) in {elapsed:.0f} ms ({parts})")
+    names = " and ".join(str(path) for path in written)
+    click.echo(f"wrote {names} ({width}x{height}{size}) in {elapsed:.0f} ms ({parts})")
 
 
-def _colorize_on_daemon(line_art, reference, working_size, keep_lines):
+def flats_path(output: Path) -> Path:
+    """Where `colord colorize --flats` writes the flats: beside OUTPUT, always PNG (exact
+    colours and a transparent ground)."""
+    return output.with_name(f"{output.stem}-flats.png")
+
+
+def _colorize_on_daemon(line_art, reference, working_size, options):
     from .client import Client
 
     try:
         with Client.from_connection_file(None) as client:
-            return client.colorize(
-                line_art, reference, working_size=working_size, keep_lines=keep_lines
-            )
+            return client.colorize(line_art, reference, working_size=working_size, **options)
     except ColordError as error:
         raise click.ClickException(f"daemon: {error}") from None
 

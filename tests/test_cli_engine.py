@@ -14,6 +14,7 @@ from PIL import Image
 from colord.daemon import client as client_module
 from colord.daemon import engine as engine_module
 from colord.daemon.cli import main
+from colord.daemon.flats import reference_palette
 
 
 @pytest.fixture
@@ -64,6 +65,23 @@ def test_colorize_end_to_end(files, tiny_checkpoint):
     assert (pixels[..., 3] == 255).all()
     line_pixels = draw_line_art(96, 128)[..., 3] == 255
     assert (pixels[line_pixels][:, :3] == 0).all()  # the lines are kept by default
+
+
+def test_colorize_writes_the_flats_beside_the_colour_layer(files, tiny_checkpoint):
+    out = files["dir"] / "colours.jpg"
+    result = run(
+        "colorize", files["line_art"], "--ref", files["reference"], "-o", out,
+        "--model", tiny_checkpoint, "--size", 64, "--device", "cpu",
+        "--flats", "--flats-gap", 2, "--flats-palette", "--flats-ground", "opaque",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    flats_file = files["dir"] / "colours-flats.png"
+    assert f"wrote {out} and {flats_file}" in result.output and "flats " in result.output
+    flats = np.asarray(Image.open(flats_file))
+    assert flats.shape == (96, 128, 4) and (flats[..., 3] == 255).all()  # opaque ground
+    reference = np.asarray(Image.open(files["reference"]))
+    palette = {tuple(c) for c in reference_palette(reference).tolist()}
+    assert {tuple(c) for c in flats[..., :3].reshape(-1, 3).tolist()} <= palette
 
 
 def test_colorize_without_lines_to_jpeg(files, tiny_checkpoint):
@@ -126,6 +144,10 @@ def test_colorize_without_model_says_how(files, no_default_model):
         ("colorize {line_art} -o {dir}/o.png --model {ckpt} --size big", "neither auto nor"),
         ("colorize {line_art} -o {dir}/no/o.png --model {ckpt} --size 32", "cannot be written"),
         ("info --model {garbage}", "checkpoint"),
+        ("colorize {line_art} -o {dir}/o.png --flats-gap 4", "'flats_gap' needs 'flats'"),
+        ("colorize {line_art} -o {dir}/o.png --flats --flats-palette", "reference"),
+        ("colorize {line_art} -o {dir}/o.png --flats --flats-gap 99", "0<=x<=32"),
+        ("colorize {line_art} -o {dir}/o.png --flats --flats-ground white", "'white' is not"),
     ],
 )
 def test_user_errors_are_clean(files, tiny_checkpoint, args, message):
@@ -176,7 +198,7 @@ class FakeClient:
     def close(self):
         pass
 
-    def colorize(self, line_art, reference, *, working_size=None, keep_lines=True):
+    def colorize(self, line_art, reference, *, working_size=None, keep_lines=True, **flats):
         FakeClient.calls.append((line_art.shape, reference, working_size, keep_lines))
         image = np.full((*line_art.shape[:2], 4), 255, np.uint8)
         return client_module.ColorizeReply(image, {"engine_ms": 1.0, "total_ms": 2.0})
