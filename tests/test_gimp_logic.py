@@ -24,24 +24,43 @@ def pattern(size: int) -> bytes:
 
 
 class FakeClient:
-    """Answers like the daemon: a result of the line art's size, pixels chosen by the test."""
+    """Answers like the daemon: layers of the line art's size, pixels chosen by the test (the
+    flats: every pixel 7)."""
 
-    def __init__(self, answer: colord_wire.Image | None = None, cap: int = 4096) -> None:
+    def __init__(
+        self, answer: colord_wire.Image | None = None, cap: int = 4096, features=("flats",)
+    ) -> None:
         self.answer = answer
         self.cap = cap
-        self.calls: list[tuple] = []
+        self.features = list(features)
+        self.calls: list[tuple] = []  # (line art, reference, working size, keep lines, format)
+        self.options: list[dict] = []
 
     def info(self) -> dict:
-        return {"limits": {"max_working_size": self.cap}}
+        return {"limits": {"max_working_size": self.cap}, "features": self.features}
 
-    def colorize(
-        self, line_art, reference=None, *, working_size=None, keep_lines=True, result_format="RGBA8"
-    ):
-        self.calls.append((line_art, reference, working_size, keep_lines, result_format))
+    def colorize_layers(self, line_art, reference=None, **options):
+        self.options.append(options)
+        self.calls.append(
+            (line_art, reference, options["working_size"], options["keep_lines"],
+             options["result_format"])
+        )  # fmt: skip
+        size = line_art.width * line_art.height * 4
         image = self.answer or colord_wire.Image(
-            line_art.width, line_art.height, "RGBA8", pattern(line_art.width * line_art.height * 4)
+            line_art.width, line_art.height, "RGBA8", pattern(size)
         )
-        return image, {"queue_ms": 0.1, "engine_ms": 5.0, "total_ms": 6.0}
+        flats = options.get("flats")
+        return colord_wire.Layers(
+            None if flats == "only" else image,
+            None if flats is None else image._replace(data=bytes([7]) * size),
+            {"queue_ms": 0.1, "engine_ms": 5.0, "total_ms": 6.0},
+        )
+
+
+def layer_of(result: logic.Result) -> LayerPixels:
+    """The one new layer of a result without flats."""
+    [new] = result.placement.layers
+    return new.pixels
 
 
 def test_round_trip_sends_both_layers_and_places_result_over_line_art() -> None:
@@ -57,12 +76,14 @@ def test_round_trip_sends_both_layers_and_places_result_over_line_art() -> None:
     assert sent_line_art == colord_wire.Image(8, 8, "RGBA8", line_art.data)
     assert sent_reference == colord_wire.Image(4, 6, "RGBA8", reference.data)
     assert (working_size, keep_lines, result_format) == (256, False, "RGBA8")
-    layer = result.layer
+    [new] = result.placement.layers
+    layer = new.pixels
     assert layer.name == "Colorized (Palette)"
     assert (layer.x, layer.y, layer.width, layer.height) == (30, 12, 8, 8)
     assert layer.data == pattern(8 * 8 * 4)
     assert result.timings["engine_ms"] == 5.0
-    assert not result.above  # a transparent line art: the result goes below it
+    # a transparent line art: the result goes below it, in Normal mode
+    assert not result.placement.above and not new.multiply and new.visible
 
 
 def test_no_reference_is_sent_as_none_and_named_so() -> None:
@@ -70,7 +91,7 @@ def test_no_reference_is_sent_as_none_and_named_so() -> None:
     result = logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None)
     assert client.calls[0][1] is None
     assert client.calls[0][2] is None  # by default the daemon chooses the working size
-    assert result.layer.name == "Colorized (no reference)"
+    assert layer_of(result).name == "Colorized (no reference)"
 
 
 def test_results_are_numbered_and_go_above_opaque_line_art() -> None:
@@ -79,19 +100,20 @@ def test_results_are_numbered_and_go_above_opaque_line_art() -> None:
     taken = ("Scan", "Colorized (Palette)")
     reference = record("Palette", 0, 0, 4, 6, 200)
     result = logic.colorize_layers(client, scan, reference, taken_names=taken)
-    assert result.layer.name == "Colorized (Palette) 2" and result.above
+    assert layer_of(result).name == "Colorized (Palette) 2" and result.placement.above
+    assert result.placement.layers[0].multiply
     result = logic.colorize_layers(client, scan, reference, multiply_over_opaque=False)
-    assert not result.above
+    assert not result.placement.above
 
 
 def test_paper_outside_the_drawing_is_transparent_by_default() -> None:
     client = FakeClient()
     result = logic.colorize_layers(client, record("Scan", 0, 0, 8, 8, 255), None)
-    assert result.layer.data[3::4] == bytes(64)  # all paper, nothing drawn: all outside
+    assert layer_of(result).data[3::4] == bytes(64)  # all paper, nothing drawn: all outside
     kept = logic.colorize_layers(
         client, record("Scan", 0, 0, 8, 8, 255), None, transparent_paper=False
     )
-    assert kept.layer.data == pattern(8 * 8 * 4)
+    assert layer_of(kept).data == pattern(8 * 8 * 4)
 
 
 def test_answer_of_wrong_size_is_a_clear_error() -> None:
@@ -167,3 +189,31 @@ def test_the_dialog_proposes_the_topmost_other_layer_as_reference() -> None:
     layers = [(5, "Colorized (Ref)"), (3, "Inks"), (9, "Ref"), (1, "Paper")]
     assert logic.default_reference(layers, line_art_id=3) == 9
     assert logic.default_reference([(3, "Inks")], line_art_id=3) is None
+
+
+def test_flats_are_asked_for_with_the_paper_choice_and_come_back_under_the_colour() -> None:
+    client = FakeClient()
+    reference = record("Palette", 0, 0, 4, 6, 200)
+    result = logic.colorize_layers(
+        client, record("Ink", 5, 6, 8, 8, 0), reference, flats="with_colour"
+    )
+    assert client.options[0]["flats"] == "with_colour"
+    assert client.options[0]["flats_ground"] == "transparent"  # the paper choice, for flats too
+    colour, flats = result.placement.layers
+    assert (colour.pixels.name, flats.pixels.name) == ("Colorized (Palette)", "Flats (Palette)")
+    assert (flats.pixels.x, flats.pixels.y) == (5, 6) and flats.pixels.data == bytes([7]) * 256
+
+    only = logic.colorize_layers(
+        client, record("Ink", 0, 0, 8, 8, 0), reference, flats="only", transparent_paper=False
+    )
+    assert client.options[1]["flats_ground"] == "opaque"
+    assert [new.pixels.name for new in only.placement.layers] == ["Flats (Palette)"]
+    logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), reference)
+    assert "flats" not in client.options[2]  # no flats: a request any daemon understands
+
+
+def test_flats_from_a_daemon_without_them_are_refused_before_sending() -> None:
+    client = FakeClient(features=())
+    with pytest.raises(PluginError, match="cannot make flats"):
+        logic.colorize_layers(client, record("Ink", 0, 0, 8, 8, 0), None, flats="only")
+    assert client.calls == []

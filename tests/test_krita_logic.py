@@ -66,7 +66,8 @@ class FakeHost:
         self.lowest = False  # the line art is the lowest layer of its group
         self.names = ["Inks", "Ref"]
         self.reads: list[str] = []
-        self.inserted: list[tuple] = []
+        self.inserted: list[tuple] = []  # (target, name, pixels, above) per new layer
+        self.placements: list = []
         self.messages: list[str] = []
 
     def read_inputs(self, options):
@@ -82,12 +83,14 @@ class FakeHost:
     def layer_names(self) -> list[str]:
         return list(self.names)
 
-    def insert(self, target, name, pixels, above) -> str:
+    def insert(self, target, placement) -> list[str]:
         if self.insert_error is not None:
             raise self.plugin.colord_plugin_core.PluginError(self.insert_error)
-        self.inserted.append((target, name, pixels, above))
-        self.names.append(name)
-        return ""
+        self.placements.append(placement)
+        for new in placement.layers:
+            self.inserted.append((target, new.pixels.name, new.pixels, placement.above))
+            self.names.append(new.pixels.name)
+        return []
 
     def show_message(self, text: str) -> None:
         self.messages.append(text)
@@ -212,8 +215,8 @@ def test_no_daemon_and_no_way_to_start_one_is_one_message(plugin, tmp_path) -> N
 class BlockingClient:
     """A client whose reply waits for `release` (to hold a request in flight)."""
 
-    def __init__(self, reply, release: threading.Event) -> None:
-        self.reply, self.release = reply, release
+    def __init__(self, reply, release: threading.Event, wire) -> None:
+        self.reply, self.release, self.wire = reply, release, wire
 
     def __enter__(self):
         return self
@@ -222,19 +225,25 @@ class BlockingClient:
         pass
 
     def info(self) -> dict:
-        return {"limits": {"max_working_size": 4096}}
+        return {"limits": {"max_working_size": 4096}, "features": ["flats"]}
 
-    def colorize(self, line_art, reference, **options):
+    def colorize_layers(self, line_art, reference, **options):
         self.release.wait(30)
         if isinstance(self.reply, BaseException):
             raise self.reply
-        return self.reply(line_art), {"engine_ms": 1.0}
+        answer = self.reply(line_art)
+        flats = options.get("flats")
+        return self.wire.Layers(
+            None if flats == "only" else answer,
+            None if flats is None else answer._replace(data=bytes(len(answer.data))),
+            {"engine_ms": 1.0},
+        )
 
 
 def test_second_start_while_busy_does_nothing(plugin) -> None:
     host = FakeHost(plugin)
     release = threading.Event()
-    echo = BlockingClient(lambda image: image, release)
+    echo = BlockingClient(lambda image: image, release, plugin.colord_wire)
     colorizer = colorizer_for(plugin, host, lambda: echo)
     assert colorizer.start(options(plugin))
     assert not colorizer.start(options(plugin))
@@ -254,7 +263,9 @@ def test_click_during_insertion_is_refused(plugin) -> None:
     host = FakeHost(plugin)
     release = threading.Event()
     release.set()
-    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(lambda i: i, release))
+    colorizer = colorizer_for(
+        plugin, host, lambda: BlockingClient(lambda i: i, release, plugin.colord_wire)
+    )
     nested: list[bool] = []
     insert = host.insert
     host.insert = lambda *args: (
@@ -274,7 +285,7 @@ def test_on_reply_runs_once_in_the_worker_after_the_reply(plugin) -> None:
     colorizer = colorizer_for(
         plugin,
         host,
-        lambda: BlockingClient(lambda image: image, release),
+        lambda: BlockingClient(lambda image: image, release, plugin.colord_wire),
         on_reply=lambda: calls.append((threading.get_ident(), colorizer.poll())),
     )
     assert colorizer.start(options(plugin))
@@ -301,7 +312,9 @@ def test_bad_replies_become_messages(plugin, reply, expected) -> None:
     host = FakeHost(plugin)
     release = threading.Event()
     release.set()
-    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(reply, release))
+    colorizer = colorizer_for(
+        plugin, host, lambda: BlockingClient(reply, release, plugin.colord_wire)
+    )
     assert colorizer.start(options(plugin))
     finish(colorizer)
     assert host.inserted == []
@@ -315,7 +328,9 @@ def test_daemon_error_reply_is_the_wire_clients_sentence(plugin) -> None:
     release = threading.Event()
     release.set()
     host = FakeHost(plugin)
-    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(error, release))
+    colorizer = colorizer_for(
+        plugin, host, lambda: BlockingClient(error, release, plugin.colord_wire)
+    )
     colorizer.start(options(plugin))
     finish(colorizer)
     assert host.messages == [wire.user_message(error)]
@@ -348,9 +363,9 @@ def test_no_reference_is_an_explicit_choice_sent_as_none(plugin) -> None:
     release = threading.Event()
     release.set()
     sent = []
-    client = BlockingClient(lambda image: image, release)
-    colorize = client.colorize
-    client.colorize = lambda line_art, reference, **kw: (
+    client = BlockingClient(lambda image: image, release, plugin.colord_wire)
+    colorize = client.colorize_layers
+    client.colorize_layers = lambda line_art, reference, **kw: (
         sent.append(reference),
         colorize(line_art, reference, **kw),
     )[1]
@@ -367,7 +382,9 @@ def test_results_are_numbered_and_go_above_opaque_line_art(plugin) -> None:
     host.line_art = layer(plugin, "Scan", opaque)
     release = threading.Event()
     release.set()
-    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(lambda i: i, release))
+    colorizer = colorizer_for(
+        plugin, host, lambda: BlockingClient(lambda i: i, release, plugin.colord_wire)
+    )
     for _ in range(2):
         assert colorizer.start(options(plugin))
         finish(colorizer)
@@ -382,12 +399,57 @@ def test_results_are_numbered_and_go_above_opaque_line_art(plugin) -> None:
     assert "lowest layer" in colorizer.status and "Multiply" in colorizer.status
 
 
+def test_flats_with_the_colour_are_inserted_in_one_stack_and_logged(
+    plugin, tmp_path, monkeypatch
+) -> None:
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv(plugin.messages.LOG_ENV, str(log))
+    host = FakeHost(plugin)
+    release = threading.Event()
+    release.set()
+    client = BlockingClient(lambda image: image, release, plugin.colord_wire)
+    sent = []
+    colorize = client.colorize_layers
+    client.colorize_layers = lambda line_art, reference, **kw: (
+        sent.append(kw),
+        colorize(line_art, reference, **kw),
+    )[1]
+    colorizer = colorizer_for(plugin, host, lambda: client)
+    assert colorizer.start(options(plugin, flats="with_colour"))
+    finish(colorizer)
+    assert sent[0]["flats"] == "with_colour" and sent[0]["flats_ground"] == "opaque"
+    [placement] = host.placements
+    assert [new.pixels.name for new in placement.layers] == ["Colorized (Ref)", "Flats (Ref)"]
+    assert colorizer.status == "Added “Colorized (Ref)” and “Flats (Ref)”."
+    [event] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert event["layers"] == ["Colorized (Ref)", "Flats (Ref)"]
+
+
+@pytest.mark.slow
+def test_the_docker_learns_once_per_daemon_whether_it_makes_flats(plugin, daemon) -> None:
+    known = threading.Event()
+    connects = []
+    connect = connect_to(plugin, daemon.connection_file)
+    features = plugin.colorizer.DaemonFeatures(
+        lambda: (connects.append(1), connect())[1], on_change=known.set
+    )
+    connection = plugin.colord_wire.read_connection(daemon.connection_file)
+    features.update(connection)
+    assert known.wait(30) and features.flats is True
+    features.update(connection)  # the same daemon: not asked again
+    assert len(connects) == 1 and features.flats is True
+    features.update(None)
+    assert features.flats is None
+
+
 def test_insert_failure_is_a_message(plugin) -> None:
     host = FakeHost(plugin)
     host.insert_error = plugin.messages.LINE_ART_REMOVED
     release = threading.Event()
     release.set()
-    colorizer = colorizer_for(plugin, host, lambda: BlockingClient(lambda i: i, release))
+    colorizer = colorizer_for(
+        plugin, host, lambda: BlockingClient(lambda i: i, release, plugin.colord_wire)
+    )
     colorizer.start(options(plugin))
     finish(colorizer)
     assert host.messages == [plugin.messages.LINE_ART_REMOVED] and not colorizer.busy
@@ -397,11 +459,11 @@ def test_daemon_status_line(plugin, tmp_path) -> None:
     wire = plugin.colord_wire
     running = wire.Connection("tcp://127.0.0.1:5547", "t" * 32, 42, "0.1.0")
     assert plugin.colorizer.daemon_status(lambda: running) == (
-        True,
+        running,
         "Running: colord 0.1.0 (pid 42).",
     )
     status = plugin.colorizer.daemon_status(lambda: wire.read_connection(tmp_path / "none.json"))
-    assert status == (False, "Not running.")
+    assert status == (None, "Not running.")
 
 
 # -- options, pixels, messages ----------------------------------------------------------------
@@ -411,12 +473,12 @@ def test_options_round_trip_and_fallbacks(plugin) -> None:
     opts = plugin.options
     chosen = opts.ColorizeOptions(
         reference_id="{1234}", reference="Colours", working_size=768, keep_lines=False,
-        transparent_paper=False, multiply_over_opaque=False,
+        transparent_paper=False, multiply_over_opaque=False, flats="only",
     )  # fmt: skip
     stored = opts.dump(chosen)
     assert opts.load(lambda key, default: stored.get(key, default)) == chosen
     assert opts.load(lambda key, default: default) == opts.ColorizeOptions()
-    broken = {"working_size": "huge", "keep_lines": "maybe"}
+    broken = {"working_size": "huge", "keep_lines": "maybe", "flats": "lots"}
     assert opts.load(lambda key, default: broken.get(key, default)) == opts.ColorizeOptions()
     # an unusable size is kept as stored, to be refused in words at Colorize, never clamped
     typed = opts.load(lambda key, default: {"working_size": "100"}.get(key, default))
@@ -503,10 +565,22 @@ def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
     assert seen["stopped"] == ["Not running.", True]
     assert seen["running"] == ["Running: colord 0.1.0 (pid 42).", False]
     assert seen["status"] == "Added “Colorized (Sky)”."
+    assert seen["flats_items"] == [
+        ["No flats", "none"],
+        ["Flats and colour", "with_colour"],
+        ["Flats only", "only"],
+    ]
+    assert seen["flats_stored"] == ["Flats only", "only"]
+    assert seen["flats_enabled"] == [True, True, True]
+    # a daemon without flats: its choices greyed out, "No flats" still choosable, and why
+    [items, note_shown, note] = seen["flats_unavailable"]
+    assert items == [True, False, False] and note_shown and "cannot make flats" in note
+    assert seen["flats_unknown"] == [[True, True, True], False]
+    assert seen["flats_chosen"] == "with_colour"
     assert seen["calls"] == [
-        ["options", "{2}", "Colours", 768, False],
-        ["options", "{2}", "Colours", 768, True],
-        ["options", "{2}", "Colours", 1024, True],
+        ["options", "{2}", "Colours", 768, False, "none"],
+        ["options", "{2}", "Colours", 768, True, "none"],
+        ["options", "{2}", "Colours", 1024, True, "none"],
         ["cancel"],
         ["colorize"],
         ["start"],

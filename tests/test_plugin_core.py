@@ -205,3 +205,74 @@ def test_a_daemon_that_dies_while_starting_is_a_message(tmp_path, monkeypatch) -
     with pytest.raises(core.PluginError, match=r"exit code 3.*daemon.log"):
         startup.poll()
     assert "no model" in (tmp_path / "daemon.log").read_text()
+
+
+# -- flats ---------------------------------------------------------------------------------------
+
+
+def test_flats_names_are_numbered_and_never_taken_as_line_art() -> None:
+    assert core.flats_layer_name("Sky") == "Flats (Sky)"
+    assert core.flats_layer_name(None, ["Flats (no reference)"]) == "Flats (no reference) 2"
+    assert core.is_result_layer_name("Flats (Sky) 3")
+    with pytest.raises(core.PluginError, match="is a colord result"):
+        core.check_not_a_result("Flats (Sky)")
+    assert core.parse_flats("only") == "only" and core.parse_flats("lots") == core.NO_FLATS
+
+
+def test_flats_are_refused_in_words_by_a_daemon_without_them() -> None:
+    core.check_flats_available(core.NO_FLATS, lambda: pytest.fail("no flats: nothing to ask"))
+    core.check_flats_available("only", lambda: {"features": ["flats"]})
+    for older in ({}, {"features": []}, {"features": "flats"}):
+        assert not core.flats_available(older)
+        with pytest.raises(core.PluginError, match="cannot make flats"):
+            core.check_flats_available("with_colour", lambda older=older: older)
+
+
+def answer(colour: bool, flats: bool, size: int = 64) -> colord_wire.Layers:
+    image = colord_wire.Image(size, size, "RGBA8", bytes([180]) * (size * size * 4))
+    return colord_wire.Layers(
+        image if colour else None,
+        image._replace(data=bytes([9]) * size * size * 4) if flats else None,
+        {},
+    )
+
+
+def as_layer(image: np.ndarray) -> core.LayerPixels:
+    return core.LayerPixels("Inks", 3, 4, image.shape[1], image.shape[0], image.tobytes())
+
+
+def test_flats_lie_under_the_colour_below_line_art_on_transparency() -> None:
+    placement = core.place(
+        answer(True, True), as_layer(ring_on(0)), "Sky", ["Inks"],
+        transparent_paper=True, multiply_over_opaque=True,
+    )  # fmt: skip
+    assert not placement.above
+    colour, flats = placement.layers  # top first
+    assert (colour.pixels.name, flats.pixels.name) == ("Colorized (Sky)", "Flats (Sky)")
+    assert not colour.multiply and not flats.multiply and colour.visible and flats.visible
+    assert (flats.pixels.x, flats.pixels.y) == (3, 4)
+    assert bytes(flats.pixels.data) == bytes([9]) * 64 * 64 * 4  # the daemon's, untouched
+    assert bytes(colour.pixels.data)[3] == 0  # the colour's paper cleared in the plug-in
+
+
+def test_over_opaque_line_art_flats_go_in_multiply_hidden_under_the_colour() -> None:
+    both = core.place(
+        answer(True, True), as_layer(ring_on(255)), "Sky", [],
+        transparent_paper=False, multiply_over_opaque=True,
+    )  # fmt: skip
+    assert both.above and [(n.multiply, n.visible) for n in both.layers] == [
+        (True, True),
+        (True, False),  # shown, it would darken the colours through Multiply
+    ]
+    alone = core.place(
+        answer(False, True), as_layer(ring_on(255)), None, [],
+        transparent_paper=False, multiply_over_opaque=True,
+    )  # fmt: skip
+    [flats] = alone.layers
+    assert alone.above and flats.multiply and flats.visible
+    assert flats.pixels.name == "Flats (no reference)"
+    lowest = core.place(
+        answer(False, True), as_layer(ring_on(0)), "Sky", [],
+        transparent_paper=True, multiply_over_opaque=True, room_below=False,
+    )  # fmt: skip
+    assert lowest.above and lowest.layers[0].multiply

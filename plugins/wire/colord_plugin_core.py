@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 if __package__:  # inside a plug-in's package (Krita) or colord.plugins.wire
+    from . import colord_paper, colord_wire
     from . import colord_protocol as protocol
-    from . import colord_wire
 else:  # beside a plug-in's main script (GIMP), or on sys.path
+    import colord_paper
     import colord_protocol as protocol
     import colord_wire
 
@@ -26,8 +27,22 @@ MAX_WORKING_SIZE = 4096
 AUTOMATIC = "auto"  # the stored text of the automatic working size
 
 RESULT_PREFIX = "Colorized"
+FLATS_PREFIX = "Flats"
 NO_REFERENCE_NAME = "no reference"
-_RESULT_NAME = re.compile(rf"^{RESULT_PREFIX} \(.*\)( \d+)?$")
+_RESULT_NAME = re.compile(rf"^({RESULT_PREFIX}|{FLATS_PREFIX}) \(.*\)( \d+)?$")
+
+# The flats choice: no flats layer, or one of the protocol's `flats` values.
+NO_FLATS = "none"
+FLATS_CHOICES = (NO_FLATS, *protocol.FLATS_LAYERS)
+FLATS_LABELS = {
+    NO_FLATS: "No flats",
+    "with_colour": "Flats and colour",
+    "only": "Flats only",
+}
+FLATS_FEATURE = "flats"  # what a daemon's `info` lists when it can make flats
+FLATS_UNAVAILABLE = (
+    "This colord daemon cannot make flats: install the newest colord and restart its daemon."
+)
 
 
 class PluginError(Exception):
@@ -114,12 +129,37 @@ def parse_bool(text: str, default: bool) -> bool:
     return default
 
 
+def parse_flats(value: str) -> str:
+    """The flats choice for a stored value; anything unknown is no flats."""
+    return value if value in FLATS_CHOICES else NO_FLATS
+
+
+def flats_available(info: dict[str, Any]) -> bool:
+    """Whether the daemon whose `info` this is can make flats."""
+    return protocol.has_feature(info, FLATS_FEATURE)
+
+
+def check_flats_available(flats: str, info: Callable[[], dict[str, Any]]) -> None:
+    """Refuse flats from a daemon that cannot make them (`info` is asked only for flats)."""
+    if flats != NO_FLATS and not flats_available(info()):
+        raise PluginError(FLATS_UNAVAILABLE)
+
+
 # -- names ---------------------------------------------------------------------------------------
 
 
 def result_layer_name(reference_name: str | None, taken: Iterable[str] = ()) -> str:
     """ "Colorized (<reference>)", numbered " 2", " 3"… when that name is already in `taken`."""
-    base = f"{RESULT_PREFIX} ({reference_name or NO_REFERENCE_NAME})"
+    return _layer_name(RESULT_PREFIX, reference_name, taken)
+
+
+def flats_layer_name(reference_name: str | None, taken: Iterable[str] = ()) -> str:
+    """ "Flats (<reference>)", numbered like the colour results."""
+    return _layer_name(FLATS_PREFIX, reference_name, taken)
+
+
+def _layer_name(prefix: str, reference_name: str | None, taken: Iterable[str]) -> str:
+    base = f"{prefix} ({reference_name or NO_REFERENCE_NAME})"
     names = set(taken)
     if base not in names:
         return base
@@ -165,6 +205,97 @@ def check_reply(image: colord_wire.Image, width: int, height: int, image_format:
         raise PluginError(
             f"The colord daemon's answer holds {len(image.data)} bytes of pixels, not {expected}."
         )
+
+
+# -- the round trip ------------------------------------------------------------------------------
+
+
+def colorize(
+    client: Any,
+    line_art: LayerPixels,
+    reference: LayerPixels | None,
+    image_format: str,
+    *,
+    working_size: int | None,
+    keep_lines: bool,
+    transparent_paper: bool,
+    flats: str,
+) -> colord_wire.Layers:
+    """Send both layers (`reference` None: colour without one) through `client` (a
+    `colord_wire.WireClient`) and return the layers it answered, checked. `working_size` is
+    parsed already (None: automatic); the daemon's `info` is asked once, and only when an option
+    needs it."""
+    asked: dict[str, Any] = {}
+
+    def info() -> dict[str, Any]:
+        if "info" not in asked:
+            asked["info"] = client.info()
+        return asked["info"]
+
+    check_working_size_cap(working_size, info)
+    check_flats_available(flats, info)
+    options: dict[str, Any] = {
+        "working_size": working_size,
+        "keep_lines": keep_lines,
+        "result_format": image_format,
+    }
+    if flats != NO_FLATS:
+        options["flats"] = flats
+        options["flats_ground"] = "transparent" if transparent_paper else "opaque"
+    layers = client.colorize_layers(
+        to_wire(line_art, image_format),
+        None if reference is None else to_wire(reference, image_format),
+        **options,
+    )
+    for image in (layers.colour, layers.flats):
+        if image is not None:
+            check_reply(image, line_art.width, line_art.height, image_format)
+    return layers
+
+
+class NewLayer(NamedTuple):
+    pixels: LayerPixels  # named, at the line art's offset
+    multiply: bool  # blending mode Multiply, else Normal
+    visible: bool = True
+
+
+class Placement(NamedTuple):
+    """The layers to add, top first, as one stack directly above or below the line art."""
+
+    layers: tuple[NewLayer, ...]
+    above: bool
+
+
+def place(
+    answer: colord_wire.Layers,
+    line_art: LayerPixels,
+    reference_name: str | None,
+    taken: Iterable[str],
+    *,
+    transparent_paper: bool,
+    multiply_over_opaque: bool,
+    room_below: bool = True,
+) -> Placement:
+    """Where the answer's layers go, the way a colourist stacks them.
+
+    The colour result lies directly below the line art, or above it in Multiply when the line art
+    is opaque (and the artist keeps that option) or is the lowest layer of its group. The flats are
+    the base colours: directly below the colour result (or below the line art, alone), in the same
+    mode; under a Multiply colour result they are added hidden, since shown they would darken its
+    colours, and serve to select regions from."""
+    above = (multiply_over_opaque and colord_paper.is_opaque(line_art.data)) or not room_below
+    layers = []
+    if answer.colour is not None:
+        data = bytearray(answer.colour.data)
+        if transparent_paper:
+            colord_paper.clear_outside(data, line_art.data, line_art.width, line_art.height)
+        name = result_layer_name(reference_name, taken)
+        layers.append(NewLayer(line_art._replace(name=name, data=data), multiply=above))
+    if answer.flats is not None:
+        name = flats_layer_name(reference_name, taken)
+        pixels = line_art._replace(name=name, data=answer.flats.data)
+        layers.append(NewLayer(pixels, multiply=above, visible=not (above and layers)))
+    return Placement(tuple(layers), above)
 
 
 # -- messages ------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ panel = ColordPanel(
     list_layers=lambda: layers,
     on_options_changed=lambda options: calls.append(["options", options.reference_id,
                                                      options.reference, options.working_size,
-                                                     options.keep_lines]),
+                                                     options.keep_lines, options.flats]),
     on_colorize=lambda: calls.append(["colorize"]),
     on_cancel=lambda: calls.append(["cancel"]),
     on_start_daemon=lambda: calls.append(["start"]),
@@ -80,5 +80,21 @@ panel.set_daemon_status(True, "Running: colord 0.1.0 (pid 42).")
 seen["running"] = [panel.daemon_label.text(), visible(panel.start_button)]
 panel.set_status("Added “Colorized (Sky)”.")
 seen["status"] = panel.status_label.text()
-seen["calls"] = calls
+
+flats = panel.flats_box
+seen["flats_items"] = [[flats.itemText(i), flats.itemData(i)] for i in range(flats.count())]
+panel.set_options(ColorizeOptions(flats="only"))
+seen["flats_stored"] = [flats.currentText(), panel.options().flats]
+enabled = [flats.model().item(i).isEnabled() for i in range(flats.count())]
+panel.set_flats_available(False)  # the daemon's info lacks the feature
+seen["flats_unavailable"] = [[flats.model().item(i).isEnabled() for i in range(flats.count())],
+                             visible(panel.flats_note), panel.flats_note.text()]  # fmt: skip
+panel.set_flats_available(None)  # a new daemon, not asked yet
+seen["flats_unknown"] = [[flats.model().item(i).isEnabled() for i in range(flats.count())],
+                         visible(panel.flats_note)]  # fmt: skip
+seen["flats_enabled"] = enabled
+flats.setCurrentIndex(1)
+flats.activated.emit(1)  # the artist picks "Flats and colour"
+seen["flats_chosen"] = calls[-1][-1]
+seen["calls"] = calls[:-1]
 print(json.dumps(seen))

@@ -29,6 +29,7 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 PROCEDURE_NAME = "python-fu-colord-colorize"
 PROGRESS_PULSE_SECONDS = 0.1
 STARTUP_POLL_SECONDS = 0.25
+INFO_TIMEOUT_S = 5.0
 
 
 def drawable_kind(drawable: Gimp.Drawable) -> str:
@@ -61,35 +62,35 @@ def all_layers(layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
     return found
 
 
-def insert_result(
-    image: Gimp.Image, anchor: Gimp.Layer, record: core.LayerPixels, above: bool
-) -> Gimp.Layer:
-    """A new layer holding `record` directly below `anchor` (same parent), or above it in
-    Multiply mode, as one undo step; `anchor` stays the selected layer."""
+def insert_layers(image: Gimp.Image, anchor: Gimp.Layer, placement: core.Placement) -> None:
+    """The placement's layers as one stack directly below `anchor` (same parent), or above it,
+    top first, in one undo step; `anchor` stays the selected layer."""
     image.undo_group_start()
     try:
-        layer = Gimp.Layer.new(
-            image,
-            record.name,
-            record.width,
-            record.height,
-            Gimp.ImageType.RGBA_IMAGE,
-            100.0,
-            Gimp.LayerMode.MULTIPLY if above else Gimp.LayerMode.NORMAL,
-        )
-        position = image.get_item_position(anchor) + (0 if above else 1)
-        image.insert_layer(layer, anchor.get_parent(), position)
-        layer.set_offsets(record.x, record.y)
-        buffer = layer.get_buffer()
-        buffer.set(
-            Gegl.Rectangle.new(0, 0, record.width, record.height), logic.PIXEL_FORMAT, record.data
-        )
-        buffer.flush()
-        layer.update(0, 0, record.width, record.height)
+        # Inserting at one position puts each layer above the one inserted before: bottom first.
+        position = image.get_item_position(anchor) + (0 if placement.above else 1)
+        for new in reversed(placement.layers):
+            record = new.pixels
+            layer = Gimp.Layer.new(
+                image,
+                record.name,
+                record.width,
+                record.height,
+                Gimp.ImageType.RGBA_IMAGE,
+                100.0,
+                Gimp.LayerMode.MULTIPLY if new.multiply else Gimp.LayerMode.NORMAL,
+            )
+            image.insert_layer(layer, anchor.get_parent(), position)
+            layer.set_offsets(record.x, record.y)
+            layer.set_visible(new.visible)
+            buffer = layer.get_buffer()
+            rectangle = Gegl.Rectangle.new(0, 0, record.width, record.height)
+            buffer.set(rectangle, logic.PIXEL_FORMAT, bytes(record.data))
+            buffer.flush()
+            layer.update(0, 0, record.width, record.height)
         image.set_selected_layers([anchor])  # the line art stays the line art for the next run
     finally:
         image.undo_group_end()
-    return layer
 
 
 def with_progress(text: str, work: Callable[[], object]) -> object:
@@ -148,14 +149,33 @@ def propose_reference(image: Gimp.Image, line_art: Gimp.Layer, config) -> None:
         config.set_property("reference", Gimp.Layer.get_by_id(chosen))
 
 
-def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
+def flats_available() -> bool | None:
+    """Whether the running daemon can make flats (None: not known, none runs yet)."""
+    try:
+        with colord_wire.WireClient.from_connection_file() as client:
+            return core.flats_available(client.info(timeout=INFO_TIMEOUT_S))
+    except colord_wire.ColordError:
+        return None
+
+
+def show_dialog(
+    procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, flats: bool | None
+) -> bool:
+    """The procedure's dialog; the flats choices greyed out, saying why, when `flats` is False."""
     # Imported here: loading Gtk would cost every non-interactive call about 50 ms for nothing.
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
     GimpUi.init("colord_gimp")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Colorize with Reference")
-    dialog.fill(None)
+    fields = [spec.name for spec in procedure.get_arguments()]
+    if flats is False:
+        choice = Gimp.param_spec_choice_get_choice(procedure.find_argument("flats"))
+        for nick in core.FLATS_CHOICES:
+            choice.set_sensitive(nick, nick == core.NO_FLATS)
+        dialog.get_label("flats-unavailable", core.FLATS_UNAVAILABLE, False, False)
+        fields.insert(fields.index("flats") + 1, "flats-unavailable")
+    dialog.fill(fields[fields.index("reference") :])
     accepted = dialog.run()
     dialog.destroy()
     return accepted
@@ -171,7 +191,8 @@ def colorize(procedure, run_mode, image, drawables, config, _data):
         startup = start_daemon_if_needed()
         if run_mode == Gimp.RunMode.INTERACTIVE:
             propose_reference(image, line_art_layer, config)
-            if not show_dialog(procedure, config):
+            flats = None if startup is not None else flats_available()
+            if not show_dialog(procedure, config, flats):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         reference_layer = config.get_property("reference")
         without_reference = config.get_property("without-reference")
@@ -198,10 +219,11 @@ def colorize(procedure, run_mode, image, drawables, config, _data):
                     keep_lines=config.get_property("keep-lines"),
                     transparent_paper=config.get_property("transparent-paper"),
                     multiply_over_opaque=config.get_property("multiply-over-opaque"),
+                    flats=config.get_property("flats"),
                     taken_names=taken,
                 ),
             )
-        insert_result(image, line_art_layer, result.layer, result.above)
+        insert_layers(image, line_art_layer, result.placement)
         Gimp.displays_flush()
     except Exception as exc:
         return procedure.new_return_values(
@@ -275,6 +297,18 @@ class ColordPlugIn(Gimp.PlugIn):
             "Line art on paper would hide a result below it: put the result above it in "
             "Multiply mode instead (your layers are never changed)",
             True,
+            GObject.ParamFlags.READWRITE,
+        )
+        flats = Gimp.Choice.new()
+        for number, nick in enumerate(core.FLATS_CHOICES):
+            flats.add(nick, number, core.FLATS_LABELS[nick], "")
+        procedure.add_choice_argument(
+            "flats",
+            "_Flats",
+            "A layer of flats: every closed region of the line art in one solid colour, to "
+            "select regions from; alone or with the colour layer",
+            flats,
+            core.NO_FLATS,
             GObject.ParamFlags.READWRITE,
         )
         return procedure

@@ -8,12 +8,11 @@ messages, paper) is `colord_plugin_core`'s and `colord_paper`'s.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-import colord_paper
 import colord_plugin_core as core
 import colord_wire
-from colord_plugin_core import LayerPixels, PluginError
+from colord_plugin_core import LayerPixels, Placement, PluginError
 
 WORKING_SIZE_AUTOMATIC = 0  # the option's value for "the daemon chooses" (and its default)
 # GIMP's pixel format for reading and writing layers: non-linear 8-bit RGBA, straight alpha (the
@@ -23,23 +22,19 @@ WIRE_FORMAT = "RGBA8"
 
 
 class Result(NamedTuple):
-    layer: LayerPixels  # RGBA8
-    above: bool  # above the line art in Multiply mode (the line art is opaque), else below
+    placement: Placement  # the new layers (RGBA8), top first, and where they go
     timings: dict
 
 
 class ColorizeClient(Protocol):
     def info(self) -> dict: ...
 
-    def colorize(
+    def colorize_layers(
         self,
         line_art: colord_wire.Image,
         reference: colord_wire.Image | None = None,
-        *,
-        working_size: int | None = None,
-        keep_lines: bool = True,
-        result_format: str = "RGBA8",
-    ) -> tuple[colord_wire.Image, dict]: ...
+        **options: Any,
+    ) -> colord_wire.Layers: ...
 
 
 MODE_NAMES = {"gray": "Grayscale", "indexed": "Indexed"}
@@ -108,25 +103,28 @@ def colorize_layers(
     keep_lines: bool = True,
     transparent_paper: bool = True,
     multiply_over_opaque: bool = True,
+    flats: str = core.NO_FLATS,
     taken_names: tuple[str, ...] = (),
 ) -> Result:
-    """Send both layers to the daemon; return the result layer (over the line art), where it
-    goes, and the daemon's timings. `working_size` is the dialog's value: 0 lets the daemon
-    choose."""
-    requested = core.parse_working_size(working_size)
-    core.check_working_size_cap(requested, client.info)
-    image, timings = client.colorize(
-        core.to_wire(line_art, WIRE_FORMAT),
-        core.to_wire(reference, WIRE_FORMAT) if reference is not None else None,
-        working_size=requested,
+    """Send both layers to the daemon; return the new layers (over the line art's area), where
+    they go, and the daemon's timings. `working_size` is the dialog's value: 0 lets the daemon
+    choose; `flats` one of `core.FLATS_CHOICES`."""
+    answer = core.colorize(
+        client,
+        line_art,
+        reference,
+        WIRE_FORMAT,
+        working_size=core.parse_working_size(working_size),
         keep_lines=keep_lines,
-        result_format=WIRE_FORMAT,
+        transparent_paper=transparent_paper,
+        flats=flats,
     )
-    core.check_reply(image, line_art.width, line_art.height, WIRE_FORMAT)
-    pixels = bytearray(image.data)
-    if transparent_paper:
-        colord_paper.clear_outside(pixels, line_art.data, line_art.width, line_art.height)
-    name = core.result_layer_name(reference.name if reference is not None else None, taken_names)
-    layer = line_art._replace(name=name, data=bytes(pixels))
-    above = multiply_over_opaque and colord_paper.is_opaque(line_art.data)
-    return Result(layer, above, timings)
+    placement = core.place(
+        answer,
+        line_art,
+        reference.name if reference is not None else None,
+        taken_names,
+        transparent_paper=transparent_paper,
+        multiply_over_opaque=multiply_over_opaque,
+    )
+    return Result(placement, answer.timings)

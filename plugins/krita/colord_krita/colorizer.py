@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import colord_launch, colord_paper, colord_plugin_core, colord_wire, messages
-from .colord_plugin_core import LayerPixels, PluginError
+from . import colord_launch, colord_plugin_core, colord_wire, messages
+from .colord_plugin_core import LayerPixels, Placement, PluginError
 from .options import ColorizeOptions
 from .pixels import WIRE_FORMAT
 
@@ -39,10 +39,10 @@ class Host(Protocol):
     def layer_names(self) -> list[str]:
         """The names of every layer of the document, to number the results."""
 
-    def insert(self, target: Any, name: str, pixels: LayerPixels, above: bool) -> str:
-        """Add `pixels` as a paint layer `name` below `target` (or above it, in Multiply), in
-        one undo step, and make `target` the active layer again; returns a note for the artist
-        about how the layer was made ("" when there is nothing to say)."""
+    def insert(self, target: Any, placement: Placement) -> list[str]:
+        """Add the placement's layers as paint layers directly below `target` (or above it),
+        top first, in as few undo steps as Krita allows, and make `target` the active layer
+        again; returns notes for the artist about how the layers were made."""
 
     def show_message(self, text: str) -> None:
         """Tell the artist `text` without blocking."""
@@ -63,8 +63,7 @@ class _Request:
         self.options = options
         self.started_at = started_at  # when the action ran
         self.finished = threading.Event()
-        self.image: colord_wire.Image | None = None
-        self.timings: dict = {}
+        self.answer: colord_wire.Layers | None = None
         self.error: str | None = None
         self.sent_at = time.perf_counter()
         self.answered_at = 0.0
@@ -76,16 +75,15 @@ class _Request:
     def _run(self) -> None:
         try:
             with self._connect() as client:
-                colord_plugin_core.check_working_size_cap(self.options.working_size, client.info)
-                reference = self.inputs.reference
-                self.image, self.timings = client.colorize(
-                    colord_plugin_core.to_wire(self.inputs.line_art, WIRE_FORMAT),
-                    None
-                    if reference is None
-                    else colord_plugin_core.to_wire(reference, WIRE_FORMAT),
+                self.answer = colord_plugin_core.colorize(
+                    client,
+                    self.inputs.line_art,
+                    self.inputs.reference,
+                    WIRE_FORMAT,
                     working_size=self.options.working_size,
                     keep_lines=self.options.keep_lines,
-                    result_format=WIRE_FORMAT,
+                    transparent_paper=self.options.transparent_paper,
+                    flats=self.options.flats,
                 )
         except Exception as error:  # a message in Krita, never a traceback
             self.error = colord_plugin_core.error_message(error)
@@ -244,37 +242,38 @@ class Colorizer:
 
     def _insert(self, request: _Request) -> None:
         line_art, reference = request.inputs.line_art, request.inputs.reference
-        image = request.image
-        if image is None:
+        answer = request.answer
+        if answer is None:
             raise PluginError("The colord daemon answered without an image.")
-        colord_plugin_core.check_reply(image, line_art.width, line_art.height, WIRE_FORMAT)
-        data = bytearray(image.data)
-        if request.options.transparent_paper:
-            colord_paper.clear_outside(data, line_art.data, line_art.width, line_art.height)
-        name = colord_plugin_core.result_layer_name(
-            None if reference is None else reference.name, self._host.layer_names()
-        )
-        opaque = colord_paper.is_opaque(line_art.data)
         room_below = self._host.room_below(request.inputs.target)
-        above = (opaque and request.options.multiply_over_opaque) or not room_below
-        result = line_art._replace(name=name, data=bytes(data))
-        note = self._host.insert(request.inputs.target, name, result, above)
+        placement = colord_plugin_core.place(
+            answer,
+            line_art,
+            None if reference is None else reference.name,
+            self._host.layer_names(),
+            transparent_paper=request.options.transparent_paper,
+            multiply_over_opaque=request.options.multiply_over_opaque,
+            room_below=room_below,
+        )
+        host_notes = self._host.insert(request.inputs.target, placement)
         done_at = time.perf_counter()
-        notes = [messages.placed_above(line_art.name, name, lowest=not room_below)] if above else []
-        notes += [note] if note else []
-        self._say(" ".join(notes) or f"Added “{name}”.", show=False)
+        names = [layer.pixels.name for layer in placement.layers]
+        notes = messages.placement_notes(line_art.name, placement, lowest=not room_below)
+        notes += host_notes
+        self._say(" ".join(notes) or messages.added(names), show=False)
         messages.record(
             "inserted",
-            layer=name,
-            above=above,
+            layer=names[0],
+            layers=names,
+            above=placement.above,
             notes=notes,
-            width=image.width,
-            height=image.height,
+            width=line_art.width,
+            height=line_art.height,
             elapsed_ms=(done_at - request.started_at) * 1000.0,
             read_ms=(request.sent_at - request.started_at) * 1000.0,
             round_trip_ms=(request.answered_at - request.sent_at) * 1000.0,
             insert_ms=(done_at - request.answered_at) * 1000.0,
-            timings=dict(request.timings),
+            timings=dict(answer.timings),
         )
 
     def daemon_running(self) -> None:
@@ -291,12 +290,54 @@ class Colorizer:
         self._on_change()
 
 
-def daemon_status(read: Callable[[], Any] = colord_wire.read_connection) -> tuple[bool, str]:
-    """Whether a daemon runs, and one short line saying so, for the docker."""
+def daemon_status(
+    read: Callable[[], Any] = colord_wire.read_connection,
+) -> tuple[Any, str]:
+    """The running daemon's connection (None when none runs) and one short line saying so, for
+    the docker."""
     try:
         connection = read()
     except colord_wire.DaemonNotRunning:
-        return False, colord_plugin_core.daemon_line(None)
+        return None, colord_plugin_core.daemon_line(None)
     except colord_wire.ColordError as error:
-        return False, colord_wire.user_message(error)
-    return True, colord_plugin_core.daemon_line(connection)
+        return None, colord_wire.user_message(error)
+    return connection, colord_plugin_core.daemon_line(connection)
+
+
+class DaemonFeatures:
+    """Whether the running daemon can make flats: its `info`, asked once per daemon (by pid and
+    token) in a worker thread, so the docker can grey out what it cannot do."""
+
+    INFO_TIMEOUT_S = 5.0
+
+    def __init__(
+        self,
+        connect: Callable[[], Any] = colord_wire.WireClient.from_connection_file,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_change` runs in the worker thread once an answer is in (hand it to the GUI)."""
+        self._connect = connect
+        self._on_change = on_change
+        self._daemon: tuple[int, str] | None = None
+        self.flats: bool | None = None  # None: not known (no daemon, or no answer yet)
+
+    def update(self, connection: Any) -> None:
+        """Ask the daemon of `connection` (None: none runs) unless it was asked already."""
+        daemon = None if connection is None else (connection.pid, connection.token)
+        if daemon == self._daemon:
+            return
+        self._daemon, self.flats = daemon, None
+        if daemon is not None:
+            threading.Thread(
+                target=self._ask, args=(daemon,), name="colord-info", daemon=True
+            ).start()
+
+    def _ask(self, daemon: tuple[int, str]) -> None:
+        try:
+            with self._connect() as client:
+                info = client.info(timeout=self.INFO_TIMEOUT_S)
+        except Exception:  # no answer: not known; a run will say what is wrong
+            return
+        if self._daemon == daemon:
+            self.flats = colord_plugin_core.flats_available(info)
+            self._on_change()

@@ -14,8 +14,8 @@ from typing import Any
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from . import colord_plugin_core, messages
-from .colord_plugin_core import LayerPixels, PluginError
-from .colorizer import Colorizer, Inputs, daemon_status
+from .colord_plugin_core import LayerPixels, NewLayer, Placement, PluginError
+from .colorizer import Colorizer, DaemonFeatures, Inputs, daemon_status
 from .options import SETTINGS_GROUP, ColorizeOptions, dump, load
 from .panel import ColordPanel, LayerChoice
 from .pixels import SRGB8, Rect, intersect, is_srgb8
@@ -130,7 +130,7 @@ class KritaHost:
         document = Krita.instance().activeDocument()
         return [] if document is None else [node.name() for node, _ in _walk(document.rootNode())]
 
-    def insert(self, target: Any, name: str, pixels: LayerPixels, above: bool) -> str:
+    def insert(self, target: Any, placement: Placement) -> list[str]:
         document, line_art = target
         parent = line_art.parentNode()
         siblings = parent.childNodes() if parent is not None else []
@@ -138,27 +138,40 @@ class KritaHost:
         if line_art.uniqueId() not in ids:
             raise PluginError(messages.LINE_ART_REMOVED)
         index = ids.index(line_art.uniqueId())
-        layer = document.createNode(name, "paintlayer")
-        data, note = pixels.data, ""
+        notes = []
         space = _space(document)
         model = space[0]
         if model != "RGBA":  # a Gray (or CMYK, Lab…) document: keep the colours in an RGB layer
+            names = [layer.pixels.name for layer in placement.layers]
+            notes.append(messages.colour_layer_in(COLOUR_MODELS.get(model, model), names))
+        # Krita's scripting API makes each added layer an undo step of its own: the stack is
+        # built bottom first, each new layer directly above the one before.
+        anchor = line_art if placement.above else siblings[index - 1]
+        for new in reversed(placement.layers):
+            layer = self._paint_layer(document, new, space)
+            parent.addChildNode(layer, anchor)  # one undoable step
+            self._line_art_of[layer.uniqueId().toString()] = line_art
+            anchor = layer
+        # The line art stays the line art for the next run: active again now, and once Krita has
+        # activated the new layer itself.
+        document.setActiveNode(line_art)
+        QtCore.QTimer.singleShot(REACTIVATE_MS, lambda: document.setActiveNode(line_art))
+        return notes
+
+    @staticmethod
+    def _paint_layer(document: Any, new: NewLayer, space: tuple[str, str, str]) -> Any:
+        pixels = new.pixels
+        layer = document.createNode(pixels.name, "paintlayer")
+        data = pixels.data
+        if space[0] != "RGBA":
             layer.setColorSpace(*SRGB8)
-            note = messages.colour_layer_in(COLOUR_MODELS.get(model, model), name)
         elif not is_srgb8(*space):
             data = _convert(data, pixels.width, pixels.height, SRGB8, space)
         layer.setPixelData(data, pixels.x, pixels.y, pixels.width, pixels.height)
-        if above:
+        if new.multiply:
             layer.setBlendingMode("multiply")
-            parent.addChildNode(layer, line_art)  # the one undoable step
-        else:
-            parent.addChildNode(layer, siblings[index - 1])  # the one undoable step
-        # The line art stays the line art for the next run: active again now, and once Krita has
-        # activated the new layer itself.
-        self._line_art_of[layer.uniqueId().toString()] = line_art
-        document.setActiveNode(line_art)
-        QtCore.QTimer.singleShot(REACTIVATE_MS, lambda: document.setActiveNode(line_art))
-        return note
+        layer.setVisible(new.visible)
+        return layer
 
     def show_message(self, text: str) -> None:
         window = Krita.instance().activeWindow()
@@ -229,6 +242,8 @@ class Controller:
         self.host = KritaHost()
         self._reply = _GuiThreadCall(self._finish)
         self.colorizer = Colorizer(self.host, on_change=self._changed, on_reply=self._reply.trigger)
+        self._features_known = _GuiThreadCall(self._show_features)
+        self.features = DaemonFeatures(on_change=self._features_known.trigger)
         self._panels: list[ColordPanel] = []
         # While the daemon starts there is no reply to wait for: poll it, and refresh the
         # docker's daemon line now and then so it never shows a stale state.
@@ -276,12 +291,18 @@ class Controller:
         self._daemon_timer.start()
 
     def refresh_daemon_status(self) -> None:
-        running, text = daemon_status()
-        if running:
+        connection, text = daemon_status()
+        if connection is not None:
             self.colorizer.daemon_running()
+        self.features.update(connection)
         for panel in self._panels:
-            panel.set_daemon_status(running, text)
+            panel.set_daemon_status(connection is not None, text)
             panel.set_has_document(self.host.has_document())
+        self._show_features()
+
+    def _show_features(self) -> None:
+        for panel in self._panels:
+            panel.set_flats_available(self.features.flats)
 
     def _finish(self) -> None:
         self.colorizer.poll()

@@ -11,6 +11,8 @@ import json
 import os
 import time
 
+from .colord_plugin_core import Placement
+
 LOG_ENV = "COLORD_KRITA_LOG"
 TITLE = "colord"
 
@@ -40,23 +42,43 @@ def empty_layer(name: str) -> str:
     return f"The layer “{name}” has nothing on the canvas to colour."
 
 
-def placed_above(line_art: str, result: str, *, lowest: bool) -> str:
-    why = (
-        f"“{line_art}” is the lowest layer of its group"
-        if lowest
-        else f"“{line_art}” is opaque and would hide it"
-    )
-    return (
-        f"Added “{result}” above “{line_art}” in Multiply mode, since {why}; its colours show "
-        "through the lines. Your layers were not changed."
-    )
+def added(names: list[str]) -> str:
+    return f"Added {_listed(names)}."
 
 
-def colour_layer_in(model: str, result: str) -> str:
+def placement_notes(line_art: str, placement: Placement, *, lowest: bool) -> list[str]:
+    """What the artist should know about where the new layers went ([] when nothing)."""
+    notes = []
+    names = [layer.pixels.name for layer in placement.layers]
+    if placement.above:
+        why = (
+            f"“{line_art}” is the lowest layer of its group"
+            if lowest
+            else f"“{line_art}” is opaque and would hide it"
+        )
+        notes.append(
+            f"Added {_listed(names)} above “{line_art}” in Multiply mode, since {why}; its "
+            "colours show through the lines. Your layers were not changed."
+        )
+    hidden = [layer.pixels.name for layer in placement.layers if not layer.visible]
+    if hidden:
+        notes.append(
+            f"{_listed(hidden)} is hidden under the colours (shown in Multiply it would darken "
+            "them): show it, or pick regions from it with the contiguous selection tool."
+        )
+    return notes
+
+
+def _listed(names: list[str]) -> str:
+    return " and ".join(f"“{name}”" for name in names)
+
+
+def colour_layer_in(model: str, names: list[str]) -> str:
+    layers = "an RGB layer" if len(names) == 1 else "RGB layers"
     return (
-        f"This document is in {model}, so “{result}” was added as an RGB layer to keep its "
-        "colours; the canvas shows them once the image is converted to RGB (Image › Convert "
-        "Image Color Space…)."
+        f"This document is in {model}, so {_listed(names)} {'was' if len(names) == 1 else 'were'} "
+        f"added as {layers} to keep the colours; the canvas shows them once the image is "
+        "converted to RGB (Image › Convert Image Color Space…)."
     )
 
 

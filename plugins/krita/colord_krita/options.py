@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .colord_plugin_core import AUTOMATIC, parse_bool
+from .colord_plugin_core import AUTOMATIC, NO_FLATS, parse_bool, parse_flats
 
 SETTINGS_GROUP = "colord_krita"
 NO_REFERENCE_ID = "none"  # the stored reference of the explicit "No reference" choice
@@ -19,6 +19,7 @@ class ColorizeOptions:
     keep_lines: bool = True
     transparent_paper: bool = True  # the result holds only the figure, not the paper around it
     multiply_over_opaque: bool = True  # opaque line art: the result goes above it, in Multiply
+    flats: str = NO_FLATS  # a flats layer: colord_plugin_core.FLATS_CHOICES
 
     @property
     def no_reference(self) -> bool:
@@ -50,6 +51,7 @@ def load(read: Callable[[str, str], str]) -> ColorizeOptions:
         reference_id=read("reference_id", defaults.reference_id),
         reference=read("reference", defaults.reference),
         working_size=_size(read("working_size", AUTOMATIC)),
+        flats=parse_flats(read("flats", defaults.flats)),
         **flags,
     )
 
@@ -60,5 +62,6 @@ def dump(options: ColorizeOptions) -> dict[str, str]:
         "reference_id": options.reference_id,
         "reference": options.reference,
         "working_size": AUTOMATIC if options.working_size is None else str(options.working_size),
+        "flats": options.flats,
         **{name: str(getattr(options, name)).lower() for name in _FLAGS},
     }

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from .colord_plugin_core import MAX_WORKING_SIZE, WORKING_SIZE_MULTIPLE
+from .colord_plugin_core import (
+    FLATS_CHOICES,
+    FLATS_LABELS,
+    FLATS_UNAVAILABLE,
+    MAX_WORKING_SIZE,
+    NO_FLATS,
+    WORKING_SIZE_MULTIPLE,
+)
 from .options import NO_REFERENCE_ID, ColorizeOptions
 from .qt import QtGui, QtWidgets
 
@@ -74,6 +81,16 @@ class ColordPanel(QtWidgets.QWidget):
             "Line art on paper would hide a result below it: put the result above it in "
             "Multiply mode instead. Your layers are never changed."
         )
+        self.flats_box = QtWidgets.QComboBox()
+        for choice in FLATS_CHOICES:
+            self.flats_box.addItem(FLATS_LABELS[choice], choice)
+        self.flats_box.setToolTip(
+            "Flats: every closed region of the line art in one solid colour, on a layer of its "
+            "own, to select regions from with one click."
+        )
+        self.flats_note = QtWidgets.QLabel(FLATS_UNAVAILABLE)
+        self.flats_note.setWordWrap(True)
+        self.flats_note.setVisible(False)
         self.daemon_label = QtWidgets.QLabel()
         self.daemon_label.setWordWrap(True)
         self.start_button = QtWidgets.QPushButton("Start")
@@ -93,6 +110,8 @@ class ColordPanel(QtWidgets.QWidget):
         form = QtWidgets.QFormLayout()
         form.addRow("Reference", self.reference_box)
         form.addRow("Working size", self.working_size_box)
+        form.addRow("Flats", self.flats_box)
+        form.addRow("", self.flats_note)
         for box in (self.keep_lines_box, self.transparent_paper_box, self.multiply_box):
             form.addRow("", box)
         daemon_row = QtWidgets.QHBoxLayout()
@@ -111,6 +130,7 @@ class ColordPanel(QtWidgets.QWidget):
 
         self.reference_box.activated.connect(self._emit_options)
         self.working_size_box.valueChanged.connect(self._emit_options)
+        self.flats_box.activated.connect(self._emit_options)
         for box in (self.keep_lines_box, self.transparent_paper_box, self.multiply_box):
             box.toggled.connect(self._emit_options)
 
@@ -124,11 +144,12 @@ class ColordPanel(QtWidgets.QWidget):
     def set_options(self, options: ColorizeOptions) -> None:
         """Show `options` (stored ones, not a change by the artist: nothing is emitted)."""
         self._options = options
-        widgets = [self.working_size_box, *self._flag_boxes().values()]
+        widgets = [self.working_size_box, self.flats_box, *self._flag_boxes().values()]
         for widget in widgets:
             widget.blockSignals(True)
         size = options.working_size
         self.working_size_box.setValue(AUTOMATIC_BOX_VALUE if size is None else size)
+        self.flats_box.setCurrentIndex(self.flats_box.findData(options.flats))
         for name, box in self._flag_boxes().items():
             box.setChecked(getattr(options, name))
         for widget in widgets:
@@ -146,6 +167,7 @@ class ColordPanel(QtWidgets.QWidget):
             reference_id=reference_id,
             reference=reference,
             working_size=None if value == AUTOMATIC_BOX_VALUE else value,
+            flats=self.flats_box.currentData(),
             **{name: box.isChecked() for name, box in self._flag_boxes().items()},
         )
 
@@ -197,6 +219,16 @@ class ColordPanel(QtWidgets.QWidget):
     def set_daemon_status(self, running: bool, text: str) -> None:
         self.daemon_label.setText(text)
         self.start_button.setVisible(not running and not self._busy)
+
+    def set_flats_available(self, available: bool | None) -> None:
+        """Grey the flats choices out, saying why, when the daemon cannot make flats (None: not
+        known, no daemon asked yet); "No flats" stays choosable."""
+        unavailable = available is False
+        model = self.flats_box.model()
+        for index in range(self.flats_box.count()):
+            if self.flats_box.itemData(index) != NO_FLATS:
+                model.item(index).setEnabled(not unavailable)
+        self.flats_note.setVisible(unavailable)
 
     def set_status(self, text: str) -> None:
         self.status_label.setText(text)
