@@ -397,3 +397,52 @@ def test_eval_command_refuses_the_same_checkpoint_twice(tiny_checkpoint, held_ou
          "--images", str(held_out_folder)],
     )  # fmt: skip
     assert result.exit_code == 1 and "the same checkpoint is given twice" in result.output
+
+
+@pytest.fixture(scope="module")
+def flats_folders(tmp_path_factory):
+    """Flat-coloured pictures and their drawn line art (the pictures' outlines, black on white)."""
+    pictures = tmp_path_factory.mktemp("flats_pictures")
+    lines = tmp_path_factory.mktemp("flats_lines")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        picture = draw_picture(rng, 64)
+        Image.fromarray(picture).save(pictures / f"p{i}.png")
+        outline = np.where((picture == 20).all(axis=2), 0, 255).astype(np.uint8)
+        Image.fromarray(outline).save(lines / f"p{i}.png")
+    return pictures, lines
+
+
+def test_eval_flats_scores_the_same_flats_from_the_engine_and_the_daemon(
+    tiny_checkpoint, flats_folders, tmp_path
+):
+    from daemon_helpers import start_daemon
+
+    pictures, lines = flats_folders
+    common = ["eval", "--flats", "--images", str(pictures), "--line-art", str(lines),
+              "--size", "64", "--contact-rows", "2"]  # fmt: skip
+    runner = CliRunner()
+    with start_daemon(tiny_checkpoint) as daemon:
+        both = runner.invoke(
+            main, [*common, "--model", str(tiny_checkpoint), "--daemon",
+                   "--connection-file", str(daemon.connection_file), "--out", str(tmp_path)],
+        )  # fmt: skip
+    assert both.exit_code == 0, both.output
+    engine_run = json.loads((tmp_path / tiny_checkpoint.name / "flats.json").read_text())
+    daemon_run = json.loads((tmp_path / "daemon" / "flats.json").read_text())
+    assert engine_run["model"].startswith("engine: ") and daemon_run["model"].startswith("daemon: ")
+    assert engine_run["scores"] == daemon_run["scores"]  # one engine, in process or served
+    scores = {score["method"]: score for score in engine_run["scores"]}
+    assert list(scores) == ["flats", "plain", "mean_color"] and engine_run["images"] == 3
+    assert scores["flats"]["one_colour"] == 1.0  # every closed region one colour
+    assert scores["flats"]["regions"] > 3
+    assert (tmp_path / "daemon" / "flats_contact_sheet.png").exists()
+    assert "| flats |" in both.output
+
+
+def test_eval_flats_needs_drawn_line_art(tiny_checkpoint, flats_folders):
+    pictures, _ = flats_folders
+    result = CliRunner().invoke(
+        main, ["eval", "--flats", "--model", str(tiny_checkpoint), "--images", str(pictures)]
+    )
+    assert result.exit_code == 2 and "--line-art" in result.output

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import click
 
 from colord.training.evaluation import metrics
-from colord.training.evaluation.evaluate import DEFAULT_METRICS, Colorizer
+from colord.training.evaluation.evaluate import DEFAULT_METRICS, Colorizer, EvalOptions
+from colord.training.evaluation.flats_report import FlatsColorizer
 from colord.training.evaluation.spair import SPAIR_SPLITS
 
 
@@ -39,12 +40,15 @@ def user_errors(*more: type[Exception]) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class DaemonSource:
-    """How the caller makes the running daemon's colorizer (`colord eval --daemon`), so that
-    training/ never imports the daemon."""
+class DaemonSupply:
+    """What the daemon side lends `colord eval`, so that training/ never imports the daemon: the
+    running daemon's colorizer (`--daemon`) and the colorizers of the flats (`--flats`), which
+    only the daemon's engine makes."""
 
     load: Callable[[Path | None], Colorizer]  # connection file (None: the per-user one)
-    errors: tuple[type[Exception], ...]  # what it raises when the daemon is absent or fails
+    load_engine_flats: Callable[[Path, str], FlatsColorizer]  # checkpoint, torch device
+    load_daemon_flats: Callable[[Path | None], FlatsColorizer]  # connection file, as `load`
+    errors: tuple[type[Exception], ...]  # what they raise when the daemon is absent or fails
 
 
 metrics_option = click.option(
@@ -64,7 +68,7 @@ inception_option = click.option(
 )
 
 
-def make_eval_command(daemon: DaemonSource) -> click.Command:
+def make_eval_command(daemon: DaemonSupply) -> click.Command:
     """`colord eval`, its `--daemon` served by `daemon`."""
 
     @click.command("eval")
@@ -130,6 +134,15 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
         help="Also colour the synthetic probes (flat shapes, the reference the same drawing "
         "warped) and report per region whether it took its own colour.",
     )
+    @click.option(
+        "--flats",
+        "run_flats",
+        is_flag=True,
+        help="Evaluate the flats instead, on the --images that have --line-art: region colour "
+        "accuracy, PSNR off the lines and one colour per region of the flats, the plain output "
+        "they are made from and the mean-colour baseline (flats.md, flats.json, "
+        "flats_contact_sheet.png).",
+    )
     @click.option("--size", default=256, show_default=True, help="Evaluation resolution (÷16).")
     @click.option("--limit", default=0, show_default=True, help="Use at most N images (0 = all).")
     @click.option("--seed", default=0, show_default=True)
@@ -159,6 +172,7 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
         spair_split: str,
         spair_categories: tuple[str, ...],
         run_probes: bool,
+        run_flats: bool,
         out: Path,
         size: int,
         limit: int,
@@ -178,6 +192,8 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
 
         if not model_paths and not use_daemon:
             raise click.UsageError("give --model PATH (one or more), --daemon, or both")
+        if run_flats and (images is None or line_art is None or spair or run_probes):
+            raise click.UsageError("--flats takes --images DIR and --line-art DIR, and no others")
         if images is None and spair is None and not run_probes:
             raise click.UsageError("give --images DIR, --spair DIR, --probes, or several")
         options = evaluate.EvalOptions(
@@ -199,12 +215,16 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
             probes=run_probes,
         )
         with user_errors(*daemon.errors):
+            labelled = list(zip(compare.file_labels(model_paths), model_paths, strict=True))
+            if run_flats:
+                _evaluate_flats(daemon, labelled, use_daemon, connection_file, options)
+                return
             models = [
                 (
                     label,
                     partial(evaluate.load_checkpoint_colorizer, path, device=device, label=label),
                 )
-                for label, path in zip(compare.file_labels(model_paths), model_paths, strict=True)
+                for label, path in labelled
             ]
             if use_daemon:
                 models.append(("daemon", partial(daemon.load, connection_file)))
@@ -221,6 +241,30 @@ def make_eval_command(daemon: DaemonSource) -> click.Command:
             click.echo(f"wrote {path}")
 
     return eval_command
+
+
+def _evaluate_flats(
+    daemon: DaemonSupply,
+    labelled: list[tuple[str, Path]],
+    use_daemon: bool,
+    connection_file: Path | None,
+    options: EvalOptions,
+) -> None:
+    """`colord eval --flats`: each model's flats report, in --out, or for several models in a
+    folder each under it."""
+    from colord.training.evaluation import flats_report
+
+    loaders = [
+        (label, partial(daemon.load_engine_flats, path, options.device)) for label, path in labelled
+    ]
+    if use_daemon:
+        loaders.append(("daemon", partial(daemon.load_daemon_flats, connection_file)))
+    for label, load in loaders:
+        folder = options.out if len(loaders) == 1 else options.out / label
+        report = flats_report.evaluate(load(), replace(options, out=folder))
+        click.echo(report.markdown)
+        for path in report.paths.values():
+            click.echo(f"wrote {path}")
 
 
 @click.command("ablate")
@@ -307,7 +351,6 @@ def ablate_command(
     if (steps is None) == (minutes is None):
         raise click.UsageError("give the budget as --steps or --minutes (one of them)")
     from colord.training.evaluation.ablation import AblationOptions, ablation_markdown, run_ablation
-    from colord.training.evaluation.evaluate import EvalOptions
     from colord.training.train.config import load_config
 
     with user_errors():
