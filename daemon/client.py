@@ -107,7 +107,8 @@ class Client:
         self, line_art: np.ndarray, reference: np.ndarray | None = None, **options: Any
     ) -> ColorizeReply:
         """Colour line_art (uint8/uint16, grey to RGBA) after reference (or none); `options`
-        are colorize's (`colord_protocol.COLORIZE_OPTIONS`), checked before anything is sent."""
+        are colorize's (`colord_protocol.COLORIZE_OPTIONS`), checked before anything is sent.
+        With `flats`, the reply's `flats` holds them (and its `image` is None for "only")."""
         job = Job(line_art, reference, **options)
         try:
             args, line_image, reference_image = protocol.colorize_request_args(job)
