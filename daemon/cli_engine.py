@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from colord.daemon.flats import DEFAULT_GAP
 from colord.plugins.wire.colord_protocol import (
     FLATS_GROUNDS,
     MAX_FLATS_GAP,
@@ -168,7 +169,7 @@ WORKING_SIZE = WorkingSize()
     type=click.IntRange(0, MAX_FLATS_GAP),
     default=None,
     help="With --flats: gaps in the lines up to this many pixels count as closed "
-    "[default: 6, for a 2048 px page].",
+    f"[default: {DEFAULT_GAP}, for a 2048 px page].",
 )
 @click.option(
     "--flats-palette",
