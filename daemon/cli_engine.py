@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from colord.daemon.flats import DEFAULT_GAP
+from colord.daemon.flats import DEFAULT_GAP, PAGE_SIDE
 from colord.plugins.wire.colord_protocol import (
     FLATS_GROUNDS,
     MAX_FLATS_GAP,
@@ -169,7 +169,7 @@ WORKING_SIZE = WorkingSize()
     type=click.IntRange(0, MAX_FLATS_GAP),
     default=None,
     help="With --flats: gaps in the lines up to this many pixels count as closed "
-    f"[default: {DEFAULT_GAP}, for a 2048 px page].",
+    f"[default: {DEFAULT_GAP} on a {PAGE_SIDE} px page, scaled with the canvas].",
 )
 @click.option(
     "--flats-palette",

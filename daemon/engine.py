@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +161,14 @@ class _Prepared:
         return self.sketch.shape, reference_shape
 
 
-def _flats_options(job: Job) -> flats.FlatsOptions:
-    """The job's flats settings; those it leaves out (None) keep FlatsOptions' defaults."""
-    ground = None if job.flats_ground is None else job.flats_ground == "transparent"
-    given = {
-        "gap": job.flats_gap,
-        "snap_to_palette": job.flats_palette,
-        "transparent_ground": ground,
-    }
-    return flats.FlatsOptions(**{name: value for name, value in given.items() if value is not None})
+def _flats_options(job: Job, long_side: int) -> flats.FlatsOptions:
+    """The job's flats settings; those it leaves out (None) take the defaults scaled to the
+    canvas (`FlatsOptions.for_canvas`: made for a 2048 px page)."""
+    choices = {"snap_to_palette": bool(job.flats_palette)}
+    if job.flats_ground is not None:
+        choices["transparent_ground"] = job.flats_ground == "transparent"
+    options = flats.FlatsOptions.for_canvas(long_side, **choices)
+    return options if job.flats_gap is None else replace(options, gap=job.flats_gap)
 
 
 class Engine:
@@ -353,7 +352,8 @@ class Engine:
         flats_layer, flats_ms = None, 0.0
         if job.flats is not None:  # from the colours before the lines go over them
             flats_start = time.perf_counter()
-            flats_layer = flats.flats_layer(job.line_art, image, job.reference, _flats_options(job))
+            options = _flats_options(job, max(item.lines.shape))
+            flats_layer = flats.flats_layer(job.line_art, image, job.reference, options)
             flats_ms = (time.perf_counter() - flats_start) * 1000
         if job.keep_lines:
             image = imaging.draw_lines(image, item.flat, item.darkest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -215,9 +216,8 @@ def test_flats_come_from_the_plain_colours_at_canvas_size(keep_lines):
     options = {"flats": "with_colour", "flats_gap": 2, "flats_ground": "opaque"}
     result = engine.colorize(line_art, reference, keep_lines=keep_lines, **options)
     plain = engine.colorize(line_art, reference, keep_lines=False).image
-    expected = flats.flats_layer(
-        line_art, plain, reference, flats.FlatsOptions(gap=2, transparent_ground=False)
-    )
+    page = flats.FlatsOptions.for_canvas(width, transparent_ground=False)  # unset: scaled
+    expected = flats.flats_layer(line_art, plain, reference, replace(page, gap=2))
     np.testing.assert_array_equal(result.flats, expected)  # lines drawn over the colour or not
     assert_layer(result.flats, height, width)
     colours = {tuple(c) for c in result.flats.reshape(-1, 4)[:, :3].tolist()}
@@ -225,6 +225,16 @@ def test_flats_come_from_the_plain_colours_at_canvas_size(keep_lines):
     assert set(result.timings) == {"prepare", "forward", "finish", "flats", "total"}
     parts = sum(v for k, v in result.timings.items() if k != "total")
     assert result.timings["total"] == pytest.approx(parts)
+
+
+def test_flats_settings_left_out_are_the_page_defaults_scaled_to_the_canvas():
+    job = Job(np.zeros((4, 4), np.uint8), flats="only")
+    assert engine_module._flats_options(job, 256) == flats.FlatsOptions.for_canvas(256)
+    assert engine_module._flats_options(job, 2048) == flats.FlatsOptions()  # made for a page
+    job = Job(job.line_art, flats="only", flats_gap=0, flats_palette=True, flats_ground="opaque")
+    assert engine_module._flats_options(job, 256) == flats.FlatsOptions(
+        0, flats.FlatsOptions.for_canvas(256).min_area, True, False
+    )
 
 
 def test_flats_ground_is_transparent_by_default(engine):
