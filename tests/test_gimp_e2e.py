@@ -14,6 +14,7 @@ import socket
 import sys
 from pathlib import Path
 
+import daemon_helpers
 import numpy as np
 import pytest
 from capabilities import HOSTS, missing
@@ -189,6 +190,13 @@ def build_cases(run: GimpRun, connection_text: str) -> None:
         common
         | {"name": "twice", "layers": flat, "connection": connection_text, "repeat": 2,
            "options": {"working-size": 64}},
+        # flats beside the colour, and flats alone over opaque line art
+        common
+        | {"name": "flats", "layers": flat, "connection": connection_text,
+           "options": {"working-size": 64, "flats": "with_colour"}},
+        common
+        | {"name": "flats-only-scan", "layers": [flat[0] | scanned, *flat[1:]],
+           "connection": connection_text, "options": {"working-size": 64, "flats": "only"}},
     ]  # fmt: skip
 
 
@@ -204,11 +212,32 @@ def daemon(gimp_root):
         yield running
 
 
+# `colord serve` as a daemon from before flats: its `info` lists no features
+DAEMON_WITHOUT_FLATS = [
+    sys.executable, "-c",
+    "import colord.plugins.wire.colord_protocol as protocol; protocol.FEATURES = (); "
+    "from colord.daemon.cli import main; main()",
+]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def gimp_run(gimp_root, daemon):
+def daemon_without_flats(gimp_root):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(daemon_helpers, "CLI", DAEMON_WITHOUT_FLATS)
+        running = start_daemon(DEFAULT_MODEL)
+    with running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gimp_run(gimp_root, daemon, daemon_without_flats):
     run = GimpRun(gimp_root)
     try:
         build_cases(run, daemon.connection_file.read_text())
+        run.cases.append(
+            run.cases[0] | {"name": "no-flats-daemon", "options": {"flats": "only"},
+                            "connection": daemon_without_flats.connection_file.read_text()}
+        )  # fmt: skip
         run_to_completion(run)
         yield run
     finally:
@@ -216,7 +245,7 @@ def gimp_run(gimp_root, daemon):
 
 
 @pytest.fixture(scope="module")
-def gimp_dialog_run(gimp_root, daemon):
+def gimp_dialog_run(gimp_root, daemon, daemon_without_flats):
     """The first success case again, run interactively: through the real procedure dialog."""
     if shutil.which("Xvfb") is None:
         missing("Xvfb is needed to show GIMP's procedure dialog", HOSTS)
@@ -231,7 +260,11 @@ def gimp_dialog_run(gimp_root, daemon):
             interactive | {"name": "interactive"},
             # (10) no reference chosen yet: the dialog proposes one
             interactive | {"name": "interactive-proposed", "reference": None},
-        ]
+            # a daemon that cannot make flats: the dialog says so; asked anyway, a message
+            interactive | {"name": "interactive-no-flats",
+                           "connection": daemon_without_flats.connection_file.read_text(),
+                           "options": interactive["options"] | {"flats": "only"}},
+        ]  # fmt: skip
         with virtual_display() as display:
             run_to_completion(run, display)
         yield run
@@ -351,8 +384,8 @@ def test_interactive_run_shows_the_dialog_with_a_layer_chooser_and_colorizes(
     no_daemon = gimp_dialog_run.observations("interactive-no-daemon")
     assert no_daemon["statuses"] == ["execution-error"]
     assert "not running" in no_daemon["messages"][0]
-    # two dialogs for three runs: none for the run that could not reach a daemon
-    first, second = gimp_dialog_run.dialog_records()
+    # three dialogs for four runs: none for the run that could not reach a daemon
+    first, second, _ = gimp_dialog_run.dialog_records()
     assert first == second
     dialog = first
     assert dialog == {
@@ -360,6 +393,8 @@ def test_interactive_run_shows_the_dialog_with_a_layer_chooser_and_colorizes(
         "visible": True,
         "reference_widget": "DrawableChooser",
         "reference_shown": True,
+        "flats_shown": True,
+        "flats_notes": [],
     }
     observed = gimp_dialog_run.observations("interactive")
     assert observed["statuses"] == ["success"], observed["messages"]
@@ -409,3 +444,81 @@ def test_10_the_dialog_proposes_a_reference(gimp_dialog_run: GimpRun) -> None:
     assert observed["statuses"] == ["success"], observed["messages"]
     names = [record["name"] for record in observed["after"]]
     assert names == [LINE_ART, f"Colorized ({REFERENCE})", REFERENCE, "Paper"]
+
+
+# -- flats (issue 12) ---------------------------------------------------------------------------
+
+FLATS = f"Flats ({REFERENCE})"
+
+
+def check_flats(gimp_run: GimpRun, daemon, case: str, flats: dict) -> None:
+    """The layer is the daemon's flats for the pixels the plug-in read: a few solid colours, each
+    pixel exactly one of them (no blends), the ground around the figure transparent."""
+    observed = gimp_run.observations(case)
+    pixels_before = pixels_by_name(gimp_run, case, observed["before"])
+    with Client.from_connection_file(daemon.connection_file) as client:
+        expected = client.colorize(
+            pixels_before[LINE_ART], pixels_before[REFERENCE], working_size=64, flats="only",
+            flats_ground="transparent",
+        ).flats  # fmt: skip
+    pixels = gimp_run.layer_pixels(case, flats)
+    np.testing.assert_array_equal(pixels, expected)
+    assert set(np.unique(pixels[..., 3])) <= {0, 255}, "flats have no soft edges"
+    palette = np.unique(pixels[pixels[..., 3] == 255][:, :3], axis=0)
+    assert 1 <= len(palette) <= 16, palette
+    assert (pixels[..., 3] == 0).any(), "the ground around the figure is transparent"
+
+
+def originals_unchanged(gimp_run: GimpRun, case: str, new_names: set[str]) -> None:
+    observed = gimp_run.observations(case)
+    after = [r for r in observed["after"] if r["name"] not in new_names]
+    assert [layout(r) for r in after] == [layout(r) for r in observed["before"]]
+    pixels_before = pixels_by_name(gimp_run, case, observed["before"])
+    pixels_after = pixels_by_name(gimp_run, case, observed["after"])
+    for name, pixels in pixels_before.items():
+        np.testing.assert_array_equal(pixels_after[name], pixels, err_msg=name)
+
+
+def test_flats_with_the_colour_lie_under_it_below_the_line_art(gimp_run: GimpRun, daemon) -> None:
+    observed = gimp_run.observations("flats")
+    assert observed["statuses"] == ["success"], observed["messages"]
+    after = observed["after"]
+    names = [record["name"] for record in after]
+    assert names == [LINE_ART, f"Colorized ({REFERENCE})", FLATS, REFERENCE, "Paper"]
+    flats = after[2]
+    assert (flats["mode"], flats["visible"]) == ("normal", True)
+    assert [flats[key] for key in ("x", "y", "width", "height")] == [40, 24, 96, 72]
+    check_flats(gimp_run, daemon, "flats", flats)
+    originals_unchanged(gimp_run, "flats", {f"Colorized ({REFERENCE})", FLATS})
+    assert observed["selected_after"] == [LINE_ART]
+
+
+def test_flats_alone_over_opaque_line_art_go_above_it_in_multiply(
+    gimp_run: GimpRun, daemon
+) -> None:
+    observed = gimp_run.observations("flats-only-scan")
+    assert observed["statuses"] == ["success"], observed["messages"]
+    after = observed["after"]
+    assert [record["name"] for record in after] == [FLATS, LINE_ART, REFERENCE, "Paper"]
+    assert (after[0]["mode"], after[0]["visible"]) == ("multiply", True)
+    check_flats(gimp_run, daemon, "flats-only-scan", after[0])
+    originals_unchanged(gimp_run, "flats-only-scan", {FLATS})
+
+
+def test_the_dialog_says_when_the_daemon_cannot_make_flats(gimp_dialog_run: GimpRun) -> None:
+    *_, dialog = gimp_dialog_run.dialog_records()
+    assert dialog["flats_shown"]
+    [note] = dialog["flats_notes"]
+    assert "cannot make flats" in note
+    # the greyed-out choice falls back to no flats in the dialog: the colour alone
+    observed = gimp_dialog_run.observations("interactive-no-flats")
+    assert observed["statuses"] == ["success"], observed["messages"]
+    names = [record["name"] for record in observed["after"]]
+    assert names == [LINE_ART, f"Colorized ({REFERENCE})", REFERENCE, "Paper"]
+
+
+def test_flats_asked_of_a_daemon_without_them_are_a_message(gimp_run: GimpRun) -> None:
+    observed = gimp_run.observations("no-flats-daemon")
+    assert observed["statuses"] == ["execution-error"]
+    assert "cannot make flats" in observed["messages"][0]
+    assert [layout(r) for r in observed["after"]] == [layout(r) for r in observed["before"]]

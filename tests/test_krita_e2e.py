@@ -47,7 +47,8 @@ FAILURE_STEPS = {
     "result-active": ["is a colord result", "select the line-art layer"],
 }
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "model" / "weights" / "default.safetensors"
-BY_NAME = {"reference_id": "", "reference": REFERENCE, "working_size": "64", "keep_lines": "true"}
+BY_NAME = {"reference_id": "", "reference": REFERENCE, "working_size": "64", "keep_lines": "true",
+           "flats": "none"}  # fmt: skip
 
 
 def canvas_layer(tile: np.ndarray, at: tuple[int, int]) -> np.ndarray:
@@ -141,6 +142,12 @@ def build_steps(run: KritaRun, connection_file: Path) -> None:
         # (9) Cancel while the daemon works
         common | {"name": "cancel", "document": document | SRGB8, "layers": flat8,
                   "cancel": True},
+        # flats beside the colour, and flats alone over opaque line art
+        common | {"name": "flats", "document": document | SRGB8, "layers": flat8,
+                  "settings": BY_NAME | {"flats": "with_colour"}},
+        common | {"name": "flats-only-scan", "document": document | SRGB8,
+                  "layers": [ref8, {"name": LINE_ART, "x": 0, "y": 0, **files["scan"]}],
+                  "settings": BY_NAME | {"flats": "only"}},
         # (5) no daemon running: the plug-in starts one (the colord that installed it)
         common | {"name": "start-daemon", "document": document | SRGB8, "layers": flat8,
                   "connection_file": str(run.data / "started" / "colord" / "daemon.json")},
@@ -446,3 +453,71 @@ def test_10_colorize_is_disabled_without_a_document(krita_run) -> None:
     _, report = krita_run
     assert report["no_document"]["colorize_enabled"] is False
     assert report["steps"]["srgb8"]["docker"]["colorize_enabled"] is True
+
+
+# -- flats (issue 12) ---------------------------------------------------------------------------
+
+FLATS = f"Flats ({REFERENCE})"
+
+
+def daemon_flats(daemon, line_art: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """The daemon's flats (BGRA8) for the same bytes the plug-in sends, at the step's settings."""
+    reference_rect = alpha_bounds(REFERENCE_CANVAS)
+    with colord_wire.WireClient.from_connection_file(daemon.connection_file) as client:
+        layers = client.colorize_layers(
+            colord_wire.Image(rect[2], rect[3], "BGRA8", crop(to_bgra(line_art), rect).tobytes()),
+            colord_wire.Image(reference_rect[2], reference_rect[3], "BGRA8",
+                              crop(to_bgra(REFERENCE_CANVAS), reference_rect).tobytes()),
+            working_size=64, keep_lines=True, result_format="BGRA8", flats="only",
+            flats_ground="transparent",
+        )  # fmt: skip
+    return np.frombuffer(layers.flats.data, np.uint8).reshape(rect[3], rect[2], 4)
+
+
+def check_flats_pixels(run: KritaRun, daemon, node: dict, line_art: np.ndarray) -> None:
+    """The layer holds the daemon's flats over the line art's bounds, and nothing else: a few
+    solid colours, each pixel exactly one of them (no blends), the ground transparent."""
+    rect = alpha_bounds(line_art) if line_art[..., 3].min() == 0 else (0, 0, WIDTH, HEIGHT)
+    pixels = pixels_8bit(run, node)
+    inside = crop(pixels, rect)
+    np.testing.assert_array_equal(inside, daemon_flats(daemon, line_art, rect))
+    outside = pixels.copy()
+    outside[rect[1] : rect[1] + rect[3], rect[0] : rect[0] + rect[2]] = 0
+    assert not outside.any()
+    assert set(np.unique(inside[..., 3])) <= {0, 255}, "flats have no soft edges"
+    palette = np.unique(inside[inside[..., 3] == 255][:, :3], axis=0)
+    assert 1 <= len(palette) <= 16, palette
+    assert (inside[..., 3] == 0).any(), "the ground around the figure is transparent"
+
+
+def test_flats_with_the_colour_lie_under_it_below_the_line_art(krita_run, daemon) -> None:
+    run, report = krita_run
+    step = report["steps"]["flats"]
+    assert step["message_boxes"] == [], step["events"]
+    [event] = inserted(step)
+    assert event["layers"] == [RESULT, FLATS]
+    by_name = {node["name"]: node for node in new_nodes(step)}
+    assert set(by_name) == {RESULT, FLATS}
+    line_art = next(entry for entry in step["after"] if entry["name"] == LINE_ART)
+    # Krita counts children from the bottom: line art, then the colour, then the flats
+    assert by_name[RESULT]["index"] == line_art["index"] - 1
+    assert by_name[FLATS]["index"] == line_art["index"] - 2
+    assert by_name[FLATS]["parent"] == line_art["parent"]
+    assert (by_name[FLATS]["blending"], by_name[FLATS]["visible"]) == ("normal", True)
+    check_flats_pixels(run, daemon, by_name[FLATS], LINE_ART_CANVAS)
+    originals_unchanged(run, step)
+    assert step["active_after"] == LINE_ART
+
+
+def test_flats_alone_over_opaque_line_art_go_above_it_in_multiply(krita_run, daemon) -> None:
+    run, report = krita_run
+    step = report["steps"]["flats-only-scan"]
+    assert step["message_boxes"] == [], step["events"]
+    [flats] = new_nodes(step)
+    line_art = next(entry for entry in step["after"] if entry["name"] == LINE_ART)
+    assert flats["name"] == FLATS and flats["index"] == line_art["index"] + 1
+    assert (flats["blending"], flats["visible"]) == ("multiply", True)
+    check_flats_pixels(run, daemon, flats, SCAN_CANVAS)
+    originals_unchanged(run, step)
+    figure = alpha_bounds(LINE_ART_CANVAS)
+    assert chroma(crop(projection(run, step["projection_after"]), figure)).max() > 8

@@ -24,14 +24,25 @@ if Path(sys.argv[0]).name == "colord_gimp.py":
 
     show_and_wait = GimpUi.ProcedureDialog.run
 
+    def label_texts(widget):
+        """The texts of every label shown inside `widget`."""
+        if isinstance(widget, Gtk.Label):
+            return [widget.get_text()] if widget.is_visible() else []
+        if isinstance(widget, Gtk.Container):
+            return [text for child in widget.get_children() for text in label_texts(child)]
+        return []
+
     def run_then_accept(dialog):
         def record_and_accept():
             chooser = dialog.get_widget("reference", GObject.TYPE_NONE)
+            flats = dialog.get_widget("flats", GObject.TYPE_NONE)
             record = {
                 "title": dialog.get_title(),
                 "visible": dialog.get_visible(),
                 "reference_widget": type(chooser).__name__,
                 "reference_shown": chooser is not None and chooser.get_visible(),
+                "flats_shown": flats is not None and flats.get_visible(),
+                "flats_notes": [text for text in label_texts(dialog) if "flats" in text],
             }
             with open(os.environ["COLORD_GIMP_DIALOG_RECORD"], "a", encoding="utf-8") as log:
                 log.write(json.dumps(record) + "\n")

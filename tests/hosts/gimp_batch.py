@@ -79,6 +79,7 @@ def layer_tree(image):
                     "width": layer.get_width(),
                     "height": layer.get_height(),
                     "mode": layer.get_mode().value_nick,
+                    "visible": layer.get_visible(),
                     "layer": layer,
                 }
             )

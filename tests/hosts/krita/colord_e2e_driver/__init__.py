@@ -225,6 +225,7 @@ class Driver:
                     "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
                     "space": [node.colorModel(), node.colorDepth(), node.colorProfile()],
                     "blending": node.blendingMode(),
+                    "visible": node.visible(),
                     "file": name,
                 }
             )
