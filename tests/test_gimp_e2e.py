@@ -14,12 +14,12 @@ import socket
 import sys
 from pathlib import Path
 
-import daemon_helpers
 import numpy as np
 import pytest
 from capabilities import HOSTS, missing
 from conftest import draw_line_art, draw_reference
 from daemon_helpers import start_daemon
+from hosts.daemon_without_flats import start_daemon_without_flats
 from hosts.gimp_harness import (
     GimpRun,
     chroot_dir,
@@ -212,20 +212,9 @@ def daemon(gimp_root):
         yield running
 
 
-# `colord serve` as a daemon from before flats: its `info` lists no features
-DAEMON_WITHOUT_FLATS = [
-    sys.executable, "-c",
-    "import colord.plugins.wire.colord_protocol as protocol; protocol.FEATURES = (); "
-    "from colord.daemon.cli import main; main()",
-]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def daemon_without_flats(gimp_root):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(daemon_helpers, "CLI", DAEMON_WITHOUT_FLATS)
-        running = start_daemon(DEFAULT_MODEL)
-    with running:
+    with start_daemon_without_flats(DEFAULT_MODEL) as running:
         yield running
 
 

@@ -20,6 +20,7 @@ import pytest
 from capabilities import HOSTS, missing
 from conftest import draw_line_art, draw_reference
 from daemon_helpers import start_daemon
+from hosts.daemon_without_flats import start_daemon_without_flats
 from hosts.krita_harness import KritaRun, alpha_bounds, krita_problem, to_bgra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "wire"))
@@ -45,6 +46,7 @@ FAILURE_STEPS = {
     "no-reference": ["No reference layer chosen", "colord docker", "No reference"],
     "bad-size": ["100 px", "multiple of 16", "nearest is 96 px"],
     "result-active": ["is a colord result", "select the line-art layer"],
+    "no-flats-daemon": ["cannot make flats", "restart its daemon"],
 }
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "model" / "weights" / "default.safetensors"
 BY_NAME = {"reference_id": "", "reference": REFERENCE, "working_size": "64", "keep_lines": "true",
@@ -76,7 +78,7 @@ def as_gray(rgba: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.dstack([grey.round().astype(np.uint8), rgba[..., 3]]))
 
 
-def build_steps(run: KritaRun, connection_file: Path) -> None:
+def build_steps(run: KritaRun, connection_file: Path, without_flats: Path) -> None:
     line_art = to_bgra(draw_line_art(72, 96))
     reference = to_bgra(draw_reference(100, 140))
     files = {
@@ -144,7 +146,10 @@ def build_steps(run: KritaRun, connection_file: Path) -> None:
                   "cancel": True},
         # flats beside the colour, and flats alone over opaque line art
         common | {"name": "flats", "document": document | SRGB8, "layers": flat8,
-                  "settings": BY_NAME | {"flats": "with_colour"}},
+                  "settings": BY_NAME | {"flats": "with_colour"}, "ask_daemon_first": True},
+        common | {"name": "no-flats-daemon", "document": document | SRGB8, "layers": flat8,
+                  "settings": BY_NAME | {"flats": "only"}, "ask_daemon_first": True,
+                  "connection_file": str(without_flats)},
         common | {"name": "flats-only-scan", "document": document | SRGB8,
                   "layers": [ref8, {"name": LINE_ART, "x": 0, "y": 0, **files["scan"]}],
                   "settings": BY_NAME | {"flats": "only"}},
@@ -169,12 +174,18 @@ def daemon(krita_ready):
 
 
 @pytest.fixture(scope="module")
-def krita_run(daemon):
+def daemon_without_flats(krita_ready):
+    with start_daemon_without_flats(DEFAULT_MODEL) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def krita_run(daemon, daemon_without_flats):
     run = KritaRun()
     run.install_plugin()
     run.install_driver()
     run.set_plugin_settings(BY_NAME)
-    build_steps(run, daemon.connection_file)
+    build_steps(run, daemon.connection_file, daemon_without_flats.connection_file)
     try:
         result = run.run()
     finally:
@@ -507,6 +518,15 @@ def test_flats_with_the_colour_lie_under_it_below_the_line_art(krita_run, daemon
     check_flats_pixels(run, daemon, by_name[FLATS], LINE_ART_CANVAS)
     originals_unchanged(run, step)
     assert step["active_after"] == LINE_ART
+    assert step["docker"]["flats_enabled"] == [True, True, True]
+    assert step["docker"]["flats_note"] == ""
+
+
+def test_the_docker_greys_out_flats_a_daemon_cannot_make(krita_run) -> None:
+    _, report = krita_run
+    docker = report["steps"]["no-flats-daemon"]["docker"]
+    assert docker["flats_enabled"] == [True, False, False]  # "No flats" stays choosable
+    assert "cannot make flats" in docker["flats_note"]
 
 
 def test_flats_alone_over_opaque_line_art_go_above_it_in_multiply(krita_run, daemon) -> None:

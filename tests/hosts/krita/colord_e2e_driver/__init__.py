@@ -137,6 +137,9 @@ class Driver:
             old, new = step["rename"]
             nodes[old].setName(new)
         os.environ["COLORD_CONNECTION_FILE"] = step["connection_file"]
+        if step.get("ask_daemon_first"):  # the docker asks the daemon what it can do, in the
+            self.docker_state()  # background, once it sees it
+            yield from self.settle(2.0)
         dump = step.get("dump", True)
         record["before"] = self.dump(document, step["name"], "before") if dump else []
         record["projection_before"] = self.dump_projection(document, step["name"], "before")
@@ -276,6 +279,10 @@ class Driver:
             "start_visible": panel.start_button.isVisibleTo(panel),
             "colorize_enabled": panel.colorize_button.isEnabled(),
             "status": panel.status_label.text(),
+            "flats_enabled": [
+                panel.flats_box.model().item(i).isEnabled() for i in range(panel.flats_box.count())
+            ],
+            "flats_note": panel.flats_note.text() if panel.flats_note.isVisibleTo(panel) else "",
         }
 
     def close_message_boxes(self) -> list:
