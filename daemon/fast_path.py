@@ -26,6 +26,7 @@ import contextlib
 import importlib.util
 import io
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -195,6 +196,24 @@ class _OnnxRuntime:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
+def _subnormals_kept() -> bool:
+    """Whether this thread computes subnormal floats (flushing to zero is off)."""
+    return sys.float_info.min * sys.float_info.epsilon != 0.0
+
+
+@contextlib.contextmanager
+def _caller_arithmetic_kept() -> Iterator[None]:
+    """ONNX Runtime flushes denormals on the calling thread too (building a session or running
+    it) and leaves it so; the rest of the process (numpy users, hypothesis) expects IEEE
+    arithmetic back, as the engine's own flushing gives it back."""
+    ieee_before = _subnormals_kept()
+    try:
+        yield
+    finally:
+        if ieee_before and not _subnormals_kept():
+            torch.set_flush_denormal(False)
+
+
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # The backends by preference, fastest first as measured (module docstring), each with the
@@ -249,10 +268,11 @@ class FastPath:
         if self.backend is None or self.broken:
             return self.model(sketch, reference)
         key = (tuple(sketch.shape[-2:]), tuple(reference.shape[-2:]))
-        if key not in self.shapes:
-            return self._check(key, sketch, reference)
-        if self.shapes[key] and self.runner is not None:
-            return self.runner(sketch, reference)
+        with _caller_arithmetic_kept():
+            if key not in self.shapes:
+                return self._check(key, sketch, reference)
+            if self.shapes[key] and self.runner is not None:
+                return self.runner(sketch, reference)
         return self.model(sketch, reference)
 
     def state(self) -> str:

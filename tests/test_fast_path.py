@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 
 import pytest
 import torch
@@ -99,6 +100,19 @@ def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> No
     # the naive export's bug: it switched the live generator's BatchNorms to training mode
     assert not any(module.training for module in generator.modules())
     torch.testing.assert_close(eager(generator, sketch, reference), before, rtol=0, atol=0)
+
+
+def test_the_backend_leaves_the_callers_float_arithmetic_ieee() -> None:
+    """ONNX Runtime flushes denormals on the calling thread; numpy users after it must still
+    see subnormal numbers (hypothesis refuses to run otherwise)."""
+    requires_onnxruntime()
+    path = FastPath(small_generator(), "onnxruntime", must_beat_eager=False)
+    sketch, reference = inputs()
+    with torch.inference_mode():
+        for _ in range(2):  # the check, then the backend alone
+            path(sketch, reference)
+    assert path.shapes[((SIZE, SIZE), (SIZE, SIZE))], path.state()
+    assert sys.float_info.min * sys.float_info.epsilon > 0.0
 
 
 def test_attention_is_exported_as_one_fused_operation() -> None:
