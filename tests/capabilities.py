@@ -12,7 +12,7 @@ from typing import NoReturn
 import pytest
 
 HOSTS = "COLORD_REQUIRE_HOSTS"  # Krita and the GIMP 3 chroot (and Krita's Python, PyQt5)
-EXTRAS = "COLORD_REQUIRE_EXTRAS"  # the train extra: EfficientNet-Lite0 weights, cairo, OpenMoji
+EXTRAS = "COLORD_REQUIRE_EXTRAS"  # train and cpu extras: EfficientNet-Lite0, cairo, ONNX Runtime
 
 
 def missing(problem: str, requirement: str) -> NoReturn:

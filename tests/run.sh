@@ -25,7 +25,7 @@ bash tests/hosts/build_gimp_chroot.sh "${COLORD_GIMP_CHROOT:-/var/cache/colord/g
 log "Python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[test,train]'
+.venv/bin/pip install -q -e '.[test,train,cpu]'
 
 log "ruff"
 .venv/bin/ruff check .

@@ -4,11 +4,13 @@ or disagrees. Small generators of the default model's architecture (colour hint,
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import sys
 
 import pytest
 import torch
+from capabilities import EXTRAS, missing
 from torch import nn
 
 from colord.daemon import fast_path
@@ -34,9 +36,11 @@ def small_generator(seed: int = 0) -> Generator:
 
 
 def requires_onnxruntime() -> None:
-    """Skip unless the optional packages of the ONNX Runtime backend are installed."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    """Skip unless the optional packages of the ONNX Runtime backend (the cpu extra) are
+    installed; a run that requires the extras fails instead."""
+    for package in ("onnxruntime", "onnx"):
+        if importlib.util.find_spec(package) is None:
+            missing(f"{package} is not installed (pip install -e '.[cpu]')", EXTRAS)
 
 
 def inputs(batch: int = 1, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
