@@ -1,15 +1,25 @@
-"""How long the Krita plug-in takes around the daemon, from action to inserted layer.
+"""Click to layer in the real Krita, split into plug-in, transport, engine and model.
 
-Starts a real daemon (a random-init `tiny` checkpoint unless --model is given) and the real Krita
-under Xvfb with the plug-in installed, opens a SIZE x SIZE 8-bit sRGB document holding an opaque
-line-art layer and a reference layer, triggers "Colorize with Reference…" --warmup + --repeat times
-(each once the previous layer is in; the warm-up ones are not counted), and prints, per run and as
-the median: the time from the action to the inserted layer, the daemon's engine_ms and total_ms, the
-plug-in's own share (elapsed minus engine_ms, elapsed minus total_ms), and where that went (reading
-the layers, the round trip to the daemon, inserting the layer), and the longest time Krita's
-event loop stalled while the daemon worked (a 20 ms timer's ticks, ideally 20 ms apart).
+Starts a real daemon (the shipped default model unless --model is given) and the real Krita under
+Xvfb with the plug-in installed. For each --sizes page it opens a SIZE x SIZE 8-bit sRGB document
+holding opaque line art (a scan: strokes on white paper) and a reference, triggers "Colorize with
+Reference…" --warmup + --repeat times with the plug-in's default settings (each run undone before
+the next, so every run meets the same document), and prints per size the medians of:
 
-    .venv/bin/python bench/bench_krita.py --size 2048 --repeat 5
+- elapsed: from the action to the inserted layer;
+- plug-in: elapsed minus the round trip: reading the layers (`read`), clearing the paper around
+  the figure (`paper`, pure Python, in the request's worker thread), naming and placing the new
+  layer (`place`) and Krita adding it (`layers`);
+- transport: the round trip minus the daemon's time from receiving the request to its reply (both
+  wire ends, the sockets, the daemon's decoding and encoding);
+- engine: the daemon's engine time minus the model's;
+- model: the generator's forward pass, timed in this process on the same pixels with the daemon's
+  engine settings after Krita has quit (the daemon's reply does not carry it);
+- canvas after: how much longer Krita's own work left by the insertion (the recomposite of the
+  canvas) went on once the layer was in, seen by a test driver polling every 20 ms;
+- the longest time Krita's event loop stalled while the daemon worked.
+
+    .venv/bin/python bench/bench_krita.py --sizes 1024 2048 4096 --repeat 5
 """
 
 from __future__ import annotations
@@ -18,11 +28,9 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -31,7 +39,9 @@ from conftest import draw_line_art, draw_reference  # noqa: E402
 from daemon_helpers import start_daemon  # noqa: E402
 from hosts.krita_harness import KritaRun, krita_problem, to_bgra  # noqa: E402
 
-from colord.model import Generator, get_preset, save_checkpoint  # noqa: E402
+from colord.daemon.engine import Engine, default_checkpoint  # noqa: E402
+
+SRGB8 = {"model": "RGBA", "depth": "U8", "profile": "sRGB-elle-V2-srgbtrc.icc"}
 
 
 def scanned_line_art(size: int) -> np.ndarray:
@@ -42,93 +52,113 @@ def scanned_line_art(size: int) -> np.ndarray:
     return np.concatenate([grey, grey, grey, np.full_like(grey, 255)], axis=2)
 
 
-def measure(model: Path, size: int, actions: int, working_size: int) -> list[dict]:
+def measure_krita(model: Path, sizes: list[int], actions: int, settings: dict) -> dict[int, list]:
+    """The plug-in's `inserted` events per page size, with the event loop's longest stall."""
     with start_daemon(model) as daemon:
         run = KritaRun()
         try:
             run.install_plugin()
             run.install_driver()
-            run.set_plugin_settings(
-                {"reference": "Reference", "working_size": str(working_size), "keep_lines": "true"}
-            )
-            line_art = run.add_pixels("line", to_bgra(scanned_line_art(size)))
-            reference = run.add_pixels("reference", to_bgra(draw_reference(size, size)))
-            run.steps = [
-                {
-                    "name": "bench",
-                    "document": {"width": size, "height": size, "model": "RGBA", "depth": "U8",
-                                 "profile": "sRGB-elle-V2-srgbtrc.icc"},
-                    "layers": [
-                        {"name": "Reference", "x": 0, "y": 0, **reference},
-                        {"name": "Line art", "x": 0, "y": 0, **line_art},
-                    ],
-                    "active": "Line art",
-                    "connection_file": str(daemon.connection_file),
-                    "repeat": actions,
-                    "dump": False,
-                }
-            ]  # fmt: skip
-            result = run.run()
+            run.set_plugin_settings(settings)
+            run.steps = []
+            for size in sizes:
+                line_art = run.add_pixels(f"line{size}", to_bgra(scanned_line_art(size)))
+                reference = run.add_pixels(f"ref{size}", to_bgra(draw_reference(size, size)))
+                run.steps.append(
+                    {
+                        "name": f"bench-{size}",
+                        "document": {"width": size, "height": size, **SRGB8},
+                        "layers": [
+                            {"name": "Reference", "x": 0, "y": 0, **reference},
+                            {"name": "Line art", "x": 0, "y": 0, **line_art},
+                        ],
+                        "active": "Line art",
+                        "connection_file": str(daemon.connection_file),
+                        "repeat": actions,
+                        "undo_each": True,
+                        "dump": False,
+                    }
+                )
+            result = run.run(timeout=600)
             if result.report is None or "error" in result.report:
                 raise SystemExit(f"the Krita run failed:\n{result.report}\n{result.output[-3000:]}")
-            step = result.report["steps"]["bench"]
-            events = step["events"]
-            for event, (during, insertion) in zip(events, step["event_loop_gaps_ms"], strict=False):
-                event["ui_stall_ms"] = {"during_request": during, "insertion": insertion}
         finally:
             run.remove()
-    inserted = [event for event in events if event["event"] == "inserted"]
-    if len(inserted) != actions:
-        raise SystemExit(f"expected {actions} inserted layers, the plug-in logged: {events}")
-    return inserted
+    by_size = {}
+    for size in sizes:
+        step = result.report["steps"][f"bench-{size}"]
+        inserted = [event for event in step["events"] if event["event"] == "inserted"]
+        if len(inserted) != actions:
+            raise SystemExit(f"{size}²: expected {actions} layers, the plug-in logged {inserted}")
+        gaps, settled = step["event_loop_gaps_ms"], step["settled_at"]
+        for event, (during, _), settled_at in zip(inserted, gaps, settled, strict=True):
+            event["ui_stall_ms"] = during
+            event["settled_ms"] = (settled_at - event["time"]) * 1000.0
+        by_size[size] = inserted
+    return by_size
 
 
-def summarise(events: list[dict]) -> dict:
+def measure_model(model: Path, size: int, working_size: int | None, repeat: int) -> dict:
+    """The engine's own split for this page, in this process: working size and forward ms."""
+    engine = Engine(model, device="cpu", working_size=working_size)
+    line_art, reference = scanned_line_art(size), draw_reference(size, size)
+    results = [engine.colorize(line_art, reference) for _ in range(repeat)]
+    return {
+        "working_size": results[0].working_size,
+        "model_ms": statistics.median(result.timings["forward"] for result in results),
+    }
+
+
+def summarise(events: list[dict], model: dict) -> dict:
     rows = []
     for event in events:
         timings = event["timings"]
+        plugin = event["elapsed_ms"] - event["round_trip_ms"]
         rows.append(
             {
                 "elapsed_ms": event["elapsed_ms"],
-                "engine_ms": timings["engine_ms"],
-                "total_ms": timings["total_ms"],
-                "overhead_vs_engine_ms": event["elapsed_ms"] - timings["engine_ms"],
-                "overhead_vs_total_ms": event["elapsed_ms"] - timings["total_ms"],
+                "plugin_ms": plugin,
                 "read_ms": event["read_ms"],
-                "round_trip_ms": event["round_trip_ms"],
-                "insert_ms": event["insert_ms"],
-                "longest_ui_stall_during_request_ms": event["ui_stall_ms"]["during_request"],
+                "paper_ms": event["paper_ms"],
+                "place_ms": event["place_ms"],
+                "layers_ms": event["layers_ms"],
+                "transport_ms": event["round_trip_ms"] - timings["total_ms"],
+                "engine_ms": timings["engine_ms"] - model["model_ms"],
+                "model_ms": model["model_ms"],
+                "around_daemon_ms": event["elapsed_ms"] - timings["total_ms"],
+                "canvas_after_ms": event["settled_ms"],
+                "ui_stall_ms": event["ui_stall_ms"],
             }
         )
     median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
-    return {"runs": rows, "median": median}
+    return {"runs": rows, "median": median, "working_size": model["working_size"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=2048, help="document side in pixels")
-    parser.add_argument("--repeat", type=int, default=5, help="actions to time, one after another")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed actions first")
-    parser.add_argument("--working-size", type=int, default=512)
-    parser.add_argument("--model", type=Path, help="checkpoint (default: random-init tiny)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="page sides")
+    parser.add_argument("--repeat", type=int, default=5, help="timed actions per size")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed actions first, per size")
+    parser.add_argument("--working-size", type=int, help="fixed working size (default: auto)")
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     problem = krita_problem()
     if problem is not None:
         raise SystemExit(problem)
-    with tempfile.TemporaryDirectory() as scratch:
-        model = args.model
-        if model is None:
-            torch.manual_seed(0)
-            model = save_checkpoint(
-                Path(scratch) / "tiny.safetensors", Generator(get_preset("tiny"))
-            )
-        events = measure(model, args.size, args.warmup + args.repeat, args.working_size)
-    summary = summarise(events[args.warmup :])
-    summary["settings"] = vars(args) | {"model": str(args.model or "random-init tiny")}
-    for number, row in enumerate(summary["runs"], 1):
-        print(f"run {number}: " + ", ".join(f"{key} {value:.1f}" for key, value in row.items()))
-    print("median: " + ", ".join(f"{key} {value:.1f}" for key, value in summary["median"].items()))
+    model = args.model or default_checkpoint()
+    settings = {
+        "reference": "Reference",
+        "working_size": "auto" if args.working_size is None else str(args.working_size),
+    }
+    events = measure_krita(model, args.sizes, args.warmup + args.repeat, settings)
+    summary = {"settings": vars(args) | {"model": str(model)}, "sizes": {}}
+    for size in args.sizes:
+        engine = measure_model(model, size, args.working_size, args.repeat)
+        figures = summarise(events[size][args.warmup :], engine)
+        summary["sizes"][size] = figures
+        print(f"{size}² (working size {figures['working_size']}), median of {args.repeat}:")
+        print("  " + ", ".join(f"{key} {value:.1f}" for key, value in figures["median"].items()))
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1, default=str))
 

@@ -229,6 +229,7 @@ def test_flats_are_refused_in_words_by_a_daemon_without_them() -> None:
 
 
 def answer(colour: bool, flats: bool, size: int = 64) -> colord_wire.Layers:
+    """The daemon's layers: colour 180, flats 9."""
     image = colord_wire.Image(size, size, "RGBA8", bytes([180]) * (size * size * 4))
     return colord_wire.Layers(
         image if colour else None,
@@ -242,9 +243,10 @@ def as_layer(image: np.ndarray) -> core.LayerPixels:
 
 
 def test_flats_lie_under_the_colour_below_line_art_on_transparency() -> None:
+    line_art = as_layer(ring_on(0))
     placement = core.place(
-        answer(True, True), as_layer(ring_on(0)), "Sky", ["Inks"],
-        transparent_paper=True, multiply_over_opaque=True,
+        core.clear_paper(answer(True, True), line_art), line_art, "Sky", ["Inks"],
+        multiply_over_opaque=True,
     )  # fmt: skip
     assert not placement.above
     colour, flats = placement.layers  # top first
@@ -253,26 +255,25 @@ def test_flats_lie_under_the_colour_below_line_art_on_transparency() -> None:
     assert (flats.pixels.x, flats.pixels.y) == (3, 4)
     assert bytes(flats.pixels.data) == bytes([9]) * 64 * 64 * 4  # the daemon's, untouched
     assert bytes(colour.pixels.data)[3] == 0  # the colour's paper cleared in the plug-in
+    assert bytes(colour.pixels.data)[32 * 64 * 4 + 32 * 4 + 3] == 180  # inside the ring
 
 
 def test_over_opaque_line_art_flats_go_in_multiply_hidden_under_the_colour() -> None:
     both = core.place(
-        answer(True, True), as_layer(ring_on(255)), "Sky", [],
-        transparent_paper=False, multiply_over_opaque=True,
+        answer(True, True), as_layer(ring_on(255)), "Sky", [], multiply_over_opaque=True,
     )  # fmt: skip
     assert both.above and [(n.multiply, n.visible) for n in both.layers] == [
         (True, True),
         (True, False),  # shown, it would darken the colours through Multiply
     ]
     alone = core.place(
-        answer(False, True), as_layer(ring_on(255)), None, [],
-        transparent_paper=False, multiply_over_opaque=True,
+        answer(False, True), as_layer(ring_on(255)), None, [], multiply_over_opaque=True,
     )  # fmt: skip
     [flats] = alone.layers
     assert alone.above and flats.multiply and flats.visible
     assert flats.pixels.name == "Flats (no reference)"
     lowest = core.place(
         answer(False, True), as_layer(ring_on(0)), "Sky", [],
-        transparent_paper=True, multiply_over_opaque=True, room_below=False,
+        multiply_over_opaque=True, room_below=False,
     )  # fmt: skip
     assert lowest.above and lowest.layers[0].multiply

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections import deque
+from typing import NamedTuple
 
 BYTES_PER_PIXEL = 4
 # A pixel is ink when it is mostly opaque and one of its channels is darker than this: the
@@ -24,15 +25,22 @@ _PAPER_RUN = re.compile(b"\x01+")
 
 def is_opaque(data: bytes | bytearray | memoryview) -> bool:
     """True when most of the layer is fully opaque (line art on paper, not on transparency)."""
-    alpha = bytes(data[BYTES_PER_PIXEL - 1 :: BYTES_PER_PIXEL])
+    # bytes() first: a strided slice of a memoryview (Krita's pixels) is copied byte by byte
+    alpha = bytes(data)[BYTES_PER_PIXEL - 1 :: BYTES_PER_PIXEL]
     return bool(alpha) and alpha.count(255) >= OPAQUE_SHARE * len(alpha)
 
 
-def clear_outside(result: bytearray, line_art: bytes | memoryview, width: int, height: int) -> int:
-    """Make the pixels of `result` that lie outside the drawing in `line_art` transparent.
+class Outside(NamedTuple):
+    """The pixels of a layer that lie outside its drawing, ready to clear."""
 
-    Outside is the paper reachable from the layer's border without crossing a line (gaps of up to
-    2 * GAP_PX closed). Both images are width x height; returns how many pixels were cleared."""
+    keep: int  # one byte a pixel, 0xFF inside the drawing and 0 outside, as a Python integer
+    cleared: int  # pixels outside
+    count: int  # pixels in the layer
+
+
+def find_outside(line_art: bytes | memoryview, width: int, height: int) -> Outside:
+    """The paper of `line_art` reachable from the layer's border without crossing a line (gaps
+    of up to 2 * GAP_PX closed)."""
     count = width * height
     ones = int.from_bytes(b"\x01" * count, "little")
     ink = _ink(bytes(line_art), ones)
@@ -41,11 +49,22 @@ def clear_outside(result: bytearray, line_art: bytes | memoryview, width: int, h
     outside = _reachable_from_border(paper, width, height)
     # Grow the outside back over the band the closing took, never onto ink.
     outside = _dilate(outside, width, ones, GAP_PX) & (ink ^ ones)
-    cleared = outside.bit_count()
-    alpha = int.from_bytes(bytes(result[BYTES_PER_PIXEL - 1 :: BYTES_PER_PIXEL]), "little")
-    alpha &= (outside * 255) ^ (ones * 255)
-    result[BYTES_PER_PIXEL - 1 :: BYTES_PER_PIXEL] = alpha.to_bytes(count, "little")
-    return cleared
+    return Outside((outside ^ ones) * 255, outside.bit_count(), count)
+
+
+def clear(result: bytearray, outside: Outside) -> int:
+    """Make the pixels of `result` (of the layer `outside` was found in) that lie outside the
+    drawing transparent; returns how many pixels were cleared."""
+    alpha = int.from_bytes(result[BYTES_PER_PIXEL - 1 :: BYTES_PER_PIXEL], "little")
+    alpha &= outside.keep
+    result[BYTES_PER_PIXEL - 1 :: BYTES_PER_PIXEL] = alpha.to_bytes(outside.count, "little")
+    return outside.cleared
+
+
+def clear_outside(result: bytearray, line_art: bytes | memoryview, width: int, height: int) -> int:
+    """Make the pixels of `result` that lie outside the drawing in `line_art` transparent (both
+    width x height); returns how many pixels were cleared."""
+    return clear(result, find_outside(line_art, width, height))
 
 
 def _ink(data: bytes, ones: int) -> int:

@@ -224,7 +224,8 @@ def colorize(
     """Send both layers (`reference` None: colour without one) through `client` (a
     `colord_wire.WireClient`) and return the layers it answered, checked. `working_size` is
     parsed already (None: automatic); the daemon's `info` is asked once, and only when an option
-    needs it."""
+    needs it. With `transparent_paper` the flats' ground comes transparent from the daemon; the
+    colour layer's paper is `clear_paper`'s."""
     asked: dict[str, Any] = {}
 
     def info() -> dict[str, Any]:
@@ -253,6 +254,18 @@ def colorize(
     return layers
 
 
+def clear_paper(layers: colord_wire.Layers, line_art: LayerPixels) -> colord_wire.Layers:
+    """The layers with the colour layer's pixels outside the drawing made transparent (pure
+    Python, ~50 ms at 2048²: run it off the app's GUI thread). Not on a thread beside the
+    request: holding the interpreter lock, it slowed the wire client's send and receive by
+    more than it took."""
+    if layers.colour is None:
+        return layers
+    data = bytearray(layers.colour.data)
+    colord_paper.clear_outside(data, line_art.data, line_art.width, line_art.height)
+    return layers._replace(colour=layers.colour._replace(data=data))
+
+
 class NewLayer(NamedTuple):
     pixels: LayerPixels  # named, at the line art's offset
     multiply: bool  # blending mode Multiply, else Normal
@@ -272,7 +285,6 @@ def place(
     reference_name: str | None,
     taken: Iterable[str],
     *,
-    transparent_paper: bool,
     multiply_over_opaque: bool,
     room_below: bool = True,
 ) -> Placement:
@@ -284,16 +296,14 @@ def place(
     mode; under a Multiply colour result they are added hidden, since shown they would darken its
     colours, and serve to select regions from."""
     above = (multiply_over_opaque and colord_paper.is_opaque(line_art.data)) or not room_below
+    colour, flats = answer.colour, answer.flats
     layers = []
-    if answer.colour is not None:
-        data = bytearray(answer.colour.data)
-        if transparent_paper:
-            colord_paper.clear_outside(data, line_art.data, line_art.width, line_art.height)
+    if colour is not None:
         name = result_layer_name(reference_name, taken)
-        layers.append(NewLayer(line_art._replace(name=name, data=data), multiply=above))
-    if answer.flats is not None:
+        layers.append(NewLayer(line_art._replace(name=name, data=colour.data), multiply=above))
+    if flats is not None:
         name = flats_layer_name(reference_name, taken)
-        pixels = line_art._replace(name=name, data=answer.flats.data)
+        pixels = line_art._replace(name=name, data=flats.data)
         layers.append(NewLayer(pixels, multiply=above, visible=not (above and layers)))
     return Placement(tuple(layers), above)
 

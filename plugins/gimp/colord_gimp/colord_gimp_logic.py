@@ -109,7 +109,7 @@ def colorize_layers(
     """Send both layers to the daemon; return the new layers (over the line art's area), where
     they go, and the daemon's timings. `working_size` is the dialog's value: 0 lets the daemon
     choose; `flats` one of `core.FLATS_CHOICES`."""
-    answer = core.colorize(
+    layers = core.colorize(
         client,
         line_art,
         reference,
@@ -119,12 +119,13 @@ def colorize_layers(
         transparent_paper=transparent_paper,
         flats=flats,
     )
+    if transparent_paper:
+        layers = core.clear_paper(layers, line_art)
     placement = core.place(
-        answer,
+        layers,
         line_art,
         reference.name if reference is not None else None,
         taken_names,
-        transparent_paper=transparent_paper,
         multiply_over_opaque=multiply_over_opaque,
     )
-    return Result(placement, answer.timings)
+    return Result(placement, layers.timings)

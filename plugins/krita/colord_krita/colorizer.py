@@ -66,7 +66,8 @@ class _Request:
         self.answer: colord_wire.Layers | None = None
         self.error: str | None = None
         self.sent_at = time.perf_counter()
-        self.answered_at = 0.0
+        self.answered_at = 0.0  # the daemon's answer in
+        self.ready_at = 0.0  # and its paper cleared
         self._connect = connect
         self._on_reply = on_reply
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
@@ -85,10 +86,14 @@ class _Request:
                     transparent_paper=self.options.transparent_paper,
                     flats=self.options.flats,
                 )
+            self.answered_at = time.perf_counter()
+            if self.options.transparent_paper:
+                self.answer = colord_plugin_core.clear_paper(self.answer, self.inputs.line_art)
         except Exception as error:  # a message in Krita, never a traceback
             self.error = colord_plugin_core.error_message(error)
         finally:
-            self.answered_at = time.perf_counter()
+            self.ready_at = time.perf_counter()
+            self.answered_at = self.answered_at or self.ready_at
             self.finished.set()
             self._on_reply()
 
@@ -246,15 +251,16 @@ class Colorizer:
         if answer is None:
             raise PluginError("The colord daemon answered without an image.")
         room_below = self._host.room_below(request.inputs.target)
+        placing_at = time.perf_counter()
         placement = colord_plugin_core.place(
             answer,
             line_art,
             None if reference is None else reference.name,
             self._host.layer_names(),
-            transparent_paper=request.options.transparent_paper,
             multiply_over_opaque=request.options.multiply_over_opaque,
             room_below=room_below,
         )
+        inserting_at = time.perf_counter()
         host_notes = self._host.insert(request.inputs.target, placement)
         done_at = time.perf_counter()
         names = [layer.pixels.name for layer in placement.layers]
@@ -272,7 +278,10 @@ class Colorizer:
             elapsed_ms=(done_at - request.started_at) * 1000.0,
             read_ms=(request.sent_at - request.started_at) * 1000.0,
             round_trip_ms=(request.answered_at - request.sent_at) * 1000.0,
-            insert_ms=(done_at - request.answered_at) * 1000.0,
+            paper_ms=(request.ready_at - request.answered_at) * 1000.0,
+            insert_ms=(done_at - request.ready_at) * 1000.0,
+            place_ms=(inserting_at - placing_at) * 1000.0,  # names and places, in insert_ms
+            layers_ms=(done_at - inserting_at) * 1000.0,  # Krita adding them, in insert_ms
             timings=dict(answer.timings),
         )
 

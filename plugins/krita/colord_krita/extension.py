@@ -149,7 +149,12 @@ class KritaHost:
         anchor = line_art if placement.above else siblings[index - 1]
         for new in reversed(placement.layers):
             layer = self._paint_layer(document, new, space)
+            # Added hidden, then shown: addChildNode waits for Krita to finish its pending work,
+            # which for a visible layer is a recomposite of the whole canvas; shown afterwards,
+            # the canvas is recomposited in the background while Krita stays responsive.
+            layer.setVisible(False)
             parent.addChildNode(layer, anchor)  # one undoable step
+            layer.setVisible(new.visible)
             self._line_art_of[layer.uniqueId().toString()] = line_art
             anchor = layer
         # The line art stays the line art for the next run: active again now, and once Krita has
@@ -170,7 +175,6 @@ class KritaHost:
         layer.setPixelData(data, pixels.x, pixels.y, pixels.width, pixels.height)
         if new.multiply:
             layer.setBlendingMode("multiply")
-        layer.setVisible(new.visible)
         return layer
 
     def show_message(self, text: str) -> None:

@@ -160,6 +160,10 @@ class Driver:
             # the longest wait between two timer ticks while the daemon worked, then the last
             # one, which holds the insertion of the layer
             record["event_loop_gaps_ms"].append([max(gaps[:-1], default=0.0), gaps[-1]])
+            document.waitForDone()  # Krita's own work the insertion left, the redraw among it
+            record.setdefault("settled_at", []).append(time.time())
+            if step.get("undo_each"):  # every round in the same document, as a timing run wants
+                yield from self.undo_to(document, len(list(_walk(document.rootNode()))) - 1)
         yield from self.settle()
         record["events"] = self.log_events(log_start)
         record["message_boxes"] = self.close_message_boxes()
@@ -177,10 +181,15 @@ class Driver:
             Krita.instance().activeWindow().qwindow().grab().save(shots["window"])
             dock.grab().save(shots["docker"])
         if step.get("undo"):
-            layer_count = len(record["before"])
-            krita.action("edit_undo").trigger()
-            yield lambda: len(list(_walk(document.rootNode()))) == layer_count
+            yield from self.undo_to(document, len(record["before"]))
             record["after_undo"] = [node.name() for node, _, _ in _walk(document.rootNode())]
+
+    def undo_to(self, document, layer_count: int):
+        """Undo once and wait until the document holds `layer_count` nodes again and Krita has
+        finished the work that left."""
+        Krita.instance().action("edit_undo").trigger()
+        yield lambda: len(list(_walk(document.rootNode()))) == layer_count
+        document.waitForDone()
 
     def until_events(self, start: int, count: int, gaps: list[float]):
         """A wait for `count` plug-in log events that notes how long Krita's event loop stalled."""
