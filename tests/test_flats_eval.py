@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from colord.daemon.flats import FlatsOptions, flats
-from colord.training.flats_eval import (
+from colord.training.evaluation.flats_eval import (
     METHODS,
     dominant_counts,
     evaluate_flats,

@@ -17,13 +17,12 @@ from typing import Protocol
 
 import numpy as np
 
-from colord.training import flats_eval
+from colord.training.evaluation import flats_eval
 from colord.training.evaluation.evaluate import EvalOptions, build_settings, load_held_out
 
 
 class FlatsColorizer(Protocol):
-    """(line art (H, W) uint8, lines 0 on 255; reference (h, w, 3) uint8 RGB) -> (the plain
-    colour output, its flats with the ground opaque), each (H, W, 3 or 4) uint8 RGB(A)."""
+    """A `flats_eval.FlatsColorizer` with a name for the report."""
 
     name: str
 

@@ -20,8 +20,8 @@ Each is scored against the ground truth by
 - one colour per region: the share of the closed regions' pixels that have their region's most
   common colour (100 % for flats that keep every closed region whole).
 
-The colorizer is a callable, so this module needs neither the daemon nor a model: `colord eval`
-passes one that runs its engine and its flats step.
+The colorizer is a callable, so this module needs neither the daemon nor a model: `colord eval
+--flats` (`flats_report`) passes one that runs the engine, in process or in the daemon.
 """
 
 from __future__ import annotations
