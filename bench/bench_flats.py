@@ -1,4 +1,4 @@
-"""Flats benchmark (issue 12): the flats step's time beside the plain output's engine time.
+"""Flats benchmark (issue 12): the flats' time in the engine beside the plain output's.
 
     .venv/bin/python bench/bench_flats.py [--sizes 2048,4096] [--strokes enlarged,3px]
         [--repeats 3] [--threads 2]
@@ -9,12 +9,13 @@ under `tests/data/openmoji`) makes two line arts at each canvas size: its line a
 output is mostly upsampling) and the borders of its colour regions drawn 3 px wide (a page's
 line weight: the working size is the CPU's largest). Each is coloured by the real engine on
 the CPU with the shipped default model at the automatic working size, the colour picture as
-reference, lines not drawn (the flats are made from the colours before the lines go over
-them). Then `flats.flats_layer` makes the flats layer from the line art, that plain output and
-the reference (default options). Both are timed alternately in this run; the table gives the
-fastest runs and the medians (a shared machine slows single runs by several times), flats /
-plain of each (the issue's bar: <= 30 % at 4096² on the CPU), and the flats step's peak memory
-beyond its inputs (tracemalloc: numpy's buffers).
+reference, lines not drawn, once plain and once with flats (`Engine.colorize(...,
+flats="with_colour")`, the request path: the engine makes them from the colours before the lines
+go over them, with the defaults scaled to the canvas). Both are timed alternately in this run;
+the table gives the fastest runs and the medians (a shared machine slows single runs by several
+times) of the plain output, of the flats step (the engine's own `flats` timing) and of the whole
+request with flats, flats / plain of each (the issue's bar: <= 30 % at 4096² on the CPU), and
+the flats step's peak memory beyond its inputs (tracemalloc: numpy's buffers).
 """
 
 from __future__ import annotations
@@ -109,27 +110,34 @@ def main(argv: list[str] | None = None) -> None:
         f"OpenCV threads {cv2.getNumThreads()}; {args.repeats} runs each: fastest / median"
     )
     print(
-        "canvas | strokes | working size | plain (s) | flats (s) | flats / plain | flats peak (MiB)"
+        "canvas | strokes | working size | plain (s) | flats (s) | with flats (s) | "
+        "flats / plain | flats peak (MiB)"
     )
-    print("--- | --- | --- | --- | --- | --- | ---")
+    print("--- | --- | --- | --- | --- | --- | --- | ---")
     for size, strokes in itertools.product(args.sizes, args.strokes):
         if strokes == "3px":
             canvas = thin_line_art(reference, size)
         else:
             canvas = cv2.resize(line_art, (size, size), interpolation=cv2.INTER_CUBIC)
-        plain_times, flats_times = [], []
+        plain_times, flats_times, with_flats_times = [], [], []
         for _ in range(args.repeats):
-            seconds, result = timed(engine.colorize, canvas, reference, keep_lines=False)
-            plain_times.append(seconds)
-            flats_times.append(timed(flats.flats_layer, canvas, result.image, reference)[0])
-        peak = peak_bytes(flats.flats_layer, canvas, result.image, reference)
-        plain = min(plain_times), statistics.median(plain_times)
-        flat = min(flats_times), statistics.median(flats_times)
+            plain_times.append(timed(engine.colorize, canvas, reference, keep_lines=False)[0])
+            seconds, result = timed(
+                engine.colorize, canvas, reference, keep_lines=False, flats="with_colour"
+            )
+            with_flats_times.append(seconds)
+            flats_times.append(result.timings["flats"] / 1000)
+        options = flats.FlatsOptions.for_canvas(size)
+        peak = peak_bytes(flats.flats_layer, canvas, result.image, reference, options)
+        plain, flat, whole = (
+            (min(times), statistics.median(times))
+            for times in (plain_times, flats_times, with_flats_times)
+        )
         ratio = flat[0] / plain[0], flat[1] / plain[1]
         print(
             f"{size}² | {strokes} | {result.working_size} | {plain[0]:.2f} / {plain[1]:.2f} | "
-            f"{flat[0]:.2f} / {flat[1]:.2f} | {ratio[0]:.0%} / {ratio[1]:.0%} | "
-            f"{peak / 2**20:.0f}",
+            f"{flat[0]:.2f} / {flat[1]:.2f} | {whole[0]:.2f} / {whole[1]:.2f} | "
+            f"{ratio[0]:.0%} / {ratio[1]:.0%} | {peak / 2**20:.0f}",
             flush=True,
         )
 
