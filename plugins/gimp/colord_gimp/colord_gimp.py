@@ -4,8 +4,9 @@
 The selected layer is the line art; the `reference` argument names the picture whose colours to
 follow (or `without-reference` says to colour without one). Both are sent to the local colord
 daemon, started first if none runs, and its answer becomes a new layer "Colorized (<reference>)"
-directly below the line art (above it in Multiply mode when the line art is opaque), in one undo
-step. Existing layers never change.
+directly below the line art (above it in Multiply mode when the line art is opaque), with a
+"Flats (<reference>)" layer under it or instead of it when asked, in one undo step. Existing layers
+never change.
 This is the only module that touches GIMP; everything else lives in `colord_gimp_logic`.
 """
 
