@@ -11,11 +11,13 @@ When the job asks for flats, `flats.flats_layer` makes them at canvas size from 
 colours before the lines go over them, timed as the engine's `flats`.
 
 Device: CUDA, then MPS, then the CPU unless one is named. On CUDA the weights are bfloat16 and the
-forward runs under `inference_mode` and bf16 autocast; the fast path compiles the generator with
-`torch.compile(mode="reduce-overhead", dynamic=False)` (CUDA graphs; one compile per working
+forward runs under `inference_mode` and bf16 autocast; the CUDA fast path compiles the generator
+with `torch.compile(mode="reduce-overhead", dynamic=False)` (CUDA graphs; one compile per working
 shape, since dynamic shapes crashed inductor, see DESIGN.md) and falls back to eager, with a
 logged warning, if compiling fails; compiled, a batch runs one sample per call, so that batch
-sizes cost no further compiles. Loading runs one warm-up forward at the working size.
+sizes cost no further compiles. The CPU fast path is `fast_path.FastPath`: ONNX Runtime on an export
+of the loaded generator when the cpu extra is installed, each working shape checked against eager
+fp32 on its first forward, eager otherwise. Loading runs one warm-up forward at the working size.
 
 Working size: a fixed one when the engine or the job names one; otherwise automatic, per job:
 the size at which the line art's strokes are as thick as the model's training sketches' strokes
@@ -46,6 +48,7 @@ from colord.plugins.wire.colord_protocol import ProtocolError, colorize_options
 
 from . import flats, imaging
 from .devices import DeviceError, describe, pick_device
+from .fast_path import FastPath
 from .imaging import EngineError, InputError
 from .job import ColorizeResult, Job
 
@@ -79,6 +82,9 @@ FALLBACK_TRAINING_LINE_WIDTH = 5.0
 MAX_AUTOMATIC_SIZE = {"cuda": 2048}
 DEFAULT_MAX_AUTOMATIC_SIZE = 1024
 WARMUP_SIZE = 256  # the warm-up forward's size in automatic mode (a typical chosen size)
+# The fast path each device runs when `fast` is on: "compile" (torch.compile, CUDA graphs) or
+# "export" (fast_path.FastPath: ONNX Runtime on an export, checked per shape). Others compile.
+FAST_PATHS = {"cuda": "compile", "cpu": "export"}
 # Compiled, every new working shape costs a compile of seconds: automatic sizes then step by 64.
 FAST_PATH_MULTIPLE = 64
 
@@ -185,8 +191,8 @@ class Engine:
     ) -> None:
         """`model`: a checkpoint path, a generator-like module (`module(sketch, reference)`), or
         None (no model: colorize raises NoModelError). `working_size`: None = automatic. `fast`:
-        the compiled fast path; None = on CUDA only. Raises CheckpointError, DeviceError or
-        InputError."""
+        the fast path (compiled on CUDA, ONNX Runtime on the CPU when installed); None = on CUDA
+        and the CPU. Raises CheckpointError, DeviceError or InputError."""
         self.device = pick_device(device)
         self.working_size = (
             None if working_size is None else imaging.check_working_size(working_size)
@@ -197,7 +203,7 @@ class Engine:
         self.checkpoint_dtype: str | None = None
         self.metadata: dict = {}
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.fast = self.device.type == "cuda" if fast is None else bool(fast)
+        self.fast = self.device.type in FAST_PATHS if fast is None else bool(fast)
         self._fast_failed = False
         self._compiled: nn.Module | None = None
         self._lock = threading.Lock()
@@ -217,6 +223,11 @@ class Engine:
             self.metadata = dict(loaded.metadata)
         self.training_line_width = _training_line_width(self.metadata)
         self.model = None if module is None else module.eval().to(self.device, self.dtype)
+        self._cpu_fast_path = (
+            FastPath(self.model)
+            if self.model is not None and self.fast and FAST_PATHS.get(self.device.type) == "export"
+            else None
+        )
         if self.model is not None and warmup:
             self.warm_up()
 
@@ -287,7 +298,8 @@ class Engine:
 
     def automatic_working_size(self, lines: np.ndarray) -> int:
         """The working size for a canvas's (H, W) line mask in automatic mode (logged)."""
-        multiple = FAST_PATH_MULTIPLE if self.fast else colord.model.SIZE_MULTIPLE
+        compiled = self.fast and self._cpu_fast_path is None
+        multiple = FAST_PATH_MULTIPLE if compiled else colord.model.SIZE_MULTIPLE
         size = automatic_working_size(
             lines, self.training_line_width, multiple=multiple, maximum=self.max_working_size
         )
@@ -377,6 +389,8 @@ class Engine:
             return output.permute(0, 2, 3, 1).cpu().numpy()
 
     def _run(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if self._cpu_fast_path is not None:
+            return self._cpu_fast_path(sketch, reference)
         if self.fast and not self._fast_failed:
             try:
                 compiled = self._compiled_model()
@@ -425,4 +439,6 @@ class Engine:
     def _fast_path_state(self) -> str:
         if not self.fast:
             return "off"
+        if self._cpu_fast_path is not None:
+            return self._cpu_fast_path.state()
         return "failed, eager" if self._fast_failed else "torch.compile reduce-overhead"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from capabilities import EXTRAS, missing
 from conftest import draw_line_art, draw_reference
 from torch import nn
 
@@ -323,7 +325,7 @@ def test_colorize_batch_equals_colorize_per_job(engine):
 
 
 def test_warm_up_and_info(tiny_checkpoint):
-    engine = Engine(tiny_checkpoint, device="cpu", working_size=32, warmup=True)
+    engine = Engine(tiny_checkpoint, device="cpu", working_size=32, warmup=True, fast=False)
     info = engine.info()
     assert info["model"] == str(tiny_checkpoint)
     assert info["preset"] == "tiny"
@@ -336,6 +338,8 @@ def test_warm_up_and_info(tiny_checkpoint):
 
 
 def test_fast_path_falls_back_to_eager(tiny_checkpoint, monkeypatch, caplog):
+    monkeypatch.setitem(engine_module.FAST_PATHS, "cpu", "compile")  # CUDA's, tested on the CPU
+
     def broken_compile(model, **options):
         assert options == {"mode": "reduce-overhead", "dynamic": False}
 
@@ -397,8 +401,26 @@ def test_cuda_runs_bf16_with_the_fast_path_and_the_cpu_float32_without(monkeypat
     monkeypatch.setattr(torch, "autocast", lambda device, dtype: ("autocast", device, dtype))
     assert on_cuda._autocast() == ("autocast", "cuda", torch.bfloat16)
     on_cpu = Engine(None, device="cpu")
-    assert (on_cpu.dtype, on_cpu.fast) == (torch.float32, False)
+    assert (on_cpu.dtype, on_cpu.fast) == (torch.float32, True)  # the export fast path
     assert isinstance(on_cpu._autocast(), contextlib.nullcontext)
+
+
+def test_the_cpu_engine_runs_the_export_fast_path_when_installed(tiny_checkpoint):
+    """By default a CPU engine runs ONNX Runtime on an export of its model (the cpu extra):
+    each working shape's first forward is checked against eager, later ones run the export,
+    and the colours match an eager engine's within the parity check's 2/255."""
+    for package in ("onnxruntime", "onnx"):
+        if importlib.util.find_spec(package) is None:
+            missing(f"{package} is not installed (pip install -e '.[cpu]')", EXTRAS)
+    fast = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False)
+    eager = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False, fast=False)
+    line_art, reference = draw_line_art(), draw_reference()
+    expected = eager.colorize(line_art, reference).image.astype(int)
+    for _ in range(2):  # the check (eager's output), then the export alone
+        image = fast.colorize(line_art, reference).image.astype(int)
+        assert np.abs(image - expected).max() <= 2
+    assert fast.info()["fast_path"].startswith("onnxruntime for 1 of 1 working shapes")
+    assert eager.info()["fast_path"] == "off"
 
 
 def test_unknown_and_absent_devices_are_refused(monkeypatch):
@@ -412,6 +434,7 @@ def test_unknown_and_absent_devices_are_refused(monkeypatch):
 
 
 def test_fast_path_runs_one_sample_per_call(tiny_checkpoint, monkeypatch):
+    monkeypatch.setitem(engine_module.FAST_PATHS, "cpu", "compile")  # CUDA's, tested on the CPU
     batch_sizes = []
 
     def recording_compile(model, **options):
@@ -422,7 +445,7 @@ def test_fast_path_runs_one_sample_per_call(tiny_checkpoint, monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", recording_compile)
-    eager = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False)
+    eager = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False, fast=False)
     fast = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False, fast=True)
     jobs = [Job(draw_line_art(), draw_reference()) for _ in range(3)]
     for a, b in zip(fast.colorize_batch(jobs), eager.colorize_batch(jobs), strict=True):
