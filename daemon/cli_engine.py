@@ -15,7 +15,7 @@ import numpy as np
 
 from colord.daemon.flats import DEFAULT_GAP, PAGE_SIDE
 from colord.plugins.wire.colord_protocol import (
-    FLATS_GROUNDS,
+    GROUNDS,
     MAX_FLATS_GAP,
     WORKING_SIZE_MULTIPLE,
     ColordError,
@@ -178,9 +178,16 @@ WORKING_SIZE = WorkingSize()
 )
 @click.option(
     "--flats-ground",
-    type=click.Choice(FLATS_GROUNDS),
+    type=click.Choice(GROUNDS),
     default=None,
     help="With --flats: the paper around the figure transparent or filled [default: transparent].",
+)
+@click.option(
+    "--ground",
+    type=click.Choice(GROUNDS),
+    default=None,
+    help="The colour layer's paper around the figure (reached from the border without crossing "
+    "a line) transparent or kept [default: opaque].",
 )
 @click.option(
     "--daemon", is_flag=True, help="Send the request to the running `colord serve` instead."
@@ -197,6 +204,7 @@ def colorize_command(
     flats_gap: int | None,
     flats_palette: bool,
     flats_ground: str | None,
+    ground: str | None,
     daemon: bool,
 ) -> None:
     """Colour LINE_ART after a reference picture and write the colour layer to OUTPUT."""
@@ -207,6 +215,7 @@ def colorize_command(
         "flats_gap": flats_gap,
         "flats_palette": flats_palette or None,
         "flats_ground": flats_ground,
+        "ground": ground,
     }
     try:
         colorize_options(options, reference=reference is not None)

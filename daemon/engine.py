@@ -5,10 +5,13 @@ and the benchmark all call `Engine.colorize` / `Engine.colorize_batch`. One job 
 
     check -> flatten on white -> line mask -> working sketch + reference (imaging.py)
           -> generator forward at the working size (batched with same-shaped jobs)
-          -> crop -> upsample under the canvas's lines -> [flats from that] -> lines on top -> RGBA
+          -> crop -> upsample under the canvas's lines -> [flats from that] -> lines on top
+          -> [paper around the figure cleared] -> RGBA
 
 When the job asks for flats, `flats.flats_layer` makes them at canvas size from the upsampled
-colours before the lines go over them, timed as the engine's `flats`.
+colours and the job's line mask before the lines go over them, timed as the engine's `flats`;
+with flats alone the colour layer is not finished (the reply leaves it out). With `ground`
+"transparent", `ground.clear_outside` clears the colour layer's paper around the figure.
 
 Device: CUDA, then MPS, then the CPU unless one is named. On CUDA the weights are bfloat16 and the
 forward runs under `inference_mode` and bf16 autocast; the CUDA fast path compiles the generator
@@ -46,7 +49,7 @@ from colord.model.default_model import default_model_path, verify_default_model
 from colord.model.line_scale import LINE_WIDTH_KEY, automatic_working_size
 from colord.plugins.wire.colord_protocol import ProtocolError, colorize_options
 
-from . import flats, imaging
+from . import flats, ground, imaging
 from .devices import DeviceError, describe, pick_device
 from .fast_path import FastPath
 from .imaging import EngineError, InputError
@@ -365,10 +368,13 @@ class Engine:
         if job.flats is not None:  # from the colours before the lines go over them
             flats_start = time.perf_counter()
             options = _flats_options(job, max(item.lines.shape))
-            flats_layer = flats.flats_layer(job.line_art, image, job.reference, options)
+            flats_layer = flats.flats_layer(item.lines, image, job.reference, options)
             flats_ms = (time.perf_counter() - flats_start) * 1000
-        if job.keep_lines:
-            image = imaging.draw_lines(image, item.flat, item.darkest)
+        if job.flats != "only":  # with flats alone, the colour layer is not sent
+            if job.keep_lines:
+                image = imaging.draw_lines(image, item.flat, item.darkest)
+            if job.ground == "transparent":
+                ground.clear_outside(image, item.lines)
         finish_ms = (time.perf_counter() - start) * 1000 - flats_ms
         timings = {"prepare": item.prepare_ms, "forward": forward_ms, "finish": finish_ms}
         if flats_layer is not None:

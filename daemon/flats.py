@@ -17,9 +17,9 @@ the canvas's line mask and the model's colours at canvas size (numpy and OpenCV 
    channel; a region that lies wholly near lines uses all its pixels.
 3. **Optionally the reference's palette** (`reference_palette`, `snap_to_palette`): the
    reference's dominant colours by k-means in CIELAB; each region takes the nearest of them.
-4. **The layer** (`flats`; `flats_layer` from a request's own images): RGBA, every pixel
-   exactly its region's colour; the outer ground (the region that holds most of the canvas
-   border) transparent when asked.
+4. **The layer** (`flats`; `flats_layer` from the engine's line mask and a request's
+   reference): RGBA, every pixel exactly its region's colour; the outer ground (the region
+   that holds most of the canvas border) transparent when asked.
 """
 
 from __future__ import annotations
@@ -287,16 +287,16 @@ def flats(
 
 
 def flats_layer(
-    line_art: np.ndarray,
+    lines: np.ndarray,
     plain: np.ndarray,
     reference: np.ndarray | None = None,
     options: FlatsOptions = FlatsOptions(),
 ) -> np.ndarray:
-    """The engine's flats output, (H, W, 4) uint8 RGBA: `line_art` and `reference` as a request
-    carries them (any format `imaging.check_image` takes), `plain` the plain coloured output at
-    the line art's size ((H, W, 3 or 4) uint8, best before the lines are drawn over it).
-    Raises InputError for images the engine cannot use."""
-    _, _, lines = imaging.read_line_art(line_art)
+    """The engine's flats output, (H, W, 4) uint8 RGBA: `lines` the line art's (H, W) uint8
+    line mask as the engine read it (`imaging.read_line_art`, so the line art is read once per
+    request), `plain` the plain coloured output at its size ((H, W, 3 or 4) uint8, best before
+    the lines are drawn over it), `reference` as the request carries it (any format
+    `imaging.check_image` takes). Raises InputError for images the engine cannot use."""
     if plain.shape[:2] != lines.shape:
         raise imaging.InputError(
             f"the coloured output is {plain.shape[1]}x{plain.shape[0]}, the line art "

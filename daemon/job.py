@@ -32,6 +32,8 @@ class Job:
     flats_gap: int | None = _DEFAULTS["flats_gap"]  # canvas px; None: flats.DEFAULT_GAP
     flats_palette: bool | None = _DEFAULTS["flats_palette"]  # snap to the reference's palette
     flats_ground: str | None = _DEFAULTS["flats_ground"]  # None or "transparent"; "opaque"
+    ground: str | None = _DEFAULTS["ground"]  # "transparent": the colour layer's paper around
+    # the figure cleared (`ground.outside_drawing`); None or "opaque": kept
 
     def options(self) -> dict[str, Any]:
         """The request options, by name (everything but the images)."""
@@ -46,5 +48,6 @@ class ColorizeResult:
     image: np.ndarray  # (H, W, 4) uint8 RGBA, the line art's size, alpha 255
     working_size: int  # the working size used, chosen or automatic
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds: prepare, forward,
-    # finish, flats (when asked) and their total, as the engine measured them
+    # finish, flats (when asked) and their total, as the engine measured them; forward is the
+    # model's own time (a batch's forward, shared by its jobs)
     flats: np.ndarray | None = None  # (H, W, 4) uint8 RGBA, one colour per region; when asked

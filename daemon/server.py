@@ -531,11 +531,13 @@ class Server:
 
 
 def _timings(item: Accepted, result: ColorizeResult, started: float) -> dict[str, float]:
-    """The reply's timings (ms): waiting in the queue, in the engine (its own measure), and from
-    arrival to the reply; with flats, the engine's time on them (part of engine_ms)."""
+    """The reply's timings (ms): waiting in the queue, in the engine (its own measure), the
+    model's forward within it, and from arrival to the reply; with flats, the engine's time on
+    them (part of engine_ms)."""
     timings = {
         "queue_ms": (started - item.received_at) * 1000.0,
         "engine_ms": result.timings["total"],
+        "forward_ms": result.timings["forward"],
         "total_ms": (time.perf_counter() - item.received_at) * 1000.0,
     }
     if "flats" in result.timings:

@@ -17,12 +17,13 @@ from capabilities import EXTRAS, missing
 from conftest import draw_line_art, draw_reference
 from torch import nn
 
-from colord.daemon import devices, flats
+from colord.daemon import devices, flats, ground, imaging
 from colord.daemon import engine as engine_module
 from colord.daemon.devices import DeviceError, pick_device
 from colord.daemon.engine import Engine, InputError, Job, NoModelError
 from colord.model import CheckpointError, Generator, get_preset, save_checkpoint
 from colord.model.line_scale import LINE_WIDTH_KEY
+from colord.plugins.wire import colord_paper
 
 SIZE = 64  # working size for the tiny model: fast, and small canvases still get shrunk
 
@@ -219,7 +220,8 @@ def test_flats_come_from_the_plain_colours_at_canvas_size(keep_lines):
     result = engine.colorize(line_art, reference, keep_lines=keep_lines, **options)
     plain = engine.colorize(line_art, reference, keep_lines=False).image
     page = flats.FlatsOptions.for_canvas(width, transparent_ground=False)  # unset: scaled
-    expected = flats.flats_layer(line_art, plain, reference, replace(page, gap=2))
+    lines = imaging.read_line_art(line_art)[2]
+    expected = flats.flats_layer(lines, plain, reference, replace(page, gap=2))
     np.testing.assert_array_equal(result.flats, expected)  # lines drawn over the colour or not
     assert_layer(result.flats, height, width)
     colours = {tuple(c) for c in result.flats.reshape(-1, 4)[:, :3].tolist()}
@@ -246,6 +248,55 @@ def test_flats_ground_is_transparent_by_default(engine):
     assert alpha[-1, 0] == 0 and alpha[48, 64] == 255  # the paper around, the disc inside
     assert set(np.unique(alpha)) == {0, 255}
     assert engine.colorize(line_art).flats is None
+
+
+def test_flats_read_the_line_art_once_and_flats_alone_draw_no_lines(engine, monkeypatch):
+    calls = {"read_line_art": 0, "draw_lines": 0}
+    for name in calls:
+        original = getattr(imaging, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(imaging, name, counted)
+    line_art = black_lines_on_white(96, 128, thickness=3)
+    engine.colorize(line_art, flats="with_colour")
+    assert calls == {"read_line_art": 1, "draw_lines": 1}  # the flats use the engine's mask
+    engine.colorize(line_art, flats="only")  # the colour layer is not sent: no lines on it
+    assert calls == {"read_line_art": 2, "draw_lines": 1}
+
+
+def test_a_transparent_ground_clears_the_paper_around_the_figure(engine):
+    # a ring with a 3 px gap (closed, as the plug-ins close it) and a dot far outside it
+    line_art = np.full((120, 160, 3), 255, np.uint8)
+    cv2.circle(line_art, (80, 60), 40, (0, 0, 0), 3)
+    line_art[58:61, 118:123] = 255  # the gap, through the ring's right side
+    line_art[5:8, 5:8] = 0
+    opaque = engine.colorize(line_art, working_size=64)
+    clear = engine.colorize(line_art, working_size=64, ground="transparent")
+    alpha = clear.image[..., 3]
+    assert alpha[60, 80] == 255 and alpha[60, 115] == 255  # inside the ring, by the gap
+    assert alpha[0, 0] == 0 and alpha[110, 150] == 0 and alpha[60, 130] == 0  # around it
+    lines = imaging.read_line_art(line_art)[2].astype(bool)
+    assert (alpha[lines] == 255).all()  # the lines, the dot's too, stay
+    np.testing.assert_array_equal(clear.image[..., :3], opaque.image[..., :3])  # colours kept
+    assert (opaque.image[..., 3] == 255).all()  # absent or "opaque": as before
+    same = engine.colorize(line_art, working_size=64, ground="opaque").image
+    np.testing.assert_array_equal(same, opaque.image)
+
+
+def test_the_ground_is_the_plugins_outside(engine):
+    """The daemon's outside is the plug-ins' own (`colord_paper.find_outside`) on the same
+    line art: ink where both read ink, the same gaps closed, the same reach from the border."""
+    line_art = draw_line_art(96, 128)  # anti-aliased strokes on a transparent layer
+    line_art[..., 3] = np.where(line_art[..., 3] >= 128, 255, 0)  # one reading of ink for both
+    daemon = ground.outside_drawing(imaging.read_line_art(line_art)[2])
+    height, width = line_art.shape[:2]
+    plugin = colord_paper.find_outside(line_art.tobytes(), width, height)
+    keep = np.frombuffer(plugin.keep.to_bytes(height * width, "little"), np.uint8)
+    np.testing.assert_array_equal(daemon, keep.reshape(height, width) == 0)
+    assert 0 < daemon.sum() < daemon.size
 
 
 # -- bad inputs, no model ----------------------------------------------------------------------

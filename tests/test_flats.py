@@ -196,8 +196,9 @@ def test_a_narrow_inlet_keeps_its_own_closed_areas_region() -> None:
     assert np.all(regions.labels[106:110, 140:180] == right)
 
 
-def test_the_flats_layer_reads_the_requests_own_images() -> None:
-    """Line art on transparent paper and an RGBA reference, as a plug-in sends them."""
+def test_the_flats_layer_takes_the_engines_line_mask_and_the_requests_reference() -> None:
+    """Line art on transparent paper read as the engine reads it, and an RGBA reference, as a
+    plug-in sends them."""
     line_art = np.zeros((256, 256, 4), np.uint8)  # transparent paper
     cv2.circle(line_art, (128, 128), 80, (0, 0, 0, 255), 3)
     plain = np.full((256, 256, 4), 255, np.uint8)
@@ -206,14 +207,15 @@ def test_the_flats_layer_reads_the_requests_own_images() -> None:
     reference = np.full((64, 64, 4), 255, np.uint8)
     reference[:, :32, :3] = RED
     reference[:, 32:, :3] = GREY
-    out = flats_layer(line_art, plain, reference, FlatsOptions(snap_to_palette=True))
+    lines = imaging.read_line_art(line_art)[2]
+    out = flats_layer(lines, plain, reference, FlatsOptions(snap_to_palette=True))
     assert out.shape == (256, 256, 4)
     assert tuple(out[128, 128]) == (*RED, 255)
     assert out[5, 5, 3] == 0  # the ground, transparent by default
     visible = {tuple(c) for c in out[out[..., 3] == 255][:, :3]}
     assert visible == {RED}
     with pytest.raises(InputError):
-        flats_layer(line_art, plain[:100], reference)
+        flats_layer(lines, plain[:100], reference)
 
 
 def test_bands_label_as_the_whole_canvas_does_and_wide_ink_takes_a_side(

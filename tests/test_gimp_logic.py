@@ -116,6 +116,18 @@ def test_paper_outside_the_drawing_is_transparent_by_default() -> None:
     assert layer_of(kept).data == pattern(8 * 8 * 4)
 
 
+def test_a_daemon_with_the_ground_feature_clears_the_paper_itself() -> None:
+    client = FakeClient(features=("flats", "ground"))
+    result = logic.colorize_layers(client, record("Scan", 0, 0, 8, 8, 255), None)
+    assert client.options[0]["ground"] == "transparent"
+    assert layer_of(result).data == pattern(8 * 8 * 4)  # the daemon's pixels, not cleared again
+    logic.colorize_layers(client, record("Scan", 0, 0, 8, 8, 255), None, transparent_paper=False)
+    assert "ground" not in client.options[1]
+    older = FakeClient()  # without the feature: not asked for (it would be refused by name)
+    logic.colorize_layers(older, record("Scan", 0, 0, 8, 8, 255), None)
+    assert "ground" not in older.options[0]
+
+
 def test_answer_of_wrong_size_is_a_clear_error() -> None:
     client = FakeClient(colord_wire.Image(4, 4, "RGBA8", bytes(64)))
     with pytest.raises(PluginError, match="4x4 RGBA8 image for a 8x8 line art"):

@@ -110,6 +110,8 @@ ERROR_CASES = {  # name -> (body, code)
     "flats gap float": (with_options(flats="only", flats_gap=3.0), wire.BAD_REQUEST),
     "flats palette int": (with_options(flats="only", flats_palette=1), wire.BAD_REQUEST),
     "flats ground": (with_options(flats="only", flats_ground="white"), wire.BAD_REQUEST),
+    "ground": (with_options(ground="white"), wire.BAD_REQUEST),
+    "ground bool": (with_options(ground=True), wire.BAD_REQUEST),
     "flats gap without flats": (with_options(flats_gap=4), wire.BAD_REQUEST),
     "flats palette without a reference": (
         with_options(flats="only", flats_palette=True),
@@ -174,6 +176,7 @@ def test_valid_colorize_request_decodes_with_defaults() -> None:
         "flats_gap": None,
         "flats_palette": None,
         "flats_ground": None,
+        "ground": None,
     }
     assert request.args.reference is None
     assert bytes(request.args.line_art.data) == bytes(48)
@@ -371,7 +374,7 @@ def test_options_travel_in_the_contract_order_and_none_stays_home() -> None:
     assert list(args) == ["options", "reference", "line_art"]  # pixels last
     assert args["options"] == {"keep_lines": True, "result_format": "BGRA8", "working_size": 64}
     every = {"working_size": 64, "flats_ground": "opaque", "flats": "only", "flats_gap": 0}
-    every["flats_palette"] = False
+    every |= {"flats_palette": False, "ground": "transparent"}
     sent = wire.colorize_args({}, {}, every)["options"]
     assert list(sent) == list(wire.COLORIZE_OPTIONS)
     assert "working_size" not in wire.colorize_args({}, None, {})["options"]
@@ -396,6 +399,7 @@ def test_flats_options_decode_into_the_request() -> None:
         "working_size": None,
         **options,
         "flats_ground": "opaque",
+        "ground": None,
     }
     job = request.args.to_job()
     assert (job.flats, job.flats_gap, job.flats_palette, job.flats_ground) == (

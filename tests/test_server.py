@@ -45,12 +45,14 @@ class FakeEngine:
             image[..., 0] = job.line_art if job.line_art.ndim == 2 else job.line_art[..., 0]
             image[..., 3] = 255
             if job.flats is None:
-                results.append(ColorizeResult(image, 16, {"total": 2.5}))
+                results.append(ColorizeResult(image, 16, {"forward": 1.5, "total": 2.5}))
                 continue
             flats = np.zeros_like(image)
             flats[..., 2] = 50  # blue flats, each job's own
             flats[..., 3] = 255
-            results.append(ColorizeResult(image, 16, {"flats": 0.5, "total": 2.5}, flats))
+            results.append(
+                ColorizeResult(image, 16, {"forward": 1.5, "flats": 0.5, "total": 2.5}, flats)
+            )
         return results
 
     def info(self) -> dict:
@@ -116,13 +118,14 @@ def test_ping_info_and_colorize(harness: Harness) -> None:
         reply = client.colorize(np.full((5, 6), 77, np.uint8))
     assert reply.image.shape == (5, 6, 4)
     assert (reply.image[..., 0] == 77).all() and (reply.image[..., 3] == 255).all()
-    assert set(reply.timings) == {"queue_ms", "engine_ms", "total_ms"}
-    assert reply.timings["engine_ms"] == 2.5  # the engine's own measure, carried through
+    assert set(reply.timings) == {"queue_ms", "engine_ms", "forward_ms", "total_ms"}
+    assert reply.timings["engine_ms"] == 2.5  # the engine's own measures, carried through
+    assert reply.timings["forward_ms"] == 1.5
 
 
 def test_info_lists_the_features_and_flats_come_back_as_their_own_image(harness: Harness) -> None:
     with harness.client() as client:
-        assert client.info()["features"] == ["flats"]
+        assert client.info()["features"] == ["flats", "ground"]
         both = client.colorize(np.full((5, 6), 77, np.uint8), flats="with_colour")
         alone = client.colorize(np.full((5, 6), 77, np.uint8), flats="only")
     assert (both.image[..., 0] == 77).all() and (both.flats[..., 2] == 50).all()
@@ -275,6 +278,7 @@ def test_every_option_reaches_the_engine_in_the_job_record() -> None:
     try:
         options = {"working_size": 32, "keep_lines": False, "result_format": "BGRA8"}
         options |= {"flats": "with_colour", "flats_gap": 2, "flats_ground": "opaque"}
+        options["ground"] = "transparent"
         sock = running.socket()
         sock.send(colorize_body(1, **options))
         assert receive(sock).ok

@@ -85,7 +85,8 @@ def test_colorize_returns_what_the_daemon_computes(
         wire_image(line_art_rgba), wire_image(reference_rgba), working_size=64
     )
     assert image[:3] == (line_art_rgba.shape[1], line_art_rgba.shape[0], "RGBA8")
-    assert set(timings) == {"queue_ms", "engine_ms", "total_ms"}
+    assert set(timings) == {"queue_ms", "engine_ms", "forward_ms", "total_ms"}
+    assert 0 < timings["forward_ms"] <= timings["engine_ms"]  # the model's share of the engine
     with daemon.client() as python_client:  # the daemon's own pyzmq + msgpack client
         expected = python_client.colorize(line_art_rgba, reference_rgba, working_size=64).image
     np.testing.assert_array_equal(pixels_of(image), expected)

@@ -266,7 +266,8 @@ def _check_result_format(value: Any) -> None:
 
 
 FLATS_LAYERS = ("with_colour", "only")  # `flats`: the flats beside the colour layer, or alone
-FLATS_GROUNDS = ("transparent", "opaque")  # `flats_ground`: the paper around the figure
+# `ground` and `flats_ground`: the paper around the figure in the colour layer and the flats
+GROUNDS = ("transparent", "opaque")
 MAX_FLATS_GAP = 32  # canvas px; wider gaps would cost the daemon seconds of erosion per request
 
 
@@ -291,12 +292,16 @@ def _check_flats_palette(value: Any) -> None:
         raise ProtocolError(BAD_REQUEST, f"'flats_palette' must be true or false; got {value!r}.")
 
 
-def _check_flats_ground(value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or value not in FLATS_GROUNDS):
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"'flats_ground' must be one of {', '.join(FLATS_GROUNDS)}; got {value!r}.",
-        )
+def _ground_check(name: str) -> Callable[[Any], None]:
+    """The check of a ground option called `name`: None or one of GROUNDS."""
+
+    def check(value: Any) -> None:
+        if value is not None and (not isinstance(value, str) or value not in GROUNDS):
+            raise ProtocolError(
+                BAD_REQUEST, f"'{name}' must be one of {', '.join(GROUNDS)}; got {value!r}."
+            )
+
+    return check
 
 
 class Option(NamedTuple):
@@ -313,13 +318,15 @@ COLORIZE_OPTIONS: dict[str, Option] = {
     "flats": Option(None, _check_flats),  # None: no flats layer; else one of FLATS_LAYERS
     "flats_gap": Option(None, _check_flats_gap),  # line gaps closed, px; None: the daemon's
     "flats_palette": Option(None, _check_flats_palette),  # snap to the reference's palette
-    "flats_ground": Option(None, _check_flats_ground),  # None: transparent
+    "flats_ground": Option(None, _ground_check("flats_ground")),  # None: transparent
+    # the colour layer's paper around the figure; None: opaque, as before `ground` existed
+    "ground": Option(None, _ground_check("ground")),
 }
 FLATS_SETTINGS = ("flats_gap", "flats_palette", "flats_ground")  # mean something only with flats
 
 # What this protocol's daemon can do beyond protocol v1 as first published; `info` lists them
 # and a client checks `has_feature` before asking for one.
-FEATURES = ("flats",)
+FEATURES = ("flats", "ground")
 
 
 def has_feature(info: Mapping[str, Any], feature: str) -> bool:

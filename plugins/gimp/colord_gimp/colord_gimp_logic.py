@@ -119,8 +119,6 @@ def colorize_layers(
         transparent_paper=transparent_paper,
         flats=flats,
     )
-    if transparent_paper:
-        layers = core.clear_paper(layers, line_art)
     placement = core.place(
         layers,
         line_art,

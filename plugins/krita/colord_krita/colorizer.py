@@ -66,8 +66,7 @@ class _Request:
         self.answer: colord_wire.Layers | None = None
         self.error: str | None = None
         self.sent_at = time.perf_counter()
-        self.answered_at = 0.0  # the daemon's answer in
-        self.ready_at = 0.0  # and its paper cleared
+        self.answered_at = 0.0  # the daemon's answer in (and checked)
         self._connect = connect
         self._on_reply = on_reply
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
@@ -86,14 +85,10 @@ class _Request:
                     transparent_paper=self.options.transparent_paper,
                     flats=self.options.flats,
                 )
-            self.answered_at = time.perf_counter()
-            if self.options.transparent_paper:
-                self.answer = colord_plugin_core.clear_paper(self.answer, self.inputs.line_art)
         except Exception as error:  # a message in Krita, never a traceback
             self.error = colord_plugin_core.error_message(error)
         finally:
-            self.ready_at = time.perf_counter()
-            self.answered_at = self.answered_at or self.ready_at
+            self.answered_at = time.perf_counter()
             self.finished.set()
             self._on_reply()
 
@@ -278,8 +273,7 @@ class Colorizer:
             elapsed_ms=(done_at - request.started_at) * 1000.0,
             read_ms=(request.sent_at - request.started_at) * 1000.0,
             round_trip_ms=(request.answered_at - request.sent_at) * 1000.0,
-            paper_ms=(request.ready_at - request.answered_at) * 1000.0,
-            insert_ms=(done_at - request.ready_at) * 1000.0,
+            insert_ms=(done_at - request.answered_at) * 1000.0,
             place_ms=(inserting_at - placing_at) * 1000.0,  # names and places, in insert_ms
             layers_ms=(done_at - inserting_at) * 1000.0,  # Krita adding them, in insert_ms
             timings=dict(answer.timings),
