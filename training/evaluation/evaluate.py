@@ -504,17 +504,24 @@ def evaluate(
         "probes": None if probe_report is None else probe_report.to_json(),
     }
     markdown = markdown_report(summary)
-    out = Path(options.out)
+    paths = write_report(Path(options.out), "", markdown, summary)
+    contact_sheet(sheet_rows, SHEET_COLUMNS).save(paths["contact_sheet"])
+    return EvalReport(summary, markdown, paths, results)
+
+
+def write_report(out: Path, prefix: str, markdown: str, summary: dict) -> dict[str, Path]:
+    """Write `eval.md` and `eval.json` (prefix "") or `<prefix>.md` and `<prefix>.json` into
+    `out`; returns their paths and the contact sheet's, which the caller draws."""
     out.mkdir(parents=True, exist_ok=True)
+    stem = prefix or "eval"
     paths = {
-        "markdown": out / "eval.md",
-        "json": out / "eval.json",
-        "contact_sheet": out / "contact_sheet.png",
+        "markdown": out / f"{stem}.md",
+        "json": out / f"{stem}.json",
+        "contact_sheet": out / (f"{prefix}_contact_sheet.png" if prefix else "contact_sheet.png"),
     }
     paths["markdown"].write_text(markdown)
     paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
-    contact_sheet(sheet_rows, SHEET_COLUMNS).save(paths["contact_sheet"])
-    return EvalReport(summary, markdown, paths, results)
+    return paths
 
 
 def _result_json(result: metrics.MetricResult) -> dict:

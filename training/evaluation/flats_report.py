@@ -10,7 +10,6 @@ daemon), so nothing here imports the daemon.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +17,12 @@ from typing import Protocol
 import numpy as np
 
 from colord.training.evaluation import flats_eval
-from colord.training.evaluation.evaluate import EvalOptions, build_settings, load_held_out
+from colord.training.evaluation.evaluate import (
+    EvalOptions,
+    build_settings,
+    load_held_out,
+    write_report,
+)
 
 
 class FlatsColorizer(Protocol):
@@ -73,15 +77,7 @@ def evaluate(colorizer: FlatsColorizer, options: EvalOptions) -> FlatsReport:
         f"# Flats: {colorizer.name}\n\nHeld-out pictures with drawn line art at {options.size} "
         f"px, self references (seed {options.seed}).\n\n{flats_eval.results_table(run.scores)}\n"
     )
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": out / "flats.md",
-        "json": out / "flats.json",
-        "contact_sheet": out / "flats_contact_sheet.png",
-    }
-    paths["markdown"].write_text(markdown)
-    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    paths = write_report(Path(options.out), "flats", markdown, summary)
     rows = min(options.contact_rows, len(paired))
     picks = [round(i * (len(paired) - 1) / max(1, rows - 1)) for i in range(rows)]
     sheet = flats_eval.flats_contact_sheet(run, line_arts, references, truths, names, picks)
