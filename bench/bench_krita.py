@@ -7,14 +7,12 @@ Reference…" --warmup + --repeat times with the plug-in's default settings (eac
 the next, so every run meets the same document), and prints per size the medians of:
 
 - elapsed: from the action to the inserted layer;
-- plug-in: elapsed minus the round trip: reading the layers (`read`), clearing the paper around
-  the figure (`paper`, pure Python, in the request's worker thread), naming and placing the new
-  layer (`place`) and Krita adding it (`layers`);
+- plug-in: elapsed minus the round trip: reading the layers (`read`), naming and placing the new
+  layer (`place`) and Krita adding it (`layers`); the daemon clears the paper around the figure;
 - transport: the round trip minus the daemon's time from receiving the request to its reply (both
   wire ends, the sockets, the daemon's decoding and encoding);
 - engine: the daemon's engine time minus the model's;
-- model: the generator's forward pass, timed in this process on the same pixels with the daemon's
-  engine settings after Krita has quit (the daemon's reply does not carry it);
+- model: the generator's forward pass in the daemon, as its reply's `forward_ms` says;
 - canvas after: how much longer Krita's own work left by the insertion (the recomposite of the
   canvas) went on once the layer was in, seen by a test driver polling every 20 ms;
 - the longest time Krita's event loop stalled while the daemon worked.
@@ -39,7 +37,7 @@ from conftest import draw_line_art, draw_reference  # noqa: E402
 from daemon_helpers import start_daemon  # noqa: E402
 from hosts.krita_harness import KritaRun, krita_problem, to_bgra  # noqa: E402
 
-from colord.daemon.engine import Engine, default_checkpoint  # noqa: E402
+from colord.daemon.engine import Engine, Job, default_checkpoint  # noqa: E402
 
 SRGB8 = {"model": "RGBA", "depth": "U8", "profile": "sRGB-elle-V2-srgbtrc.icc"}
 
@@ -98,18 +96,13 @@ def measure_krita(model: Path, sizes: list[int], actions: int, settings: dict) -
     return by_size
 
 
-def measure_model(model: Path, size: int, working_size: int | None, repeat: int) -> dict:
-    """The engine's own split for this page, in this process: working size and forward ms."""
-    engine = Engine(model, device="cpu", working_size=working_size)
-    line_art, reference = scanned_line_art(size), draw_reference(size, size)
-    results = [engine.colorize(line_art, reference) for _ in range(repeat)]
-    return {
-        "working_size": results[0].working_size,
-        "model_ms": statistics.median(result.timings["forward"] for result in results),
-    }
+def working_sizes(model: Path, sizes: list[int], working_size: int | None) -> dict[int, int]:
+    """The working size the daemon's engine chose for each page (prepared, not run)."""
+    engine = Engine(model, device="cpu", working_size=working_size, warmup=False)
+    return {size: engine.prepare(Job(scanned_line_art(size))).working_size for size in sizes}
 
 
-def summarise(events: list[dict], model: dict) -> dict:
+def summarise(events: list[dict], working_size: int) -> dict:
     rows = []
     for event in events:
         timings = event["timings"]
@@ -119,19 +112,18 @@ def summarise(events: list[dict], model: dict) -> dict:
                 "elapsed_ms": event["elapsed_ms"],
                 "plugin_ms": plugin,
                 "read_ms": event["read_ms"],
-                "paper_ms": event["paper_ms"],
                 "place_ms": event["place_ms"],
                 "layers_ms": event["layers_ms"],
                 "transport_ms": event["round_trip_ms"] - timings["total_ms"],
-                "engine_ms": timings["engine_ms"] - model["model_ms"],
-                "model_ms": model["model_ms"],
+                "engine_ms": timings["engine_ms"] - timings["forward_ms"],
+                "model_ms": timings["forward_ms"],
                 "around_daemon_ms": event["elapsed_ms"] - timings["total_ms"],
                 "canvas_after_ms": event["settled_ms"],
                 "ui_stall_ms": event["ui_stall_ms"],
             }
         )
     median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
-    return {"runs": rows, "median": median, "working_size": model["working_size"]}
+    return {"runs": rows, "median": median, "working_size": working_size}
 
 
 def main() -> None:
@@ -153,9 +145,9 @@ def main() -> None:
     }
     events = measure_krita(model, args.sizes, args.warmup + args.repeat, settings)
     summary = {"settings": vars(args) | {"model": str(model)}, "sizes": {}}
+    chosen = working_sizes(model, args.sizes, args.working_size)
     for size in args.sizes:
-        engine = measure_model(model, size, args.working_size, args.repeat)
-        figures = summarise(events[size][args.warmup :], engine)
+        figures = summarise(events[size][args.warmup :], chosen[size])
         summary["sizes"][size] = figures
         print(f"{size}² (working size {figures['working_size']}), median of {args.repeat}:")
         print("  " + ", ".join(f"{key} {value:.1f}" for key, value in figures["median"].items()))
