@@ -1,5 +1,9 @@
 """The paper of a line art: is it opaque, and which pixels lie outside the drawing.
 
+A daemon with the `ground` feature clears the paper around the figure itself, by this module's
+definition (`colord.daemon.ground`, which takes GAP_PX from here); the plug-ins clear it with
+`find_outside` only for a daemon without it.
+
 Standard library only (shipped into both plug-in bundles). Pixels are 8-bit, four bytes a pixel
 with alpha last and straight (Krita's BGRA and GIMP's RGBA alike: the colour order does not
 matter here). Masks are worked as Python integers holding one byte per pixel, so every step over
