@@ -45,7 +45,8 @@ class Job:
 class ColorizeResult:
     """What the engine made of one Job."""
 
-    image: np.ndarray  # (H, W, 4) uint8 RGBA, the line art's size, alpha 255
+    image: np.ndarray  # (H, W, 4) uint8 RGBA, the line art's size, alpha 255 but 0 on a
+    # transparent ground; with flats "only", the plain colours (no lines, ground kept: not sent)
     working_size: int  # the working size used, chosen or automatic
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds: prepare, forward,
     # finish, flats (when asked) and their total, as the engine measured them; forward is the

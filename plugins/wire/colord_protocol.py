@@ -169,7 +169,7 @@ REQUEST_OVERHEAD_BYTES = 1 << 16  # what a request holds besides pixels, with ro
 # that much of a message before the token has matched.
 HEADER_BYTES = 4096
 HEADER_KEYS = ("v", "id", "op", "token")
-MAX_CONTAINER_LEN = 64  # entries in any map or array; a valid request has at most 7
+MAX_CONTAINER_LEN = 64  # entries in any map or array; a valid request has at most 8 (its options)
 MAX_STR_BYTES = 1 << 16  # any str in a request; the longest valid one is a 256-byte id
 
 
