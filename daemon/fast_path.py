@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from colord.model.pixels import from_signed
+
 __all__ = ["PARITY_TOLERANCE", "PARITY_WITHIN", "FastPath", "Parity", "parity", "pick_backend"]
 
 log = logging.getLogger("colord.fast_path")
@@ -64,14 +66,10 @@ class Parity:
         )
 
 
-def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """A [-1, 1] image as the engine rounds it to 0..255."""
-    return ((image.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
-
-
 def parity(candidate: torch.Tensor, reference: torch.Tensor) -> Parity:
-    """Compare two [-1, 1] outputs after rounding each to uint8."""
-    difference = (to_uint8(candidate).int() - to_uint8(reference).int()).abs().flatten()
+    """Compare two [-1, 1] outputs after rounding each to uint8 as the engine does."""
+    rounded = [from_signed(image.float()).int() for image in (candidate, reference)]
+    difference = (rounded[0] - rounded[1]).abs().flatten()
     p999 = float(np.percentile(difference.numpy(), 99.9))
     within = float((difference <= PARITY_TOLERANCE).double().mean())
     return Parity(int(difference.max()), p999, within)
