@@ -62,8 +62,8 @@ class EngineLike(Protocol):
     """What the server needs of an engine (colord.daemon.engine.Engine is one)."""
 
     def colorize_batch(self, jobs: list[Job]) -> list[ColorizeResult]:
-        """One result per job, its timings["total"] in ms; a batch of one must equal colouring
-        that job alone."""
+        """One result per job, its timings["total"] and ["forward"] (the model's share) in ms;
+        a batch of one must equal colouring that job alone."""
         ...
 
     def info(self) -> dict[str, Any]:
