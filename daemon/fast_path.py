@@ -315,6 +315,12 @@ class FastPath:
                 _first_line(error),
             )
             return eager
+        if self.must_beat_eager and fast_s >= eager_s:
+            # a backend's first run at a new shape also pays for that shape's set-up: time a
+            # second run before calling it slower
+            start = time.perf_counter()
+            self.runner(sketch, reference)
+            fast_s = min(fast_s, time.perf_counter() - start)
         check = parity(output, eager)
         self.checks[key] = check
         summary = (

@@ -223,3 +223,58 @@ def test_a_backend_that_fails_parity_falls_back_to_eager(
         torch.testing.assert_close(
             output, torch.tanh(model.conv(reference) * sketch + 0.1 * model.calls)
         )
+
+
+class ScriptedRunner:
+    """A backend whose runs return eager's output and take the given times, in order (the
+    first run at a shape pays the shape's set-up)."""
+
+    def __init__(self, model: nn.Module, seconds: list[float]) -> None:
+        self.model, self.seconds, self.runs = model, seconds, 0
+
+    def __call__(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.seconds[min(self.runs, len(self.seconds) - 1)])
+        self.runs += 1
+        return self.model(sketch, reference)
+
+
+class SlowEager(nn.Module):
+    """The small generator, taking `seconds` longer per forward."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.generator, self.seconds = small_generator(), seconds
+
+    def forward(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.seconds)
+        return self.generator(sketch, reference)
+
+
+@pytest.mark.parametrize(
+    ("backend_seconds", "kept"),
+    [([0.6, 0.0], True), ([0.6, 0.6], False)],
+    ids=["slow-first-run-then-fast", "slower-twice"],
+)
+def test_a_shape_keeps_the_backend_only_if_it_beats_eager(
+    monkeypatch: pytest.MonkeyPatch, backend_seconds: list[float], kept: bool
+) -> None:
+    runners: list[ScriptedRunner] = []
+
+    def build(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> ScriptedRunner:
+        runners.append(ScriptedRunner(model, backend_seconds))
+        return runners[-1]
+
+    monkeypatch.setattr(fast_path, "BACKENDS", {"scripted": (("torch",), build)})
+    model = SlowEager(0.3)
+    sketch, reference = inputs()
+    path = FastPath(model, "scripted")
+    with torch.inference_mode():
+        path(sketch, reference)
+        runs = runners[0].runs
+        path(sketch, reference)
+    assert path.shapes[((SIZE, SIZE), (SIZE, SIZE))] is kept
+    assert runners[0].runs == runs + (1 if kept else 0)
