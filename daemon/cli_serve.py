@@ -29,7 +29,12 @@ from colord.plugins.wire.colord_protocol import (
 
 
 def open_engine(
-    model_path: Path | None, *, device: str | None, working_size: int | None
+    model_path: Path | None,
+    *,
+    device: str | None,
+    working_size: int | None,
+    max_working_size: int | None = None,
+    fast: bool | None = None,
 ) -> EngineLike:
     """Load the model onto the device (without a path: the default model that ships with colord).
 
@@ -41,7 +46,13 @@ def open_engine(
 
     try:
         path = model_path or engine.default_checkpoint()
-        return engine.Engine(path, device=device, working_size=working_size)
+        return engine.Engine(
+            path,
+            device=device,
+            working_size=working_size,
+            max_working_size=max_working_size,
+            fast=fast,
+        )
     except (engine.EngineError, CheckpointError) as error:
         raise DaemonStartError(str(error)) from None
 
@@ -85,6 +96,19 @@ def open_engine(
     "from its stroke width) or a multiple of 16.",
 )
 @click.option(
+    "--max-working-size",
+    type=click.IntRange(min=WORKING_SIZE_MULTIPLE),
+    default=None,
+    help="Largest working size, automatic or requested (a multiple of 16) [default: 2048 on "
+    "CUDA, 1024 elsewhere].",
+)
+@click.option(
+    "--eager",
+    is_flag=True,
+    help="Run the generator in plain PyTorch, without the fast path (ONNX Runtime on the CPU, "
+    "compiled on CUDA).",
+)
+@click.option(
     "--max-side",
     type=click.IntRange(min=WORKING_SIZE_MULTIPLE),
     default=DEFAULT_MAX_SIDE,
@@ -118,6 +142,8 @@ def serve(
     connection_file: Path | None,
     queue_size: int,
     working_size: int | None,
+    max_working_size: int | None,
+    eager: bool,
     max_side: int,
     idle_exit_minutes: float | None,
     request_budget: float,
@@ -134,7 +160,13 @@ def serve(
         raise click.UsageError(str(error)) from None
 
     def load() -> EngineLike:
-        return open_engine(model_path, device=device, working_size=working_size)
+        return open_engine(
+            model_path,
+            device=device,
+            working_size=working_size,
+            max_working_size=max_working_size,
+            fast=False if eager else None,
+        )
 
     # The daemon mostly waits for requests: OpenMP threads spinning after each forward pass
     # would take the CPU from the transport (and from the painting app). Set before torch loads.

@@ -190,17 +190,23 @@ class Engine:
         device: str | torch.device | None = None,
         working_size: int | None = None,
         fast: bool | None = None,
+        max_working_size: int | None = None,
         warmup: bool = True,
     ) -> None:
         """`model`: a checkpoint path, a generator-like module (`module(sketch, reference)`), or
         None (no model: colorize raises NoModelError). `working_size`: None = automatic. `fast`:
         the fast path (compiled on CUDA, ONNX Runtime on the CPU when installed); None = on CUDA
-        and the CPU. Raises CheckpointError, DeviceError or InputError."""
+        and the CPU. `max_working_size`: the cap of automatic sizes; None = the device's
+        (`MAX_AUTOMATIC_SIZE`). Raises CheckpointError, DeviceError or InputError."""
         self.device = pick_device(device)
         self.working_size = (
             None if working_size is None else imaging.check_working_size(working_size)
         )
-        self.max_working_size = MAX_AUTOMATIC_SIZE.get(self.device.type, DEFAULT_MAX_AUTOMATIC_SIZE)
+        self.max_working_size = (
+            MAX_AUTOMATIC_SIZE.get(self.device.type, DEFAULT_MAX_AUTOMATIC_SIZE)
+            if max_working_size is None
+            else imaging.check_working_size(max_working_size)
+        )
         self.model_path: Path | None = None
         self.preset = None
         self.checkpoint_dtype: str | None = None

@@ -411,7 +411,10 @@ class Server:
         result = {
             "version": DAEMON_VERSION,
             "protocol": PROTOCOL_VERSION,
-            **{key: described.get(key) or "" for key in ("model", "preset", "device", "dtype")},
+            **{
+                key: described.get(key) or ""
+                for key in ("model", "preset", "device", "dtype", "fast_path")
+            },
             "working_size": described.get("working_size", 0),
             "limits": self.limits.to_message(),
             "features": list(FEATURES),

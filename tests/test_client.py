@@ -340,3 +340,16 @@ def test_sigterm_answers_requests_in_flight_and_exits_cleanly(tiny_checkpoint: P
         # The one SIGTERM is enough: wait for the exit without signalling again.
         assert daemon.process.wait(timeout=60) == 0
         assert not daemon.connection_file.exists()
+
+
+def test_serve_caps_working_sizes_and_runs_eagerly_when_told(tiny_checkpoint: Path) -> None:
+    args = ["--max-working-size", "64", "--eager"]
+    with start_daemon(tiny_checkpoint, extra_args=args) as daemon, daemon.client() as client:
+        info = client.info()
+        assert info["limits"]["max_working_size"] == 64
+        assert info["fast_path"] == "off"
+        thin_lines = draw_line_art(256, 256)  # thin strokes: automatic sizing wants the most
+        reply = client.colorize(thin_lines)
+        assert reply.image.shape == (256, 256, 4)
+        with pytest.raises(ErrorReply, match="64"):
+            client.colorize(thin_lines, working_size=128)

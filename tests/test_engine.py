@@ -140,6 +140,17 @@ def test_automatic_working_size_by_default(tiny_checkpoint, caplog):
     assert engine.colorize(drawing, working_size=128).working_size == 128
 
 
+def test_the_automatic_cap_can_be_set(tiny_checkpoint):
+    drawing = black_lines_on_white(240, 320, thickness=2)  # thin: wants the canvas's own size
+    uncapped = Engine(tiny_checkpoint, device="cpu", warmup=False)
+    capped = Engine(tiny_checkpoint, device="cpu", warmup=False, max_working_size=96)
+    assert uncapped.prepare(Job(drawing)).working_size == 320
+    assert capped.prepare(Job(drawing)).working_size == 96
+    assert capped.info()["max_working_size"] == 96
+    with pytest.raises(InputError, match="multiple of 16"):
+        Engine(tiny_checkpoint, device="cpu", warmup=False, max_working_size=100)
+
+
 def test_automatic_working_size_follows_the_checkpoint(tmp_path):
     torch.manual_seed(0)
     generator = Generator(get_preset("tiny"))
