@@ -34,7 +34,7 @@ import numpy as np
 
 from colord.daemon import imaging
 from colord.daemon.engine import Engine, default_checkpoint
-from colord.model.line_scale import stroke_width
+from colord.model.line_scale import AUTOMATIC_SIZE_CAP, stroke_width
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT / "data" / "openmoji" / "test.jsonl"
@@ -49,6 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scales", default="1,4,8", help="comma-separated enlargements")
     parser.add_argument("--sizes", default="128,256,512,1024", help="fixed working sizes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--pen",
+        type=int,
+        metavar="PX",
+        help="redraw the enlarged strokes PX canvas pixels wide (a drawing drawn larger with the "
+        "same pen) instead of enlarging them with the drawing; PSNR is then over the pixels off "
+        "the enlarged strokes, where the ground truth is a colour",
+    )
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=1,
+        metavar="N",
+        help="tile N x N drawings into one page before enlarging (a page of panels)",
+    )
     parser.add_argument(
         "--training-line-width",
         type=Path,
@@ -89,6 +104,25 @@ def pairs(manifest: Path | None, limit: int) -> list[tuple[Path, Path]]:
     return [found[int(index * step)] for index in range(min(limit, len(found)))]
 
 
+def drawings(chosen: list[tuple[Path, Path]], grid: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(line art, colour picture) pages: each pair alone, or N x N pairs tiled into one page."""
+    read = [(read_rgb(line), read_rgb(colour)) for line, colour in chosen]
+    if grid == 1:
+        return read
+    pages = []
+    for start in range(0, len(read) - grid * grid + 1, grid * grid):
+        tiles = read[start : start + grid * grid]
+        side = max(max(image.shape[:2]) for pair in tiles for image in pair)
+
+        def tiled(which: int, tiles=tiles, side=side) -> np.ndarray:
+            fitted = [cv2.resize(pair[which], (side, side)) for pair in tiles]
+            rows = [np.concatenate(fitted[r * grid : (r + 1) * grid], 1) for r in range(grid)]
+            return np.concatenate(rows, 0)
+
+        pages.append((tiled(0), tiled(1)))
+    return pages
+
+
 def self_reference(colour: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(ground truth, reference): the colour picture jittered, and that warped (seeded)."""
     from colord.training.samples.augment import jitter_colors, thin_plate_spline_warp
@@ -105,16 +139,35 @@ def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
 
 
-def psnr(result: np.ndarray, truth: np.ndarray) -> float:
-    error = np.mean((result.astype(np.float64) - truth.astype(np.float64)) ** 2)
+def redraw_strokes(line_art: np.ndarray, pen: int) -> np.ndarray:
+    """The drawing's strokes redrawn `pen` pixels wide along their centre lines: the
+    morphological skeleton of the line mask, dilated by a disc."""
+    lines = (imaging.as_rgb(line_art).min(axis=2) < 128).astype(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    skeleton = np.zeros_like(lines)
+    while lines.any():
+        opened = cv2.morphologyEx(lines, cv2.MORPH_OPEN, cross)
+        skeleton |= lines & (1 - opened)
+        lines = cv2.erode(lines, cross)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (pen, pen))
+    drawn = cv2.dilate(skeleton, disc) if pen > 1 else skeleton
+    return np.repeat(np.where(drawn > 0, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def psnr(result: np.ndarray, truth: np.ndarray, where: np.ndarray | None = None) -> float:
+    """PSNR in dB over all pixels, or over the (H, W) mask `where`."""
+    squared = (result.astype(np.float64) - truth.astype(np.float64)) ** 2
+    error = np.mean(squared if where is None else squared[where])
     return 10 * math.log10(255**2 / max(error, 1e-10))
 
 
 def scale_table(args: argparse.Namespace) -> None:
     engine = Engine(args.model or default_checkpoint(), device="cpu", warmup=False)
     chosen = pairs(args.manifest, args.limit)
+    pages = drawings(chosen, args.grid)
     print(
-        f"model {engine.model_path}; {len(chosen)} pairs; automatic cap {engine.max_working_size}"
+        f"model {engine.model_path}; {len(chosen)} pairs on {len(pages)} pages; automatic cap "
+        f"{min(engine.max_working_size, AUTOMATIC_SIZE_CAP)}"
     )
     header = (
         ["scale", "canvas", "auto size", "auto"] + [str(s) for s in args.sizes] + ["best", "gap"]
@@ -124,24 +177,28 @@ def scale_table(args: argparse.Namespace) -> None:
     for scale in args.scales:
         scores: dict[str, list[float]] = {key: [] for key in ["auto", *map(str, args.sizes)]}
         auto_sizes, started = [], time.perf_counter()
-        for index, (line_path, colour_path) in enumerate(chosen):
-            truth, reference = self_reference(read_rgb(colour_path), index)
-            line_art = enlarge(read_rgb(line_path), scale)
+        for index, (drawn_lines, colour) in enumerate(pages):
+            truth, reference = self_reference(colour, index)
+            line_art = enlarge(drawn_lines, scale)
+            # with --pen, the truth under the drawing's own strokes is their ink, not a colour
+            off_lines = line_art.min(axis=2) >= 128 if args.pen else None
+            if args.pen:
+                line_art = redraw_strokes(line_art, args.pen)
             truth = enlarge(truth, scale)
             long_side = max(line_art.shape[:2])
             result = engine.colorize(line_art, reference)
             auto_sizes.append(result.working_size)
-            scores["auto"].append(psnr(result.image[..., :3], truth))
+            scores["auto"].append(psnr(result.image[..., :3], truth, off_lines))
             done: dict[int, float] = {}  # sizes at or above the canvas all run at the canvas's
             for size in args.sizes:
                 effective = min(size, imaging.round_up(long_side))
                 if effective not in done:
                     image = engine.colorize(line_art, reference, working_size=effective).image
-                    done[effective] = psnr(image[..., :3], truth)
+                    done[effective] = psnr(image[..., :3], truth, off_lines)
                 scores[str(size)].append(done[effective])
         means = {key: statistics.mean(values) for key, values in scores.items()}
         best = max(means[str(size)] for size in args.sizes)
-        canvas = max(read_rgb(chosen[0][0]).shape[:2]) * scale
+        canvas = max(pages[0][0].shape[:2]) * scale
         row = [f"{scale}x", f"{canvas}", f"{statistics.median(auto_sizes):.0f}"]
         row += [f"{means[key]:.2f}" for key in scores] + [
             f"{best:.2f}",
