@@ -24,7 +24,8 @@ fp32 on its first forward, eager otherwise. Loading runs one warm-up forward at 
 
 Working size: a fixed one when the engine or the job names one; otherwise automatic, per job:
 the size at which the line art's strokes are as thick as the model's training sketches' strokes
-(`colord.model.line_scale`), capped by what the device affords (`MAX_AUTOMATIC_SIZE`).
+(`colord.model.line_scale`), at most `line_scale.AUTOMATIC_SIZE_CAP` and what the device affords
+(`MAX_WORKING_SIZE`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from torch import nn
 
 import colord.model
 from colord.model.default_model import default_model_path, verify_default_model
-from colord.model.line_scale import LINE_WIDTH_KEY, automatic_working_size
+from colord.model.line_scale import AUTOMATIC_SIZE_CAP, LINE_WIDTH_KEY, automatic_working_size
 from colord.plugins.wire.colord_protocol import ProtocolError, colorize_options
 
 from . import flats, ground, imaging
@@ -78,12 +79,13 @@ DEFAULT_CHECKPOINT = default_model_path()
 # median 5.00 px, quartiles 4.24 and 5.00 px.
 FALLBACK_TRAINING_LINE_WIDTH = 5.0
 
-# The largest automatic working size per device type (others: DEFAULT_MAX_AUTOMATIC_SIZE). On
+# The largest working size, automatic or requested, per device type (others:
+# DEFAULT_MAX_WORKING_SIZE). On
 # two busy CPU cores the default preset's forward took 8.4 s at 1024 px (3.7 s at 512 px), and
 # 2048 px holds four times the pixels; on a CUDA GPU the paper-sized generator runs 1024 px in
 # under 8 ms (DESIGN.md), so 2048 px stays well under a second and attention memory is linear.
-MAX_AUTOMATIC_SIZE = {"cuda": 2048}
-DEFAULT_MAX_AUTOMATIC_SIZE = 1024
+MAX_WORKING_SIZE = {"cuda": 2048}
+DEFAULT_MAX_WORKING_SIZE = 1024
 WARMUP_SIZE = 256  # the warm-up forward's size in automatic mode (a typical chosen size)
 # The fast path each device runs when `fast` is on: "compile" (torch.compile, CUDA graphs) or
 # "export" (fast_path.FastPath: ONNX Runtime on an export, checked per shape). Others compile.
@@ -196,14 +198,14 @@ class Engine:
         """`model`: a checkpoint path, a generator-like module (`module(sketch, reference)`), or
         None (no model: colorize raises NoModelError). `working_size`: None = automatic. `fast`:
         the fast path (compiled on CUDA, ONNX Runtime on the CPU when installed); None = on CUDA
-        and the CPU. `max_working_size`: the cap of automatic sizes; None = the device's
-        (`MAX_AUTOMATIC_SIZE`). Raises CheckpointError, DeviceError or InputError."""
+        and the CPU. `max_working_size`: the largest working size, automatic or requested; None =
+        the device's (`MAX_WORKING_SIZE`). Raises CheckpointError, DeviceError or InputError."""
         self.device = pick_device(device)
         self.working_size = (
             None if working_size is None else imaging.check_working_size(working_size)
         )
         self.max_working_size = (
-            MAX_AUTOMATIC_SIZE.get(self.device.type, DEFAULT_MAX_AUTOMATIC_SIZE)
+            MAX_WORKING_SIZE.get(self.device.type, DEFAULT_MAX_WORKING_SIZE)
             if max_working_size is None
             else imaging.check_working_size(max_working_size)
         )
@@ -310,7 +312,10 @@ class Engine:
         compiled = self.fast and self._cpu_fast_path is None
         multiple = FAST_PATH_MULTIPLE if compiled else colord.model.SIZE_MULTIPLE
         size = automatic_working_size(
-            lines, self.training_line_width, multiple=multiple, maximum=self.max_working_size
+            lines,
+            self.training_line_width,
+            multiple=multiple,
+            maximum=min(self.max_working_size, AUTOMATIC_SIZE_CAP),
         )
         height, width = lines.shape
         log.info("automatic working size %d for a %dx%d canvas", size, width, height)

@@ -22,7 +22,7 @@ from colord.daemon import engine as engine_module
 from colord.daemon.devices import DeviceError, pick_device
 from colord.daemon.engine import Engine, InputError, Job, NoModelError
 from colord.model import CheckpointError, Generator, get_preset, save_checkpoint
-from colord.model.line_scale import LINE_WIDTH_KEY
+from colord.model.line_scale import AUTOMATIC_SIZE_CAP, LINE_WIDTH_KEY
 from colord.plugins.wire import colord_paper
 
 SIZE = 64  # working size for the tiny model: fast, and small canvases still get shrunk
@@ -122,7 +122,7 @@ def test_working_size_per_job(engine):
 def test_automatic_working_size_by_default(tiny_checkpoint, caplog):
     engine = Engine(tiny_checkpoint, device="cpu", warmup=False)
     assert engine.info()["working_size"] == "auto"
-    assert engine.info()["max_working_size"] == engine_module.DEFAULT_MAX_AUTOMATIC_SIZE
+    assert engine.info()["max_working_size"] == engine_module.DEFAULT_MAX_WORKING_SIZE
     assert engine.training_line_width == engine_module.FALLBACK_TRAINING_LINE_WIDTH
     drawing = black_lines_on_white(240, 320, thickness=8)
     with caplog.at_level(logging.INFO, logger="colord.engine"):
@@ -147,6 +147,11 @@ def test_the_automatic_cap_can_be_set(tiny_checkpoint):
     assert uncapped.prepare(Job(drawing)).working_size == 320
     assert capped.prepare(Job(drawing)).working_size == 96
     assert capped.info()["max_working_size"] == 96
+    # past the automatic cap, thin strokes get the cap, not the canvas's size, on any device
+    page = black_lines_on_white(1200, 1600, thickness=2)
+    roomy = Engine(tiny_checkpoint, device="cpu", warmup=False, max_working_size=2048)
+    assert roomy.prepare(Job(page)).working_size == AUTOMATIC_SIZE_CAP < 1600
+    assert roomy.prepare(Job(page, working_size=1600)).working_size == 1600
     with pytest.raises(InputError, match="multiple of 16"):
         Engine(tiny_checkpoint, device="cpu", warmup=False, max_working_size=100)
 
