@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from colord.model import Discriminator, Generator, count_parameters, get_preset
-from colord.model.networks import SCFT
+from colord.model.networks import SCFT, initialize_weights
 
 TINY = get_preset("tiny")
 
@@ -185,3 +185,31 @@ def test_gradients_reach_both_encoders(generator: Generator):
     F.l1_loss(out, torch.zeros_like(out)).backward()
     assert g.sketch_encoder.layers[0][0].weight.grad.abs().sum() > 0
     assert g.reference_encoder.layers[0][0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"attention_stride": 8, "color_hint": True},
+        {},
+        {"res_channels": None},
+        {"aggregation": "add"},
+    ],
+    ids=["colour-hint", "projection", "no-projection", "add"],
+)
+def test_inference_folds_the_projection_into_the_attention_without_changing_the_output(changes):
+    torch.manual_seed(0)
+    generator = Generator(dataclasses.replace(get_preset("tiny"), **changes))
+    initialize_weights(generator, "kaiming")
+    generator.eval()
+    sketch = torch.where(torch.rand(2, 1, 64, 48) < 0.1, -1.0, 1.0)
+    reference = torch.rand(2, 3, 32, 64) * 2 - 1
+    calls = []
+    generator.project.register_forward_hook(lambda *_: calls.append("project"))
+    with torch.no_grad():
+        paper_order, _ = generator(sketch, reference, return_extras=True)  # unfolded
+        unfolded_calls = len(calls)
+        folded = generator(sketch, reference)
+    folds = isinstance(generator.project, torch.nn.Conv2d) and changes.get("aggregation") != "add"
+    assert unfolded_calls == 1 and len(calls) == (1 if folds else 2)
+    torch.testing.assert_close(folded, paper_order, rtol=0, atol=1e-5)
