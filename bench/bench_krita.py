@@ -1,10 +1,12 @@
 """Click to layer in the real Krita, split into plug-in, transport, engine and model.
 
-Starts a real daemon (the shipped default model unless --model is given) and the real Krita under
-Xvfb with the plug-in installed. For each --sizes page it opens a SIZE x SIZE 8-bit sRGB document
-holding opaque line art (a scan: strokes on white paper) and a reference, triggers "Colorize with
-Reference…" --warmup + --repeat times with the plug-in's default settings (each run undone before
-the next, so every run meets the same document), and prints per size the medians of:
+Starts two real daemons on the shipped default model (unless --model is given), one with its fast
+path (the default) and one running eager fp32 (`colord serve --eager`), and the real Krita under
+Xvfb with the plug-in installed. For each --sizes page and each daemon it opens a SIZE x SIZE 8-bit
+sRGB document holding opaque line art (a scan: strokes on white paper) and a reference, triggers
+"Colorize with Reference…" --warmup + --repeat times with the plug-in's default settings (each run
+undone before the next, so every run meets the same document), and prints per size and daemon the
+medians of:
 
 - elapsed: from the action to the inserted layer;
 - plug-in: elapsed minus the round trip: reading the layers (`read`), naming and placing the new
@@ -17,12 +19,15 @@ the next, so every run meets the same document), and prints per size the medians
   canvas) went on once the layer was in, seen by a test driver polling every 20 ms;
 - the longest time Krita's event loop stalled while the daemon worked.
 
-    .venv/bin/python bench/bench_krita.py --sizes 1024 2048 4096 --repeat 5
+and the fast path's elapsed time against eager's.
+
+    .venv/bin/python bench/bench_krita.py                 # 1024², 2048² and 4096², 5 each
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -50,9 +55,20 @@ def scanned_line_art(size: int) -> np.ndarray:
     return np.concatenate([grey, grey, grey, np.full_like(grey, 255)], axis=2)
 
 
-def measure_krita(model: Path, sizes: list[int], actions: int, settings: dict) -> dict[int, list]:
-    """The plug-in's `inserted` events per page size, with the event loop's longest stall."""
-    with start_daemon(model) as daemon:
+# The daemons compared in one run: their names and `colord serve` arguments.
+GENERATOR_PATHS = {"fast": [], "eager": ["--eager"]}
+
+
+def measure_krita(
+    model: Path, sizes: list[int], actions: int, settings: dict
+) -> dict[tuple[str, int], list]:
+    """The plug-in's `inserted` events per (daemon, page size), with the event loop's longest
+    stall."""
+    with contextlib.ExitStack() as daemons:
+        started = {
+            name: daemons.enter_context(start_daemon(model, extra_args=args))
+            for name, args in GENERATOR_PATHS.items()
+        }
         run = KritaRun()
         try:
             run.install_plugin()
@@ -62,38 +78,40 @@ def measure_krita(model: Path, sizes: list[int], actions: int, settings: dict) -
             for size in sizes:
                 line_art = run.add_pixels(f"line{size}", to_bgra(scanned_line_art(size)))
                 reference = run.add_pixels(f"ref{size}", to_bgra(draw_reference(size, size)))
-                run.steps.append(
-                    {
-                        "name": f"bench-{size}",
-                        "document": {"width": size, "height": size, **SRGB8},
-                        "layers": [
-                            {"name": "Reference", "x": 0, "y": 0, **reference},
-                            {"name": "Line art", "x": 0, "y": 0, **line_art},
-                        ],
-                        "active": "Line art",
-                        "connection_file": str(daemon.connection_file),
-                        "repeat": actions,
-                        "undo_each": True,
-                        "dump": False,
-                    }
-                )
-            result = run.run(timeout=600)
+                for name, daemon in started.items():
+                    run.steps.append(
+                        {
+                            "name": f"bench-{name}-{size}",
+                            "document": {"width": size, "height": size, **SRGB8},
+                            "layers": [
+                                {"name": "Reference", "x": 0, "y": 0, **reference},
+                                {"name": "Line art", "x": 0, "y": 0, **line_art},
+                            ],
+                            "active": "Line art",
+                            "connection_file": str(daemon.connection_file),
+                            "repeat": actions,
+                            "undo_each": True,
+                            "dump": False,
+                        }
+                    )
+            result = run.run(timeout=1800)
             if result.report is None or "error" in result.report:
                 raise SystemExit(f"the Krita run failed:\n{result.report}\n{result.output[-3000:]}")
         finally:
             run.remove()
-    by_size = {}
+    measured = {}
     for size in sizes:
-        step = result.report["steps"][f"bench-{size}"]
-        inserted = [event for event in step["events"] if event["event"] == "inserted"]
-        if len(inserted) != actions:
-            raise SystemExit(f"{size}²: expected {actions} layers, the plug-in logged {inserted}")
-        gaps, settled = step["event_loop_gaps_ms"], step["settled_at"]
-        for event, (during, _), settled_at in zip(inserted, gaps, settled, strict=True):
-            event["ui_stall_ms"] = during
-            event["settled_ms"] = (settled_at - event["time"]) * 1000.0
-        by_size[size] = inserted
-    return by_size
+        for name in GENERATOR_PATHS:
+            step = result.report["steps"][f"bench-{name}-{size}"]
+            inserted = [event for event in step["events"] if event["event"] == "inserted"]
+            if len(inserted) != actions:
+                raise SystemExit(f"{name} {size}²: expected {actions} layers, got {inserted}")
+            gaps, settled = step["event_loop_gaps_ms"], step["settled_at"]
+            for event, (during, _), settled_at in zip(inserted, gaps, settled, strict=True):
+                event["ui_stall_ms"] = during
+                event["settled_ms"] = (settled_at - event["time"]) * 1000.0
+            measured[name, size] = inserted
+    return measured
 
 
 def working_sizes(model: Path, sizes: list[int], working_size: int | None) -> dict[int, int]:
@@ -128,7 +146,9 @@ def summarise(events: list[dict], working_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="page sides")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1024, 2048, 4096], help="page sides"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="timed actions per size")
     parser.add_argument("--warmup", type=int, default=1, help="untimed actions first, per size")
     parser.add_argument("--working-size", type=int, help="fixed working size (default: auto)")
@@ -147,10 +167,19 @@ def main() -> None:
     summary = {"settings": vars(args) | {"model": str(model)}, "sizes": {}}
     chosen = working_sizes(model, args.sizes, args.working_size)
     for size in args.sizes:
-        figures = summarise(events[size][args.warmup :], chosen[size])
+        figures = {
+            name: summarise(events[name, size][args.warmup :], chosen[size])
+            for name in GENERATOR_PATHS
+        }
         summary["sizes"][size] = figures
-        print(f"{size}² (working size {figures['working_size']}), median of {args.repeat}:")
-        print("  " + ", ".join(f"{key} {value:.1f}" for key, value in figures["median"].items()))
+        speedup = figures["eager"]["median"]["elapsed_ms"] / figures["fast"]["median"]["elapsed_ms"]
+        print(
+            f"{size}² (working size {chosen[size]}), median of {args.repeat}; "
+            f"click to layer, eager / fast path: {speedup:.2f}x"
+        )
+        for name, path_figures in figures.items():
+            medians = path_figures["median"]
+            print(f"  {name:5}: " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1, default=str))
 
