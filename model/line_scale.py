@@ -25,8 +25,8 @@ LINE_WIDTH_KEY = "training_line_width"
 # 2 x 2 and 3 x 3 panels; strokes enlarged with the drawing, or redrawn 3 px wide with --pen 3):
 # 1024 was worst on every page (1-5 dB below the best), 256 best on single drawings and thin
 # pens but 1.2 dB short on 3 x 3 panels, 384 above 512 on all five pages and within 1.5 dB of
-# the best (table in docs/cpu-fast-path.md). The forward's cost grows with the square of the size, the attention's
-# with its fourth power.
+# the best (table in docs/cpu-fast-path.md). The forward's cost grows with the square of the
+# size, the attention's with its fourth power.
 AUTOMATIC_SIZE_CAP = 384
 MIN_RIDGE_PIXELS = 16  # fewer ridge pixels than this: too little line to read a width from
 MEASURE_SIDE = 1024  # automatic_working_size reads widths on at most this many pixels a side
