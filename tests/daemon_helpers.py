@@ -22,9 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import zmq
 
 from colord.daemon.client import Client
+from colord.plugins.wire import colord_plugin_core
 from colord.plugins.wire.colord_protocol import ColordError, read_connection
 
 START_TIMEOUT = 120.0
@@ -132,3 +134,13 @@ def raw_dealer(endpoint: str) -> Iterator[zmq.Socket]:
         yield dealer
     finally:
         dealer.close()
+
+
+def reference_as_sent(reference: np.ndarray, working_size: int | None, info: dict) -> np.ndarray:
+    """An (H, W, 4) reference as the plug-ins send it to a daemon that answered `info`:
+    subsampled by `colord_plugin_core.shrunk_reference` to what the working size can use."""
+    height, width = reference.shape[:2]
+    layer = colord_plugin_core.LayerPixels("", 0, 0, width, height, reference.tobytes())
+    longest = working_size or colord_plugin_core.largest_working_size(info)
+    sent = colord_plugin_core.shrunk_reference(layer, longest)
+    return np.frombuffer(sent.data, np.uint8).reshape(sent.height, sent.width, 4)

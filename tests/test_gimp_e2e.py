@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from capabilities import HOSTS, missing
 from conftest import draw_line_art, draw_reference
-from daemon_helpers import start_daemon
+from daemon_helpers import reference_as_sent, start_daemon
 from hosts.daemon_without_flats import start_daemon_without_flats
 from hosts.gimp_harness import (
     GimpRun,
@@ -319,9 +319,12 @@ def test_result_layer_is_the_daemons_answer_directly_below_the_line_art(
 
     # The new layer holds exactly what the daemon answers for the pixels the plug-in read.
     with Client.from_connection_file(daemon.connection_file) as client:
+        sent = None
+        if reference:
+            sent = reference_as_sent(pixels_before[reference], working_size, client.info())
         expected = client.colorize(
             pixels_before[LINE_ART],
-            pixels_before[reference] if reference else None,
+            sent,
             working_size=working_size or None,
             keep_lines=keep_lines,
             ground="transparent",  # the plug-in's default: the paper around the figure cleared
@@ -440,8 +443,9 @@ def check_flats(gimp_run: GimpRun, daemon, case: str, flats: dict) -> None:
     observed = gimp_run.observations(case)
     pixels_before = pixels_by_name(gimp_run, case, observed["before"])
     with Client.from_connection_file(daemon.connection_file) as client:
+        sent = reference_as_sent(pixels_before[REFERENCE], 64, client.info())
         expected = client.colorize(
-            pixels_before[LINE_ART], pixels_before[REFERENCE], working_size=64, flats="only",
+            pixels_before[LINE_ART], sent, working_size=64, flats="only",
             flats_ground="transparent",
         ).flats  # fmt: skip
     pixels = gimp_run.layer_pixels(case, flats)

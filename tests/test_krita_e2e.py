@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from capabilities import HOSTS, missing
 from conftest import draw_line_art, draw_reference
-from daemon_helpers import start_daemon
+from daemon_helpers import reference_as_sent, start_daemon
 from hosts.daemon_without_flats import start_daemon_without_flats
 from hosts.krita_harness import KritaRun, alpha_bounds, krita_problem, to_bgra
 
@@ -275,11 +275,13 @@ def test_result_is_the_daemons_answer_directly_below_the_line_art(
     reference_rect = alpha_bounds(REFERENCE_CANVAS)
     working_size, keep_lines = SUCCESS_STEPS[step_name]
     with colord_wire.WireClient.from_connection_file(daemon.connection_file) as client:
+        reference = reference_as_sent(
+            crop(to_bgra(REFERENCE_CANVAS), reference_rect), working_size, client.info()
+        )
         expected, _ = client.colorize(
             colord_wire.Image(line_rect[2], line_rect[3], "BGRA8",
                               crop(to_bgra(LINE_ART_CANVAS), line_rect).tobytes()),
-            colord_wire.Image(reference_rect[2], reference_rect[3], "BGRA8",
-                              crop(to_bgra(REFERENCE_CANVAS), reference_rect).tobytes()),
+            colord_wire.Image(reference.shape[1], reference.shape[0], "BGRA8", reference.tobytes()),
             working_size=working_size, keep_lines=keep_lines, result_format="BGRA8",
             ground="transparent",  # the plug-in's default: the paper around the figure cleared
         )  # fmt: skip
@@ -473,10 +475,12 @@ def daemon_flats(daemon, line_art: np.ndarray, rect: tuple[int, int, int, int]) 
     """The daemon's flats (BGRA8) for the same bytes the plug-in sends, at the step's settings."""
     reference_rect = alpha_bounds(REFERENCE_CANVAS)
     with colord_wire.WireClient.from_connection_file(daemon.connection_file) as client:
+        reference = reference_as_sent(
+            crop(to_bgra(REFERENCE_CANVAS), reference_rect), 64, client.info()
+        )
         layers = client.colorize_layers(
             colord_wire.Image(rect[2], rect[3], "BGRA8", crop(to_bgra(line_art), rect).tobytes()),
-            colord_wire.Image(reference_rect[2], reference_rect[3], "BGRA8",
-                              crop(to_bgra(REFERENCE_CANVAS), reference_rect).tobytes()),
+            colord_wire.Image(reference.shape[1], reference.shape[0], "BGRA8", reference.tobytes()),
             working_size=64, keep_lines=True, result_format="BGRA8", flats="only",
             flats_ground="transparent",
         )  # fmt: skip

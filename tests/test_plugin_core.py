@@ -277,3 +277,60 @@ def test_over_opaque_line_art_flats_go_in_multiply_hidden_under_the_colour() -> 
         multiply_over_opaque=True, room_below=False,
     )  # fmt: skip
     assert lowest.above and lowest.layers[0].multiply
+
+
+def layer_of(pixels: np.ndarray) -> core.LayerPixels:
+    height, width = pixels.shape[:2]
+    return core.LayerPixels("Reference", 5, 7, width, height, memoryview(pixels.tobytes()))
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "longest", "step"),
+    [(2048, 1536, 1024, 2), (4096, 4096, 1024, 4), (1001, 333, 384, 2), (1500, 900, 1024, 1)],
+)
+def test_a_large_reference_is_sent_subsampled_to_the_largest_working_size(
+    width: int, height: int, longest: int, step: int
+) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 4), dtype=np.uint8)
+    shrunk = core.shrunk_reference(layer_of(pixels), longest)
+    expected = pixels[::step, ::step]
+    assert (shrunk.height, shrunk.width) == expected.shape[:2]
+    assert max(shrunk.width, shrunk.height) >= longest
+    assert np.array_equal(np.frombuffer(shrunk.data, np.uint8).reshape(expected.shape), expected)
+    assert (shrunk.name, shrunk.x, shrunk.y) == ("Reference", 5, 7)
+
+
+def test_colorize_sends_the_reference_no_larger_than_the_daemon_can_use(
+    tiny_checkpoint: Path,
+) -> None:
+    from daemon_helpers import start_daemon
+
+    sent: list[colord_wire.Image] = []
+
+    class Recording(colord_wire.WireClient):
+        def colorize_layers(self, line_art, reference=None, **options):
+            sent.append(reference)
+            return super().colorize_layers(line_art, reference, **options)
+
+    line_art = np.full((128, 160, 4), 255, np.uint8)
+    line_art[60:64, 20:140, :3] = 0
+    reference = np.random.default_rng(1).integers(0, 256, (600, 800, 4), dtype=np.uint8)
+    capped = ["--max-working-size", "192"]
+    with (
+        start_daemon(tiny_checkpoint, extra_args=capped) as daemon,
+        Recording.from_connection_file(daemon.connection_file) as client,
+    ):
+        # automatic: no more than the daemon's largest (192: 800 / 4); a fixed 64: 800 / 12
+        for working_size, shape in ((None, (150, 200)), (64, (50, 67))):
+            layers = core.colorize(
+                client,
+                layer_of(line_art),
+                layer_of(reference),
+                "RGBA8",
+                working_size=working_size,
+                keep_lines=True,
+                transparent_paper=False,
+                flats=core.NO_FLATS,
+            )
+            assert (sent[-1].height, sent[-1].width) == shape
+            assert (layers.colour.width, layers.colour.height) == (160, 128)

@@ -76,6 +76,27 @@ def to_wire(layer: LayerPixels, image_format: str) -> colord_wire.Image:
 # -- options -------------------------------------------------------------------------------------
 
 
+def shrunk_reference(reference: LayerPixels, longest: int) -> LayerPixels:
+    """The reference with every k-th pixel of every k-th row, k the largest whole step that keeps
+    its long side at least `longest` (the largest working size the daemon may use; it shrinks the
+    reference to the working size itself, filtering as it goes). Fewer bytes to send: a 2048 px
+    reference to a daemon capped at 1024 px is a quarter of the request it was, and whole requests
+    of 33 MB took hundreds of milliseconds longer to arrive than 21 MB ones (docs/cpu-fast-path.md).
+    """
+    step = max(reference.width, reference.height) // max(longest, 1)
+    if step < 2:
+        return reference
+    pixels = memoryview(reference.data).cast("B").cast("I")  # one item a pixel
+    width = reference.width
+    tops = range(0, reference.height, step)
+    rows = [pixels[top * width : (top + 1) * width : step] for top in tops]
+    return reference._replace(
+        width=-(-width // step),
+        height=len(rows),
+        data=b"".join(row.tobytes() for row in rows),
+    )
+
+
 def parse_working_size(value: str | int | None) -> int | None:
     """The working size to send for a stored or typed value: None means automatic.
 
@@ -106,14 +127,20 @@ def nearest_working_size(size: int) -> int:
     return min(max(rounded, MIN_WORKING_SIZE), MAX_WORKING_SIZE)
 
 
+def largest_working_size(info: dict[str, Any]) -> int:
+    """The largest working size the daemon says it runs (an older daemon: the protocol's)."""
+    limits = info.get("limits")
+    cap = limits.get("max_working_size") if isinstance(limits, dict) else None
+    return cap if isinstance(cap, int) and cap > 0 else MAX_WORKING_SIZE
+
+
 def check_working_size_cap(size: int | None, info: Callable[[], dict[str, Any]]) -> None:
     """Refuse a working size above what the daemon says its device affords (`info` is the
     client's info request; asked only for a fixed size)."""
     if size is None:
         return
-    limits = info().get("limits")
-    cap = limits.get("max_working_size") if isinstance(limits, dict) else None
-    if isinstance(cap, int) and size > cap:
+    cap = largest_working_size(info())
+    if size > cap:
         raise PluginError(
             f"The colord daemon runs at most {cap} px on its device; choose Automatic or a "
             f"working size up to {cap} px."
@@ -248,6 +275,8 @@ def colorize(
     daemon_clears = transparent_paper and protocol.has_feature(info(), GROUND_FEATURE)
     if daemon_clears:
         options["ground"] = "transparent"
+    if reference is not None:
+        reference = shrunk_reference(reference, working_size or largest_working_size(info()))
     layers = client.colorize_layers(
         to_wire(line_art, image_format),
         None if reference is None else to_wire(reference, image_format),
