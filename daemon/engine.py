@@ -163,6 +163,7 @@ class _Prepared:
     darkest: np.ndarray  # (H, W) uint8, its darkest channel
     lines: np.ndarray  # (H, W) uint8 line mask
     sketch: np.ndarray  # (h, w) float32, 1 on lines
+    widened: int  # working pixels the sketch's strokes were widened by
     reference: np.ndarray | None  # (hr, wr, 3) float32 in [0, 1]
     prepare_ms: float
 
@@ -299,12 +300,21 @@ class Engine:
         if working_size is None:
             working_size = self.automatic_working_size(lines)
         geometry = imaging.plan_geometry(line_art.shape[0], line_art.shape[1], working_size)
-        sketch = imaging.working_sketch(lines, geometry)
+        sketch, widened = imaging.working_sketch(lines, geometry)
         if reference is not None:
             reference = imaging.working_reference(reference, geometry.long_side)
         prepare_ms = (time.perf_counter() - start) * 1000
         return _Prepared(
-            job, working_size, geometry, flat, darkest, lines, sketch, reference, prepare_ms
+            job,
+            working_size,
+            geometry,
+            flat,
+            darkest,
+            lines,
+            sketch,
+            widened,
+            reference,
+            prepare_ms,
         )
 
     def automatic_working_size(self, lines: np.ndarray) -> int:
@@ -374,7 +384,7 @@ class Engine:
         start = time.perf_counter()
         job = item.job
         colours = imaging.crop_colours(colours, item.geometry)
-        image = imaging.upsample_colours(colours, item.lines)
+        image = imaging.upsample_colours(colours, item.lines, item.widened)
         flats_layer, flats_ms = None, 0.0
         if job.flats is not None:  # from the colours before the lines go over them
             flats_start = time.perf_counter()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from colord.model.line_scale import thickened
 from colord.model.pixels import LINE_THRESHOLD, on_white
 from colord.model.pixels import SIZE_MULTIPLE as MULTIPLE
 
@@ -228,12 +229,14 @@ def reference_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
 # -- model inputs ------------------------------------------------------------------------------
 
 
-def working_sketch(lines: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """The model's sketch: (padded_h, padded_w) float32, 1 on lines, 0 on paper and padding.
+def working_sketch(lines: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, int]:
+    """The model's sketch: (padded_h, padded_w) float32, 1 on lines, 0 on paper and padding; and
+    the working pixels its strokes were widened by (see below; 0 when they were not).
 
     When shrinking, a working pixel is a line if its footprint holds at least half a line's worth
     of line pixels (coverage >= 0.5 / scale), so a one-pixel line at 4096 px survives at 512 px
-    and closed shapes stay closed, while isolated specks vanish.
+    and closed shapes stay closed, while isolated specks vanish. Strokes still thinner than
+    `line_scale.MIN_WORKING_STROKE` are then thickened to it (`line_scale.thickened`).
     """
     target = (geometry.scaled_width, geometry.scaled_height)
     if (geometry.height, geometry.width) == (geometry.scaled_height, geometry.scaled_width):
@@ -243,8 +246,9 @@ def working_sketch(lines: np.ndarray, geometry: Geometry) -> np.ndarray:
         threshold = max(1, int(255 * min(0.5, 0.5 / geometry.scale)))
         small = coverage >= threshold
     sketch = np.zeros(geometry.working_shape, np.float32)
-    sketch[: geometry.scaled_height, : geometry.scaled_width] = small
-    return sketch
+    strokes, widened = thickened(small)
+    sketch[: geometry.scaled_height, : geometry.scaled_width] = strokes
+    return sketch, widened
 
 
 def working_reference(reference: np.ndarray, long_side: int) -> np.ndarray:
@@ -265,21 +269,23 @@ def crop_colours(output: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.ascontiguousarray(output[: geometry.scaled_height, : geometry.scaled_width])
 
 
-def reliable_radius(scale: float) -> float:
+def reliable_radius(scale: float, widened: int = 0) -> float:
     """Canvas pixels around a line whose bilinearly upsampled colour may mix both sides.
 
     A canvas pixel's bilinear colour comes from working pixels up to one working pixel (`scale`
     canvas pixels) away, and a working pixel's own colour spans half a working pixel; the model
-    also darkens a pixel or so around the lines it was trained to draw.
+    also darkens a pixel or so around the lines it was trained to draw, and around strokes that
+    `working_sketch` widened by `widened` working pixels, half that much further on each side.
     """
-    return 1.5 * scale + 1.5
+    return (1.5 + widened / 2) * scale + 1.5
 
 
-def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
+def upsample_colours(colours: np.ndarray, lines: np.ndarray, widened: int = 0) -> np.ndarray:
     """Working-resolution colours -> canvas resolution, never carrying a colour across a line.
 
     `colours` is (h, w, 3) uint8 (the model's output, cropped); `lines` the canvas's (H, W) line
-    mask. Returns (H, W, 4) uint8 RGBA with alpha 255.
+    mask; `widened` what `working_sketch` widened the model's strokes by. Returns (H, W, 4) uint8
+    RGBA with alpha 255.
 
     1. Bilinear upsampling gives every canvas pixel a colour; it is *reliable* where no line lies
        within `reliable_radius` (then its bilinear sources all sit on its own side of every line).
@@ -301,7 +307,7 @@ def upsample_colours(colours: np.ndarray, lines: np.ndarray) -> np.ndarray:
     if not lines.any():
         return rgba
     scale = max(height / colours.shape[0], width / colours.shape[1], 1.0)
-    radius = reliable_radius(scale)
+    radius = reliable_radius(scale, widened)
     row_bands = bands(height, width)
     if len(row_bands) == 1:
         _fill_near_lines(rgba, lines, radius, scale)

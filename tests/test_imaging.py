@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from colord.daemon import imaging
 from colord.daemon.imaging import InputError
+from colord.model.line_scale import MIN_WORKING_STROKE
 
 # -- checking ----------------------------------------------------------------------------------
 
@@ -148,22 +149,33 @@ def test_working_reference_is_flattened_on_white():
 # -- the model's sketch ------------------------------------------------------------------------
 
 
-def test_thin_lines_survive_shrinking_and_specks_vanish():
+def test_thin_lines_survive_shrinking_thickened_and_specks_vanish():
     lines = np.zeros((2048, 2048), np.uint8)
     lines[1001, :] = 1  # one pixel wide, at 1/4 of a working pixel
     lines[300, 300] = 1  # an isolated speck
     geometry = imaging.plan_geometry(2048, 2048, 512)
-    sketch = imaging.working_sketch(lines, geometry)
+    sketch, widened = imaging.working_sketch(lines, geometry)
     assert sketch.shape == (512, 512)
-    assert sketch[250].all()  # the line, unbroken
-    assert sketch.sum() == 512
+    # the line, unbroken, and as wide as the thinnest strokes the model is shown
+    assert sketch[249:252].all() and sketch.sum() == 3 * 512
+    assert widened == 2 == MIN_WORKING_STROKE - 1
     assert sketch[75, 75] == 0
+
+
+def test_strokes_as_thick_as_the_models_are_left_alone():
+    lines = np.zeros((256, 256), np.uint8)
+    lines[100:104, 20:230] = 1  # four pixels wide at the working size
+    lines[20:230, 100:104] = 1
+    geometry = imaging.plan_geometry(256, 256, 256)
+    sketch, widened = imaging.working_sketch(lines, geometry)
+    assert widened == 0
+    assert np.array_equal(sketch, lines.astype(np.float32))
 
 
 def test_sketch_padding_is_paper():
     lines = np.ones((40, 70), np.uint8)
     geometry = imaging.plan_geometry(40, 70, 512)
-    sketch = imaging.working_sketch(lines, geometry)
+    sketch, _ = imaging.working_sketch(lines, geometry)
     assert sketch.shape == (48, 80)
     assert sketch[:40, :70].all()
     assert not sketch[40:].any()

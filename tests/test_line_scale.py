@@ -9,8 +9,10 @@ import pytest
 from colord.model.line_scale import (
     LINE_WIDTH_KEY,
     MEASURE_SIDE,
+    MIN_WORKING_STROKE,
     automatic_working_size,
     stroke_width,
+    thickened,
 )
 
 
@@ -128,3 +130,16 @@ def test_automatic_size_clamps_rounds_and_falls_back() -> None:
 
 def test_line_width_key_is_the_checkpoint_metadata_name() -> None:
     assert LINE_WIDTH_KEY == "training_line_width"
+
+
+def test_strokes_thinner_than_the_models_are_thickened_to_it() -> None:
+    thin = np.zeros((200, 200), np.uint8)
+    thin[50, 10:190] = 1
+    thin[10:190, 120] = 1
+    strokes, widened = thickened(thin)
+    assert widened == round(MIN_WORKING_STROKE) - 1
+    assert stroke_width(strokes) == pytest.approx(MIN_WORKING_STROKE, abs=0.5)
+    assert strokes[thin > 0].all()  # every original line pixel stays a line
+    thick = cv2.dilate(thin, np.ones((5, 5), np.uint8))
+    unchanged, widened = thickened(thick)
+    assert widened == 0 and unchanged is thick
