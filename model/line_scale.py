@@ -32,7 +32,7 @@ AUTOMATIC_SIZE_CAP = 384
 # asks (a large page drawn with a thin pen) strokes come out 1-2 px wide, far thinner than the
 # 5 px the model learnt from, and it leaves them nearly uncoloured; they are thickened to this.
 # Measured with bench/bench_scale.py --pen 3 at working size 384 on pages of held-out drawings
-# (one drawing, 2 x 2 and 3 x 3 panels): +4.0 to +5.7 dB over the unthickened strokes; 4-5 px
+# (one drawing, 2 x 2 and 3 x 3 panels): +3.8 to +5.6 dB over the unthickened strokes; 4-5 px
 # merged the small panels of 3 x 3 pages (2.4-3.4 dB below 3 px); 2.5 px gained less everywhere.
 MIN_WORKING_STROKE = 3.0
 MIN_RIDGE_PIXELS = 16  # fewer ridge pixels than this: too little line to read a width from
