@@ -39,6 +39,9 @@ from colord.model.line_scale import AUTOMATIC_SIZE_CAP, stroke_width
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT / "data" / "openmoji" / "test.jsonl"
 FALLBACK_FOLDER = ROOT / "tests" / "data" / "openmoji"
+# --pen: an enlarged drawing's strokes are the pixels darker than mid-grey (the middle of their
+# smoothed edges)
+INK_THRESHOLD = 128
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -139,10 +142,9 @@ def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
 
 
-def redraw_strokes(line_art: np.ndarray, pen: int) -> np.ndarray:
-    """The drawing's strokes redrawn `pen` pixels wide along their centre lines: the
-    morphological skeleton of the line mask, dilated by a disc."""
-    lines = (imaging.as_rgb(line_art).min(axis=2) < 128).astype(np.uint8)
+def redraw_strokes(lines: np.ndarray, pen: int) -> np.ndarray:
+    """The strokes of an (H, W) line mask redrawn `pen` pixels wide along their centre lines
+    (the mask's morphological skeleton, dilated by a disc), as RGB line art."""
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     skeleton = np.zeros_like(lines)
     while lines.any():
@@ -180,10 +182,11 @@ def scale_table(args: argparse.Namespace) -> None:
         for index, (drawn_lines, colour) in enumerate(pages):
             truth, reference = self_reference(colour, index)
             line_art = enlarge(drawn_lines, scale)
-            # with --pen, the truth under the drawing's own strokes is their ink, not a colour
-            off_lines = line_art.min(axis=2) >= 128 if args.pen else None
-            if args.pen:
-                line_art = redraw_strokes(line_art, args.pen)
+            off_lines = None
+            if args.pen:  # the truth under the drawing's own strokes is their ink, not a colour
+                ink = imaging.line_mask(line_art, INK_THRESHOLD)
+                off_lines = ink == 0
+                line_art = redraw_strokes(ink, args.pen)
             truth = enlarge(truth, scale)
             long_side = max(line_art.shape[:2])
             result = engine.colorize(line_art, reference)

@@ -80,10 +80,10 @@ DEFAULT_CHECKPOINT = default_model_path()
 FALLBACK_TRAINING_LINE_WIDTH = 5.0
 
 # The largest working size, automatic or requested, per device type (others:
-# DEFAULT_MAX_WORKING_SIZE). On
-# two busy CPU cores the default preset's forward took 8.4 s at 1024 px (3.7 s at 512 px), and
-# 2048 px holds four times the pixels; on a CUDA GPU the paper-sized generator runs 1024 px in
-# under 8 ms (DESIGN.md), so 2048 px stays well under a second and attention memory is linear.
+# DEFAULT_MAX_WORKING_SIZE). On two busy CPU cores the default preset's forward took 8.4 s at
+# 1024 px (3.7 s at 512 px), and 2048 px holds four times the pixels; on a CUDA GPU the
+# paper-sized generator runs 1024 px in under 8 ms (DESIGN.md), so 2048 px stays well under a
+# second and attention memory is linear.
 MAX_WORKING_SIZE = {"cuda": 2048}
 DEFAULT_MAX_WORKING_SIZE = 1024
 WARMUP_SIZE = 256  # the warm-up forward's size in automatic mode (a typical chosen size)

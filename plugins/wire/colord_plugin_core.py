@@ -252,9 +252,10 @@ def colorize(
     """Send both layers (`reference` None: colour without one) through `client` (a
     `colord_wire.WireClient`) and return the layers it answered, checked. `working_size` is
     parsed already (None: automatic); the daemon's `info` is asked once, and only when an option
-    needs it. With `transparent_paper` the paper around the figure comes transparent from the
-    daemon in both layers; a daemon without the `ground` feature leaves the colour layer's to
-    `clear_paper`, here (so run this off the app's GUI thread)."""
+    or the reference's size (`shrunk_reference`) needs it. With `transparent_paper` the paper
+    around the figure comes transparent from the daemon in both layers; a daemon without the
+    `ground` feature leaves the colour layer's to `clear_paper`, here (so run this off the app's
+    GUI thread)."""
     asked: dict[str, Any] = {}
 
     def info() -> dict[str, Any]:
