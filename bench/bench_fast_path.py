@@ -2,14 +2,15 @@
 
     python bench/bench_fast_path.py                      # 256, 512, 1024
     python bench/bench_fast_path.py --sizes 512 --repeats 5
+    python bench/bench_fast_path.py --backend onnxruntime   # one backend, not the first installed
 
 For each working size: a real drawing (an OpenMoji line art from tests/data, scaled to the size)
 and its reference, prepared as the engine prepares them. A fresh fast path's first call (eager
-fp32, the export, the session and the backend's first run, which the parity check compares) is
-timed as "first call"; then eager fp32 and the fast path are timed alternately (A, B, A, B) so
-that both see the same load on a shared machine: their medians, eager / fast, and the parity
-figures of the fast path's output against eager's on the uint8 scale. Denormals are flushed, as
-the engine does on the CPU.
+fp32, converting the model, compiling it and the backend's first run, which the parity check
+compares) is timed as "first call"; then eager fp32 and the fast path are timed alternately
+(A, B, A, B) so that both see the same load on a shared machine: their medians, eager / fast, and
+the parity figures of the fast path's output against eager's on the uint8 scale. Denormals are
+flushed, as the engine does on the CPU.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from colord.daemon.engine import Engine, Job
-from colord.daemon.fast_path import PARITY_TOLERANCE, PARITY_WITHIN, FastPath, parity
+from colord.daemon.fast_path import BACKENDS, PARITY_TOLERANCE, PARITY_WITHIN, FastPath, parity
 from colord.model.default_model import load_default_model
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "openmoji"
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--line-art", type=Path, default=DATA / "1F600-line.png")
     parser.add_argument("--reference", type=Path, default=DATA / "1F381-color.png")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--backend", choices=list(BACKENDS), default=None, help="default: the first installed"
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     return args
@@ -70,9 +74,13 @@ def timed_ms(run: Callable[[], object]) -> float:
 
 
 def bench_size(
-    generator: torch.nn.Module, sketch: torch.Tensor, reference: torch.Tensor, repeats: int
+    generator: torch.nn.Module,
+    sketch: torch.Tensor,
+    reference: torch.Tensor,
+    repeats: int,
+    backend: str | None,
 ) -> str:
-    path = FastPath(generator)
+    path = FastPath(generator, backend)
     with torch.inference_mode():
         start = time.perf_counter()
         eager_output = path(sketch, reference)  # builds and checks, returns eager's output
@@ -111,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for size in args.sizes:
         sketch, reference_tensor = model_inputs(line_art, reference, size)
-        print(bench_size(generator, sketch, reference_tensor, args.repeats), flush=True)
+        line = bench_size(generator, sketch, reference_tensor, args.repeats, args.backend)
+        print(line, flush=True)
     return 0
 
 

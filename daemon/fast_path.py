@@ -1,14 +1,16 @@
-"""The generator's fast path on the CPU: the live generator exported to ONNX Runtime.
+"""The generator's fast path on the CPU: the live generator on OpenVINO, else ONNX Runtime.
 
-Measured on the shipped default model on two shared CPU cores (bench/bench_fast_path.py), ONNX
-Runtime runs the forward 1.7-3.4x faster than eager fp32 with the same figures, where
-channels_last, bf16 and `torch.compile` gained less or failed parity (docs/cpu-fast-path.md).
-The first call exports the live module (no frozen copy: its weights and architecture as they are
-then) to an in-memory ONNX graph whose batch and image sizes are free, and opens an ONNX Runtime
-session on it. The first call at each working shape runs both it and eager fp32, and that shape
+Measured on the shipped default model on two shared CPU cores (bench/bench_fast_path.py),
+OpenVINO runs the forward 2-3.6x faster than eager fp32 with the same figures, and 1.2-1.6x
+faster than ONNX Runtime, where channels_last, bf16 and `torch.compile` gained less or failed
+parity (docs/cpu-fast-path.md). The first call converts the live module (no frozen copy: its
+weights and architecture as they are then) for the first installed backend that takes it:
+OpenVINO's PyTorch front end, or an in-memory ONNX graph for ONNX Runtime, both with free batch
+and image sizes. The first call at each working shape runs both it and eager fp32, and that shape
 keeps the backend only when their uint8 outputs agree (`PARITY_WITHIN` of the values within
-`PARITY_TOLERANCE` of 255) and the backend was faster. Otherwise, or when onnxruntime is not
-installed or the export fails, the shape (or every shape) runs eagerly, with a logged warning.
+`PARITY_TOLERANCE` of 255) and the backend was faster. Otherwise, or when no backend is
+installed or none converts the model, the shape (or every shape) runs eagerly, with a logged
+warning.
 
 Why a naive `torch.onnx.export` of the generator came out wrong: the TorchScript exporter puts
 the exported module in eval mode and afterwards restores the mode of the module it was given;
@@ -29,6 +31,7 @@ import logging
 import sys
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -45,6 +48,10 @@ log = logging.getLogger("colord.fast_path")
 PARITY_TOLERANCE = 2  # of 255: the largest difference that counts as the same pixel value
 PARITY_WITHIN = 0.999  # the share of output values that must be within PARITY_TOLERANCE
 ONNX_OPSET = 17
+# Working shapes (cells) up to this keep a backend's working memory between runs (OpenVINO:
+# about 180 MB at 512²); larger ones give it back after each run (1.2 GB at 1024²).
+KEEP_MEMORY_UP_TO = 512 * 512
+OPENVINO_SHAPES_KEPT = 2  # compiled shapes kept, most recent first
 
 
 @dataclass(frozen=True)
@@ -136,19 +143,26 @@ def _fused_attention() -> Iterator[None]:
         torch.onnx.unregister_custom_op_symbolic(name, ONNX_OPSET)
 
 
+@contextlib.contextmanager
+def _tracing(model: nn.Module) -> Iterator[None]:
+    """Where the live `model` may be traced for a backend: every submodule's mode kept, autograd
+    off but not in inference mode (a trace records operations), the tracer's warnings quiet."""
+    with (
+        _modes_kept(model),
+        torch.inference_mode(False),
+        torch.no_grad(),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic, deprecations
+        yield
+
+
 def export_onnx(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> bytes:
     """The live `model` in eval mode as an ONNX graph for ONNX Runtime, traced on these inputs,
     whose batch and image sizes are free."""
     buffer = io.BytesIO()
     pair = _Pair(model).eval()
-    with (
-        _modes_kept(model),
-        _fused_attention(),
-        torch.inference_mode(False),
-        torch.no_grad(),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic, the deprecation
+    with _tracing(model), _fused_attention():
         torch.onnx.export(
             pair,
             (sketch.detach().clone(), reference.detach().clone()),
@@ -194,6 +208,68 @@ class _OnnxRuntime:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
+class _OpenVino:
+    """OpenVINO on the live generator: converted once by OpenVINO's PyTorch front end (a trace;
+    attention becomes its fused ScaledDotProductAttention) with free sizes, then compiled for
+    the CPU in fp32 once per input shape. A fixed shape lets it plan memory (concatenations
+    in place: 354 against 431 ms of operations at 512²) and costs about 0.1 s to compile."""
+
+    def __init__(self, model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> None:
+        import openvino  # optional (pick_backend): not a dependency of colord
+
+        self.openvino = openvino
+        free = [
+            openvino.PartialShape([-1, image.shape[1], -1, -1]) for image in (sketch, reference)
+        ]
+        with _tracing(model):
+            self.converted = openvino.convert_model(
+                _Pair(model).eval(),
+                example_input=(sketch.detach().clone(), reference.detach().clone()),
+                input=free,
+            )
+        self.core = openvino.Core()
+        self.settings = {
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            # OpenVINO computes in bf16 where the CPU has it unless told otherwise; bf16 fails
+            # the parity check (docs/cpu-fast-path.md)
+            "INFERENCE_PRECISION_HINT": "f32",
+            "CPU_DENORMALS_OPTIMIZATION": True,  # as the engine's eager path flushes denormals
+            # the daemon shares the cores with the painting app: no thread tied to one
+            "ENABLE_CPU_PINNING": False,
+        }
+        self.compiled: OrderedDict[tuple, tuple] = OrderedDict()  # shapes -> (model, request)
+
+    def __call__(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        compiled, request = self._compiled_for(sketch, reference)
+        request.infer([sketch.float().contiguous().numpy(), reference.float().contiguous().numpy()])
+        output = torch.from_numpy(request.get_output_tensor(0).data.copy())
+        if sketch.shape[-2] * sketch.shape[-1] > KEEP_MEMORY_UP_TO:
+            # giving it back costs the next run about 30 ms at 512² (re-compiling: 130 ms)
+            compiled.release_memory()
+        return output
+
+    def _compiled_for(self, sketch: torch.Tensor, reference: torch.Tensor) -> tuple:
+        """The compiled model and its request for these input shapes; the most recent
+        `OPENVINO_SHAPES_KEPT` shapes stay compiled."""
+        shapes = (tuple(sketch.shape), tuple(reference.shape))
+        compiled = self.compiled.pop(shapes, None)
+        if compiled is None:
+            ports = self.converted.inputs
+            self.converted.reshape(
+                {
+                    port: self.openvino.PartialShape(list(shape))
+                    for port, shape in zip(ports, shapes, strict=True)
+                }
+            )
+            model = self.core.compile_model(self.converted, "CPU", self.settings)
+            compiled = model, model.create_infer_request()
+        self.compiled[shapes] = compiled  # the most recent last
+        while len(self.compiled) > OPENVINO_SHAPES_KEPT:
+            self.compiled.popitem(last=False)
+        return compiled
+
+
 def _subnormals_kept() -> bool:
     """Whether this thread computes subnormal floats (flushing to zero is off)."""
     return sys.float_info.min * sys.float_info.epsilon != 0.0
@@ -218,40 +294,50 @@ Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # packages it needs (torch's ONNX exporter needs `onnx`), so that a missing one is skipped
 # without building anything.
 BACKENDS: dict[str, tuple[tuple[str, ...], Callable[..., Runner]]] = {
-    "onnxruntime": (("onnxruntime", "onnx"), _OnnxRuntime)
+    "openvino": (("openvino",), _OpenVino),
+    "onnxruntime": (("onnxruntime", "onnx"), _OnnxRuntime),
 }
+
+
+def installed_backends() -> list[str]:
+    """The backends whose packages are installed here, fastest first."""
+    return [
+        name
+        for name, (packages, _) in BACKENDS.items()
+        if all(importlib.util.find_spec(package) is not None for package in packages)
+    ]
 
 
 def pick_backend() -> str | None:
     """The fastest backend whose packages are installed here, or None."""
-    for name, (packages, _) in BACKENDS.items():
-        if all(importlib.util.find_spec(package) is not None for package in packages):
-            return name
-    return None
+    return next(iter(installed_backends()), None)
 
 
 class FastPath:
     """Runs `model(sketch, reference)` on the fastest backend that builds and matches eager.
 
-    The backend is built on the first call; each new working shape (sketch and reference sizes)
-    is checked on its first call against eager fp32, whose output that call returns. A shape whose
-    check fails or whose backend run was not faster runs eagerly from then on, as does every
-    shape when the backend is missing or fails to build. Not thread-safe: the engine serialises
-    forward passes.
+    The backend is built on the first call (when it fails to build, the next installed one is
+    tried); each new working shape (sketch and reference sizes) is checked on its first call
+    against eager fp32, whose output that call returns. A shape whose check fails or whose backend
+    run was not faster runs eagerly from then on, as does every shape when no backend is
+    installed or none builds. Not thread-safe: the engine serialises forward passes.
     """
 
     def __init__(
         self, model: nn.Module, backend: str | None = None, *, must_beat_eager: bool = True
     ) -> None:
-        """`backend`: a BACKENDS name, or None for the fastest installed one (eager if none).
-        `must_beat_eager`: keep the backend for a shape only if its first run beat eager's."""
+        """`backend`: a BACKENDS name, or None for the installed ones, fastest first (eager
+        if none). `must_beat_eager`: keep the backend for a shape only if its first run beat
+        eager's."""
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown fast-path backend {backend!r}; choose from {list(BACKENDS)}")
         self.model = model
-        self.backend = backend or pick_backend()
+        self.untried = [backend] if backend else installed_backends()
+        self.backend = self.untried[0] if self.untried else None
+        self.failed: list[str] = []  # backends that failed to build
         self.must_beat_eager = must_beat_eager
         self.runner: Runner | None = None
-        self.broken = False  # the backend failed to build: eager for good
+        self.broken = False  # every backend failed to build: eager for good
         self.shapes: dict[tuple, bool] = {}  # working shape -> runs on the backend
         self.checks: dict[tuple, Parity] = {}
         if self.backend is None:
@@ -277,10 +363,11 @@ class FastPath:
         """One line for `Engine.info`: the backend and what the shapes seen so far run on."""
         if self.backend is None:
             return "eager (no fast-path backend installed)"
+        failed = f" ({', '.join(self.failed)} failed to build)" if self.failed else ""
         if self.broken:
-            return f"eager ({self.backend} failed to build)"
+            return f"eager{failed}"
         fast = sum(self.shapes.values())
-        return f"{self.backend} for {fast} of {len(self.shapes)} working shapes, else eager"
+        return f"{self.backend} for {fast} of {len(self.shapes)} working shapes, else eager{failed}"
 
     def _check(self, key: tuple, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Run eager fp32 and the backend (built on first use) on a new shape, keep the backend
@@ -290,18 +377,7 @@ class FastPath:
         eager_s = time.perf_counter() - start
         shape = "x".join(str(n) for n in key[0])
         self.shapes[key] = False
-        try:
-            if self.runner is None:
-                start = time.perf_counter()
-                self.runner = BACKENDS[self.backend][1](self.model, sketch, reference)
-                log.info("fast path: %s built in %.1f s", self.backend, time.perf_counter() - start)
-        except Exception as error:  # exporters and runtimes fail in many ways
-            self.broken = True
-            log.warning(
-                "fast path: %s failed to build (%s); running eagerly",
-                self.backend,
-                _first_line(error),
-            )
+        if self.runner is None and not self._build(sketch, reference):
             return eager
         try:
             start = time.perf_counter()
@@ -335,6 +411,27 @@ class FastPath:
             self.shapes[key] = True
             log.info("fast path: %s", summary)
         return eager
+
+    def _build(self, sketch: torch.Tensor, reference: torch.Tensor) -> bool:
+        """Build the first untried backend that builds; False (eager for good) if none does."""
+        while self.untried:
+            self.backend = self.untried.pop(0)
+            start = time.perf_counter()
+            try:
+                self.runner = BACKENDS[self.backend][1](self.model, sketch, reference)
+            except Exception as error:  # exporters and runtimes fail in many ways
+                self.failed.append(self.backend)
+                log.warning(
+                    "fast path: %s failed to build (%s); %s",
+                    self.backend,
+                    _first_line(error),
+                    f"trying {self.untried[0]}" if self.untried else "running eagerly",
+                )
+                continue
+            log.info("fast path: %s built in %.1f s", self.backend, time.perf_counter() - start)
+            return True
+        self.broken = True
+        return False
 
 
 def _first_line(error: Exception) -> str:

@@ -12,7 +12,8 @@ from typing import NoReturn
 import pytest
 
 HOSTS = "COLORD_REQUIRE_HOSTS"  # Krita and the GIMP 3 chroot (and Krita's Python, PyQt5)
-EXTRAS = "COLORD_REQUIRE_EXTRAS"  # train and cpu extras: EfficientNet-Lite0, cairo, ONNX Runtime
+# the train and cpu extras: EfficientNet-Lite0, cairo, OpenVINO, ONNX Runtime
+EXTRAS = "COLORD_REQUIRE_EXTRAS"
 
 
 def missing(problem: str, requirement: str) -> NoReturn:

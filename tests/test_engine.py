@@ -472,11 +472,11 @@ def test_cuda_runs_bf16_with_the_fast_path_and_the_cpu_float32_without(monkeypat
     assert isinstance(on_cpu._autocast(), contextlib.nullcontext)
 
 
-def test_the_cpu_engine_runs_the_export_fast_path_when_installed(tiny_checkpoint):
-    """By default a CPU engine runs ONNX Runtime on an export of its model (the cpu extra):
-    each working shape's first forward is checked against eager, later ones run the export,
+def test_the_cpu_engine_runs_the_fast_path_when_installed(tiny_checkpoint):
+    """By default a CPU engine runs the fastest installed backend (the cpu extra) on its model:
+    each working shape's first forward is checked against eager, later ones run the backend,
     and the colours match an eager engine's within the parity check's 2/255."""
-    for package in ("onnxruntime", "onnx"):
+    for package in ("openvino", "onnxruntime", "onnx"):
         if importlib.util.find_spec(package) is None:
             missing(f"{package} is not installed (pip install -e '.[cpu]')", EXTRAS)
     fast = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False)
@@ -486,7 +486,7 @@ def test_the_cpu_engine_runs_the_export_fast_path_when_installed(tiny_checkpoint
     for _ in range(2):  # the check (eager's output), then the export alone
         image = fast.colorize(line_art, reference).image.astype(int)
         assert np.abs(image - expected).max() <= 2
-    assert fast.info()["fast_path"].startswith("onnxruntime for 1 of 1 working shapes")
+    assert fast.info()["fast_path"].startswith("openvino for 1 of 1 working shapes")
     assert eager.info()["fast_path"] == "off"
 
 

@@ -35,10 +35,13 @@ def small_generator(seed: int = 0) -> Generator:
     return generator.eval()
 
 
-def requires_onnxruntime() -> None:
-    """Skip unless the optional packages of the ONNX Runtime backend (the cpu extra) are
-    installed; a run that requires the extras fails instead."""
-    for package in ("onnxruntime", "onnx"):
+BACKEND_NAMES = list(fast_path.BACKENDS)
+
+
+def requires(backend: str) -> None:
+    """Skip unless the optional packages of `backend` (the cpu extra) are installed; a run that
+    requires the extras fails instead."""
+    for package in fast_path.BACKENDS[backend][0]:
         if importlib.util.find_spec(package) is None:
             missing(f"{package} is not installed (pip install -e '.[cpu]')", EXTRAS)
 
@@ -55,17 +58,17 @@ def eager(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> to
         return model(sketch, reference)
 
 
-class PythonCounter(nn.Module):
-    """A generator-like module whose output depends on Python state, which an export freezes."""
+class TracedDifferently(nn.Module):
+    """A generator-like module whose traced graph is not its eager function (as the exporter's
+    BatchNorm bug once made the generator's): every backend is built from a trace."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
-        self.calls = 0
 
     def forward(self, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return torch.tanh(self.conv(reference) * sketch + 0.1 * self.calls)
+        offset = 0.5 if torch.jit.is_tracing() else 0.0
+        return torch.tanh(self.conv(reference) * sketch + offset)
 
 
 class Unexportable(nn.Module):
@@ -87,12 +90,13 @@ def test_parity_counts_values_within_two_of_255() -> None:
     assert check.max_difference == 6 and check.within < PARITY_WITHIN and not check.passed
 
 
-def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> None:
-    requires_onnxruntime()
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_the_backend_matches_eager_and_leaves_the_generator_in_eval_mode(backend: str) -> None:
+    requires(backend)
     generator = small_generator()
     sketch, reference = inputs()
     before = eager(generator, sketch, reference)
-    path = FastPath(generator, "onnxruntime", must_beat_eager=False)
+    path = FastPath(generator, backend, must_beat_eager=False)
     with torch.inference_mode():
         first = path(sketch, reference)  # builds, checks and returns eager's output
         second = path(sketch, reference)  # runs the backend
@@ -106,11 +110,12 @@ def test_onnxruntime_matches_eager_and_leaves_the_generator_in_eval_mode() -> No
     torch.testing.assert_close(eager(generator, sketch, reference), before, rtol=0, atol=0)
 
 
-def test_the_backend_leaves_the_callers_float_arithmetic_ieee() -> None:
-    """ONNX Runtime flushes denormals on the calling thread; numpy users after it must still
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_the_backend_leaves_the_callers_float_arithmetic_ieee(backend: str) -> None:
+    """The backends flush denormals on the calling thread; numpy users after them must still
     see subnormal numbers (hypothesis refuses to run otherwise)."""
-    requires_onnxruntime()
-    path = FastPath(small_generator(), "onnxruntime", must_beat_eager=False)
+    requires(backend)
+    path = FastPath(small_generator(), backend, must_beat_eager=False)
     sketch, reference = inputs()
     with torch.inference_mode():
         for _ in range(2):  # the check, then the backend alone
@@ -120,15 +125,16 @@ def test_the_backend_leaves_the_callers_float_arithmetic_ieee() -> None:
 
 
 def test_attention_is_exported_as_one_fused_operation() -> None:
-    requires_onnxruntime()
+    requires("onnxruntime")
     graph = export_onnx(small_generator(), *inputs())
     assert b"MultiHeadAttention" in graph and b"Softmax" not in graph
 
 
-def test_one_build_serves_every_shape_and_batch_each_shape_checked() -> None:
-    requires_onnxruntime()
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_one_build_serves_every_shape_and_batch_each_shape_checked(backend: str) -> None:
+    requires(backend)
     generator = small_generator()
-    path = FastPath(generator, "onnxruntime", must_beat_eager=False)
+    path = FastPath(generator, backend, must_beat_eager=False)
     sketch, reference = inputs(batch=3)
     wide = torch.ones(1, 1, 48, 96), reference[:1, :, :32, :]
     with torch.inference_mode():
@@ -141,18 +147,19 @@ def test_one_build_serves_every_shape_and_batch_each_shape_checked() -> None:
         ((64, 64), (64, 64)),
         ((48, 96), (32, 64)),
     }
-    assert path.state() == "onnxruntime for 2 of 2 working shapes, else eager"
+    assert path.state() == f"{backend} for 2 of 2 working shapes, else eager"
     assert parity(batch, eager(generator, sketch, reference)).passed
     assert parity(wide_output, eager(generator, *wide)).passed
 
 
-def test_export_follows_the_live_generator() -> None:
-    requires_onnxruntime()
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_the_backend_follows_the_live_generator(backend: str) -> None:
+    requires(backend)
     generator = small_generator()
     sketch, reference = inputs()
     with torch.no_grad():
         generator.decoder.to_rgb.bias.add_(0.5)  # e.g. another checkpoint's weights loaded
-    path = FastPath(generator, "onnxruntime", must_beat_eager=False)
+    path = FastPath(generator, backend, must_beat_eager=False)
     with torch.inference_mode():
         path(sketch, reference)
         output = path(sketch, reference)
@@ -179,50 +186,107 @@ def test_a_missing_backend_runs_eagerly_with_a_warning(
         torch.testing.assert_close(output, eager(generator, sketch, reference), rtol=0, atol=0)
 
 
-def test_the_fastest_installed_backend_is_picked() -> None:
-    requires_onnxruntime()
+def test_the_fastest_installed_backend_is_picked(monkeypatch: pytest.MonkeyPatch) -> None:
+    requires("openvino")
+    requires("onnxruntime")
+    assert pick_backend() == "openvino"
+    assert FastPath(small_generator()).backend == "openvino"
+    absent = (("colord_test_no_such_package",), fast_path._OpenVino)
+    monkeypatch.setitem(fast_path.BACKENDS, "openvino", absent)  # first in order still
     assert pick_backend() == "onnxruntime"
-    assert FastPath(small_generator()).backend == "onnxruntime"
 
 
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
 def test_a_backend_that_fails_to_build_falls_back_to_eager(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, backend: str
 ) -> None:
-    requires_onnxruntime()
+    requires(backend)
     model = Unexportable()
     sketch, reference = inputs()
     with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
-        path = FastPath(model, "onnxruntime", must_beat_eager=False)
+        path = FastPath(model, backend, must_beat_eager=False)
         with torch.inference_mode():
             outputs = [path(sketch, reference) for _ in range(2)]
-    assert "onnxruntime failed to build" in caplog.text and path.broken
-    assert path.state() == "eager (onnxruntime failed to build)"
+    assert f"{backend} failed to build" in caplog.text and path.broken
+    assert path.state() == f"eager ({backend} failed to build)"
     for output in outputs:
         torch.testing.assert_close(output, eager(model, sketch, reference), rtol=0, atol=0)
 
 
-def test_a_backend_that_fails_parity_falls_back_to_eager(
-    caplog: pytest.LogCaptureFixture,
+def test_a_backend_that_fails_to_build_hands_over_to_the_next_installed_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    requires_onnxruntime()
-    model = PythonCounter()
+    requires("onnxruntime")
+
+    def refuse(model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> None:
+        raise RuntimeError("converter refused the generator")
+
+    monkeypatch.setitem(fast_path.BACKENDS, "openvino", (("torch",), refuse))
+    generator = small_generator()
     sketch, reference = inputs()
     with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
-        path = FastPath(model, "onnxruntime", must_beat_eager=False)
+        path = FastPath(generator, must_beat_eager=False)
         with torch.inference_mode():
             path(sketch, reference)
-    assert "onnxruntime at 64x64" in caplog.text and "differs from eager" in caplog.text
+            output = path(sketch, reference)
+    assert "openvino failed to build (RuntimeError: converter refused" in caplog.text
+    assert "trying onnxruntime" in caplog.text
+    expected = "onnxruntime for 1 of 1 working shapes, else eager (openvino failed to build)"
+    assert path.state() == expected
+    assert parity(output, eager(generator, sketch, reference)).passed
+
+
+def test_when_no_backend_builds_the_generator_runs_eagerly() -> None:
+    for backend in BACKEND_NAMES:
+        requires(backend)
+    model = Unexportable()
+    sketch, reference = inputs()
+    path = FastPath(model, must_beat_eager=False)
+    with torch.inference_mode():
+        outputs = [path(sketch, reference) for _ in range(2)]
+    assert path.broken and path.state() == f"eager ({', '.join(BACKEND_NAMES)} failed to build)"
+    for output in outputs:
+        torch.testing.assert_close(output, eager(model, sketch, reference), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_a_backend_that_fails_parity_falls_back_to_eager(
+    caplog: pytest.LogCaptureFixture, backend: str
+) -> None:
+    requires(backend)
+    model = TracedDifferently()
+    sketch, reference = inputs()
+    with caplog.at_level(logging.WARNING, logger="colord.fast_path"):
+        path = FastPath(model, backend, must_beat_eager=False)
+        with torch.inference_mode():
+            path(sketch, reference)
+            # eager from then on: the module's own function, not the traced one
+            output = path(sketch, reference)
+    assert f"{backend} at 64x64" in caplog.text and "differs from eager" in caplog.text
     key = ((SIZE, SIZE), (SIZE, SIZE))
     assert not path.shapes[key] and not path.checks[key].passed
-    # eager from then on: the module sees every call (the exported graph froze its count)
-    calls = model.calls
+    torch.testing.assert_close(output, eager(model, sketch, reference), rtol=0, atol=0)
+
+
+def test_openvino_keeps_the_two_most_recent_shapes_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each input shape is compiled on its own and the two most recent stay compiled; a shape
+    beyond KEEP_MEMORY_UP_TO gives its working memory back after each run and still computes
+    the same figures on the next."""
+    requires("openvino")
+    monkeypatch.setattr(fast_path, "KEEP_MEMORY_UP_TO", 48 * 48)
+    generator = small_generator()
+    path = FastPath(generator, "openvino", must_beat_eager=False)
+    sketch, reference = inputs()
+    shapes = [(32, 32), (48, 32), (64, 64), (32, 48), (64, 64)]
     with torch.inference_mode():
-        output = path(sketch, reference)
-    assert model.calls == calls + 1
-    with torch.inference_mode():
-        torch.testing.assert_close(
-            output, torch.tanh(model.conv(reference) * sketch + 0.1 * model.calls)
-        )
+        for height, width in shapes:
+            crop = sketch[..., :height, :width], reference
+            path(*crop)  # the check
+            for _ in range(2):
+                assert parity(path(*crop), eager(generator, *crop)).passed
+    assert [key[0][-2:] for key in path.runner.compiled] == [(32, 48), (64, 64)]
 
 
 class ScriptedRunner:
