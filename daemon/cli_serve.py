@@ -105,8 +105,8 @@ def open_engine(
 @click.option(
     "--eager",
     is_flag=True,
-    help="Run the generator in plain PyTorch, without the fast path (ONNX Runtime on the CPU, "
-    "compiled on CUDA).",
+    help="Run the generator in plain PyTorch, without the fast path (OpenVINO or ONNX Runtime "
+    "on the CPU, compiled on CUDA).",
 )
 @click.option(
     "--max-side",

@@ -18,9 +18,10 @@ forward runs under `inference_mode` and bf16 autocast; the CUDA fast path compil
 with `torch.compile(mode="reduce-overhead", dynamic=False)` (CUDA graphs; one compile per working
 shape, since dynamic shapes crashed inductor, see DESIGN.md) and falls back to eager, with a
 logged warning, if compiling fails; compiled, a batch runs one sample per call, so that batch
-sizes cost no further compiles. The CPU fast path is `fast_path.FastPath`: ONNX Runtime on an export
-of the loaded generator when the cpu extra is installed, each working shape checked against eager
-fp32 on its first forward, eager otherwise. Loading runs one warm-up forward at the working size.
+sizes cost no further compiles. The CPU fast path is `fast_path.FastPath`: OpenVINO (or ONNX
+Runtime) on a conversion of the loaded generator when the cpu extra is installed, each working
+shape checked against eager fp32 on its first forward, eager otherwise. Loading runs one warm-up
+forward at the working size.
 
 Working size: a fixed one when the engine or the job names one; otherwise automatic, per job:
 the size at which the line art's strokes are as thick as the model's training sketches' strokes
@@ -88,7 +89,8 @@ MAX_WORKING_SIZE = {"cuda": 2048}
 DEFAULT_MAX_WORKING_SIZE = 1024
 WARMUP_SIZE = 256  # the warm-up forward's size in automatic mode (a typical chosen size)
 # The fast path each device runs when `fast` is on: "compile" (torch.compile, CUDA graphs) or
-# "export" (fast_path.FastPath: ONNX Runtime on an export, checked per shape). Others compile.
+# "export" (fast_path.FastPath: OpenVINO or ONNX Runtime on a conversion, checked per shape).
+# Others compile.
 FAST_PATHS = {"cuda": "compile", "cpu": "export"}
 # Compiled, every new working shape costs a compile of seconds: automatic sizes then step by 64.
 FAST_PATH_MULTIPLE = 64
@@ -198,7 +200,7 @@ class Engine:
     ) -> None:
         """`model`: a checkpoint path, a generator-like module (`module(sketch, reference)`), or
         None (no model: colorize raises NoModelError). `working_size`: None = automatic. `fast`:
-        the fast path (compiled on CUDA, ONNX Runtime on the CPU when installed); None = on CUDA
+        the fast path (compiled on CUDA, OpenVINO on the CPU when installed); None = on CUDA
         and the CPU. `max_working_size`: the largest working size, automatic or requested; None =
         the device's (`MAX_WORKING_SIZE`). Raises CheckpointError, DeviceError or InputError."""
         self.device = pick_device(device)
