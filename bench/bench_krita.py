@@ -22,6 +22,7 @@ medians of:
 and the fast path's elapsed time against eager's.
 
     .venv/bin/python bench/bench_krita.py                 # 1024², 2048² and 4096², 5 each
+    .venv/bin/python bench/bench_krita.py --no-opengl     # Krita's canvas drawn without OpenGL
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ GENERATOR_PATHS = {"fast": [], "eager": ["--eager"]}
 
 
 def measure_krita(
-    model: Path, sizes: list[int], actions: int, settings: dict
+    model: Path, sizes: list[int], actions: int, settings: dict, opengl: bool
 ) -> dict[tuple[str, int], list]:
     """The plug-in's `inserted` events per (daemon, page size), with the event loop's longest
-    stall."""
+    stall; `opengl` False: Krita's canvas drawn without OpenGL."""
     with contextlib.ExitStack() as daemons:
         started = {
             name: daemons.enter_context(start_daemon(model, extra_args=args))
             for name, args in GENERATOR_PATHS.items()
         }
         run = KritaRun()
+        if not opengl:
+            run.canvas_without_opengl()
         try:
             run.install_plugin()
             run.install_driver()
@@ -154,6 +157,11 @@ def main() -> None:
     parser.add_argument("--working-size", type=int, help="fixed working size (default: auto)")
     parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--no-opengl",
+        action="store_true",
+        help="Krita's canvas without OpenGL (under Xvfb, OpenGL renders on the CPU cores)",
+    )
     args = parser.parse_args()
     problem = krita_problem()
     if problem is not None:
@@ -163,7 +171,9 @@ def main() -> None:
         "reference": "Reference",
         "working_size": "auto" if args.working_size is None else str(args.working_size),
     }
-    events = measure_krita(model, args.sizes, args.warmup + args.repeat, settings)
+    events = measure_krita(
+        model, args.sizes, args.warmup + args.repeat, settings, opengl=not args.no_opengl
+    )
     summary = {"settings": vars(args) | {"model": str(model)}, "sizes": {}}
     chosen = working_sizes(model, args.sizes, args.working_size)
     for size in args.sizes:

@@ -136,6 +136,12 @@ class KritaRun:
         text = self.kritarc.read_text() if self.kritarc.exists() else ""
         self.kritarc.write_text(enable_in_kritarc(text, DRIVER))
 
+    def canvas_without_opengl(self) -> None:
+        """Draw the canvas with Qt's raster painter instead of OpenGL: under Xvfb, OpenGL is
+        Mesa's llvmpipe, which renders on the CPU cores the daemon computes on."""
+        display = self.dirs["XDG_CONFIG_HOME"] / "kritadisplayrc"
+        display.write_text("[General]\nOpenGLRenderer=none\n")
+
     def set_plugin_settings(self, settings: dict[str, str]) -> None:
         """Store colord's own settings in kritarc, as its docker would."""
         lines = [f"[{SETTINGS_GROUP}]", *(f"{key}={value}" for key, value in settings.items())]
