@@ -318,9 +318,10 @@ class FastPath:
 
     The backend is built on the first call (when it fails to build, the next installed one is
     tried); each new working shape (sketch and reference sizes) is checked on its first call
-    against eager fp32, whose output that call returns. A shape whose check fails or whose backend
-    run was not faster runs eagerly from then on, as does every shape when no backend is
-    installed or none builds. Not thread-safe: the engine serialises forward passes.
+    against eager fp32, and that call returns what the shape runs on from then on. A shape whose
+    check fails or whose backend run was not faster runs eagerly from then on, as does every
+    shape when no backend is installed or none builds. Not thread-safe: the engine serialises
+    forward passes.
     """
 
     def __init__(
@@ -371,7 +372,8 @@ class FastPath:
 
     def _check(self, key: tuple, sketch: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Run eager fp32 and the backend (built on first use) on a new shape, keep the backend
-        for it if the outputs agree and the backend was faster; returns eager's output."""
+        for it if the outputs agree and the backend was faster. Returns the output of the path
+        the shape keeps, so that an answer does not depend on being the first at its shape."""
         start = time.perf_counter()
         eager = self.model(sketch, reference)
         eager_s = time.perf_counter() - start
@@ -410,6 +412,7 @@ class FastPath:
         else:
             self.shapes[key] = True
             log.info("fast path: %s", summary)
+            return output
         return eager
 
     def _build(self, sketch: torch.Tensor, reference: torch.Tensor) -> bool:
