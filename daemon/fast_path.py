@@ -34,6 +34,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ ONNX_OPSET = 17
 # about 180 MB at 512²); larger ones give it back after each run (1.2 GB at 1024²).
 KEEP_MEMORY_UP_TO = 512 * 512
 OPENVINO_SHAPES_KEPT = 2  # compiled shapes kept, most recent first
+OPENVINO_TELEMETRY = "openvino_telemetry"  # the package OpenVINO reports usage with
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,19 @@ class _OnnxRuntime:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
+def _openvino_without_telemetry() -> Any:
+    """`openvino`, imported with its usage telemetry cut off.
+
+    Importing openvino reports the import to a remote analytics service (from a forked process)
+    and keeps a client id in the user's home folder, unless the user has opted out there; colord
+    sends nothing off the machine. With the telemetry package unimportable, OpenVINO falls back
+    to its own no-op stand-in."""
+    sys.modules.setdefault(OPENVINO_TELEMETRY, None)  # None: importing it raises ImportError
+    import openvino  # optional (pick_backend): not a dependency of colord
+
+    return openvino
+
+
 class _OpenVino:
     """OpenVINO on the live generator: converted once by OpenVINO's PyTorch front end (a trace;
     attention becomes its fused ScaledDotProductAttention) with free sizes, then compiled for
@@ -215,19 +230,22 @@ class _OpenVino:
     in place: 354 against 431 ms of operations at 512²) and costs about 0.1 s to compile."""
 
     def __init__(self, model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> None:
-        import openvino  # optional (pick_backend): not a dependency of colord
+        self.openvino = _openvino_without_telemetry()
+        from openvino.frontend import FrontEndManager
+        from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
-        self.openvino = openvino
-        free = [
-            openvino.PartialShape([-1, image.shape[1], -1, -1]) for image in (sketch, reference)
-        ]
+        frontend = FrontEndManager().load_by_framework("pytorch")
         with _tracing(model):
-            self.converted = openvino.convert_model(
+            decoder = TorchScriptPythonDecoder(
                 _Pair(model).eval(),
                 example_input=(sketch.detach().clone(), reference.detach().clone()),
-                input=free,
             )
-        self.core = openvino.Core()
+            loaded = frontend.load(decoder)
+            for place, image in zip(loaded.get_inputs(), (sketch, reference), strict=True):
+                free = self.openvino.PartialShape([-1, image.shape[1], -1, -1])
+                loaded.set_partial_shape(place, free)
+            self.converted = frontend.convert(loaded)
+        self.core = self.openvino.Core()
         self.settings = {
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",

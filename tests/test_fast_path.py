@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -289,6 +292,36 @@ def test_openvino_keeps_the_two_most_recent_shapes_compiled(
             for _ in range(2):
                 assert parity(path(*crop), eager(generator, *crop)).passed
     assert [key[0][-2:] for key in path.runner.compiled] == [(32, 48), (64, 64)]
+
+
+OPENVINO_IN_A_FRESH_PROCESS = """
+import torch
+from colord.daemon.fast_path import FastPath
+from colord.model import Generator, get_preset
+path = FastPath(Generator(get_preset("tiny")).eval(), "openvino", must_beat_eager=False)
+with torch.inference_mode():
+    for _ in range(2):
+        path(torch.ones(1, 1, 64, 64), torch.zeros(1, 3, 64, 64))
+print(path.state())
+"""
+
+
+def test_openvino_reports_nothing_off_the_machine(tmp_path: Path) -> None:
+    """Importing openvino reports usage to a remote service and keeps a client id in the home
+    folder unless the user opted out there (or a CI variable is set): the backend, built and
+    run in a fresh process outside CI, leaves the home folder untouched."""
+    requires("openvino")
+    outside_ci = {k: v for k, v in os.environ.items() if k not in {"CI", "TF_BUILD", "JENKINS_URL"}}
+    result = subprocess.run(
+        [sys.executable, "-c", OPENVINO_IN_A_FRESH_PROCESS],
+        env=outside_ci | {"HOME": str(tmp_path), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "openvino for 1 of 1 working shapes, else eager"
+    assert list(tmp_path.iterdir()) == []
 
 
 class ScriptedRunner:
