@@ -12,7 +12,9 @@ medians of:
 - plug-in: elapsed minus the round trip: reading the layers (`read`), naming and placing the new
   layer (`place`) and Krita adding it (`layers`); the daemon clears the paper around the figure;
 - transport: the round trip minus the daemon's time from receiving the request to its reply (both
-  wire ends, the sockets, the daemon's decoding and encoding);
+  wire ends, the sockets, the daemon's decoding and encoding), in parts: the plug-in packing and
+  sending the request (`send`), the reply's wait beyond the daemon's time (`reply`), unpacking it
+  (`unpack`) and the rest (`rest`: the worker thread, connecting, the `info` request);
 - engine: the daemon's engine time minus the model's;
 - model: the generator's forward pass in the daemon, as its reply's `forward_ms` says;
 - canvas after: how much longer Krita's own work left by the insertion (the recomposite of the
@@ -123,6 +125,19 @@ def working_sizes(model: Path, sizes: list[int], working_size: int | None) -> di
     return {size: engine.prepare(Job(scanned_line_art(size))).working_size for size in sizes}
 
 
+def transport_split(wire_ms: dict, round_trip_ms: float, daemon_ms: float) -> dict:
+    """Transport in parts: the plug-in packing and sending the colorize request, the reply's
+    wait beyond the daemon's own time (its decoding and encoding, the reply's transfer), unpacking
+    the reply, and the rest (the worker thread, connecting, the `info` request, the checks)."""
+    parts = {
+        "send_ms": wire_ms["encode"] + wire_ms["send"],
+        "reply_ms": wire_ms["reply"] - daemon_ms,
+        "unpack_ms": wire_ms["decode"],
+    }
+    parts["rest_ms"] = round_trip_ms - daemon_ms - sum(parts.values())
+    return parts
+
+
 def summarise(events: list[dict], working_size: int) -> dict:
     rows = []
     for event in events:
@@ -136,6 +151,7 @@ def summarise(events: list[dict], working_size: int) -> dict:
                 "place_ms": event["place_ms"],
                 "layers_ms": event["layers_ms"],
                 "transport_ms": event["round_trip_ms"] - timings["total_ms"],
+                **transport_split(event["wire_ms"], event["round_trip_ms"], timings["total_ms"]),
                 "engine_ms": timings["engine_ms"] - timings["forward_ms"],
                 "model_ms": timings["forward_ms"],
                 "around_daemon_ms": event["elapsed_ms"] - timings["total_ms"],

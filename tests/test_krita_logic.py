@@ -161,6 +161,10 @@ def test_result_is_inserted_below_the_line_art_at_its_offset(plugin, daemon, tmp
     assert event["event"] == "inserted" and event["layer"] == "Colorized (Ref)"
     assert {"engine_ms", "total_ms"} <= set(event["timings"])
     assert event["elapsed_ms"] >= event["round_trip_ms"] > 0
+    # the colorize request's own split, within the round trip
+    assert set(event["wire_ms"]) == {"encode", "send", "reply", "decode"}
+    assert event["timings"]["total_ms"] <= event["wire_ms"]["reply"]
+    assert sum(event["wire_ms"].values()) <= event["round_trip_ms"]
 
 
 def test_a_not_running_status_goes_once_the_daemon_runs(plugin, tmp_path) -> None:
@@ -217,6 +221,7 @@ class BlockingClient:
 
     def __init__(self, reply, release: threading.Event, wire) -> None:
         self.reply, self.release, self.wire = reply, release, wire
+        self.exchange_ms = {"encode": 1.0, "send": 2.0, "reply": 3.0, "decode": 4.0}
 
     def __enter__(self):
         return self

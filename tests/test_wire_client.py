@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,24 @@ def test_colorize_returns_what_the_daemon_computes(
     with daemon.client() as python_client:  # the daemon's own pyzmq + msgpack client
         expected = python_client.colorize(line_art_rgba, reference_rgba, working_size=64).image
     np.testing.assert_array_equal(pixels_of(image), expected)
+
+
+def test_the_client_says_where_a_requests_time_went(
+    client: colord_wire.WireClient, line_art_rgba: np.ndarray, reference_rgba: np.ndarray
+) -> None:
+    """`exchange_ms`: packing, sending, the reply (the daemon's time in it) and unpacking."""
+    started = time.perf_counter()
+    _, timings = client.colorize(
+        wire_image(line_art_rgba), wire_image(reference_rgba), working_size=64
+    )
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    spent = client.exchange_ms
+    assert set(spent) == {"encode", "send", "reply", "decode"}
+    assert all(ms >= 0.0 for ms in spent.values())
+    assert spent["reply"] >= timings["total_ms"]  # the daemon works while the client waits
+    assert sum(spent.values()) <= elapsed_ms
+    client.ping()  # the last request's, not a sum
+    assert client.exchange_ms["reply"] < spent["reply"]
 
 
 def test_result_format_bgra_swaps_red_and_blue(

@@ -482,6 +482,9 @@ class WireClient:
 
     `timeout` (seconds) bounds each whole request, connecting included. After a timeout or a
     lost connection the next request connects afresh. Not for use from several threads at once.
+    `exchange_ms` says where the last answered request's time went: `encode` (packing it),
+    `send` (connecting if need be, and until the socket took the last byte), `reply` (from
+    then until the whole reply was in, the daemon's time included) and `decode`.
     """
 
     def __init__(
@@ -494,6 +497,7 @@ class WireClient:
         self._peer: ZmtpPeer | None = None
         self._ids = itertools.count(1)
         self._limits: dict | None = None  # the daemon's info["limits"], asked once
+        self.exchange_ms: dict[str, float] = {}
 
     @classmethod
     def from_connection_file(
@@ -583,9 +587,11 @@ class WireClient:
 
     def _request(self, op: str, args: dict | None, timeout: float | None) -> dict:
         request_id = next(self._ids)
-        request = protocol.request_message(request_id, op, self.token, args)
-        reply = self._exchange(
-            packb(request), request_id, self.timeout if timeout is None else timeout
+        started = time.perf_counter()
+        request = packb(protocol.request_message(request_id, op, self.token, args))
+        encoded = time.perf_counter()
+        reply, sent, received = self._exchange(
+            request, request_id, self.timeout if timeout is None else timeout
         )
         try:
             return protocol.read_reply(reply)
@@ -597,17 +603,27 @@ class WireClient:
             if error.code == protocol.VERSION:
                 raise _version_mismatch(f"protocol version {reply.get('v')!r}") from None
             raise _unreadable_reply(error.message) from None
+        finally:
+            marks = {"encode": encoded - started, "send": sent - encoded, "reply": received - sent}
+            marks["decode"] = time.perf_counter() - received
+            self.exchange_ms = {name: seconds * 1000.0 for name, seconds in marks.items()}
 
-    def _exchange(self, request: bytes, request_id: int, timeout: float) -> Any:
-        """Send one request and wait for its reply; drops the connection on any failure."""
+    def _exchange(
+        self, request: bytes, request_id: int, timeout: float
+    ) -> tuple[Any, float, float]:
+        """Send one request and wait for its reply; drops the connection on any failure.
+        Returns the reply and when (`time.perf_counter`) the request was sent and the reply in."""
         deadline = time.monotonic() + timeout
         try:
             peer = self._connected(deadline)
             peer.send([request], deadline=deadline)
+            sent = time.perf_counter()
             while True:
-                reply = _decode_reply(peer.recv(deadline=deadline))
+                frames = peer.recv(deadline=deadline)
+                received = time.perf_counter()
+                reply = _decode_reply(frames)
                 if not isinstance(reply, dict) or reply.get("id") in (request_id, None):
-                    return reply  # other ids: a late answer, skipped
+                    return reply, sent, received  # other ids: a late answer, skipped
         except TimeoutError:
             self.close()
             raise protocol.DaemonTimeout(

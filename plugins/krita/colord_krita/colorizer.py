@@ -67,6 +67,7 @@ class _Request:
         self.error: str | None = None
         self.sent_at = time.perf_counter()
         self.answered_at = 0.0  # the daemon's answer in (and checked)
+        self.wire_ms: dict[str, float] = {}  # the colorize request's, as the wire client says
         self._connect = connect
         self._on_reply = on_reply
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
@@ -85,6 +86,7 @@ class _Request:
                     transparent_paper=self.options.transparent_paper,
                     flats=self.options.flats,
                 )
+                self.wire_ms = dict(client.exchange_ms)
         except Exception as error:  # a message in Krita, never a traceback
             self.error = colord_plugin_core.error_message(error)
         finally:
@@ -276,6 +278,7 @@ class Colorizer:
             insert_ms=(done_at - request.answered_at) * 1000.0,
             place_ms=(inserting_at - placing_at) * 1000.0,  # names and places, in insert_ms
             layers_ms=(done_at - inserting_at) * 1000.0,  # Krita adding them, in insert_ms
+            wire_ms=request.wire_ms,  # the colorize request's, in round_trip_ms
             timings=dict(answer.timings),
         )
 
