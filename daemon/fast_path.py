@@ -1,16 +1,16 @@
 """The generator's fast path on the CPU: the live generator on OpenVINO, else ONNX Runtime.
 
 Measured on the shipped default model on two shared CPU cores (bench/bench_fast_path.py),
-OpenVINO runs the forward 2-3.6x faster than eager fp32 with the same figures, and 1.2-1.6x
-faster than ONNX Runtime, where channels_last, bf16 and `torch.compile` gained less or failed
-parity (docs/cpu-fast-path.md). The first call converts the live module (no frozen copy: its
-weights and architecture as they are then) for the first installed backend that takes it:
-OpenVINO's PyTorch front end, or an in-memory ONNX graph for ONNX Runtime, both with free batch
-and image sizes. The first call at each working shape runs both it and eager fp32, and that shape
-keeps the backend only when their uint8 outputs agree (`PARITY_WITHIN` of the values within
-`PARITY_TOLERANCE` of 255) and the backend was faster. Otherwise, or when no backend is
-installed or none converts the model, the shape (or every shape) runs eagerly, with a logged
-warning.
+OpenVINO runs the forward 1.9-2.3x faster than eager fp32 at 256-512² and 3.1-3.7x at 1024² with
+the same figures, and about 1.3x faster than ONNX Runtime, where channels_last, bf16 and
+`torch.compile` gained less or failed parity (docs/cpu-fast-path.md). The first call converts
+the live module (no frozen copy: its weights and architecture as they are then) for the first
+installed backend that takes it: OpenVINO's PyTorch front end, or an in-memory ONNX graph for
+ONNX Runtime, both with free batch and image sizes. The first call at each working shape runs
+both it and eager fp32, and that shape keeps the backend only when their uint8 outputs agree
+(`PARITY_WITHIN` of the values within `PARITY_TOLERANCE` of 255) and the backend was faster.
+Otherwise, or when no backend is installed or none converts the model, the shape (or every
+shape) runs eagerly, with a logged warning.
 
 Why a naive `torch.onnx.export` of the generator came out wrong: the TorchScript exporter puts
 the exported module in eval mode and afterwards restores the mode of the module it was given;
