@@ -42,7 +42,14 @@ from torch import nn
 
 from colord.model.pixels import from_signed
 
-__all__ = ["PARITY_TOLERANCE", "PARITY_WITHIN", "FastPath", "Parity", "parity", "pick_backend"]
+__all__ = [
+    "PARITY_TOLERANCE",
+    "PARITY_WITHIN",
+    "FastPath",
+    "Parity",
+    "installed_backends",
+    "parity",
+]
 
 log = logging.getLogger("colord.fast_path")
 
@@ -188,7 +195,7 @@ class _OnnxRuntime:
     """An ONNX Runtime session on the exported generator."""
 
     def __init__(self, model: nn.Module, sketch: torch.Tensor, reference: torch.Tensor) -> None:
-        import onnxruntime  # optional (pick_backend): not a dependency of colord
+        import onnxruntime  # optional (installed_backends): not a dependency of colord
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
@@ -218,7 +225,7 @@ def _openvino_without_telemetry() -> Any:
     sends nothing off the machine. With the telemetry package unimportable, OpenVINO falls back
     to its own no-op stand-in."""
     sys.modules.setdefault(OPENVINO_TELEMETRY, None)  # None: importing it raises ImportError
-    import openvino  # optional (pick_backend): not a dependency of colord
+    import openvino  # optional (installed_backends): not a dependency of colord
 
     return openvino
 
@@ -324,11 +331,6 @@ def installed_backends() -> list[str]:
         for name, (packages, _) in BACKENDS.items()
         if all(importlib.util.find_spec(package) is not None for package in packages)
     ]
-
-
-def pick_backend() -> str | None:
-    """The fastest backend whose packages are installed here, or None."""
-    return next(iter(installed_backends()), None)
 
 
 class FastPath:
