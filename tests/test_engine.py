@@ -17,7 +17,7 @@ from capabilities import EXTRAS, missing
 from conftest import draw_line_art, draw_reference
 from torch import nn
 
-from colord.daemon import devices, flats, ground, imaging
+from colord.daemon import devices, fast_path, flats, ground, imaging
 from colord.daemon import engine as engine_module
 from colord.daemon.devices import DeviceError, pick_device
 from colord.daemon.engine import Engine, InputError, Job, NoModelError
@@ -476,7 +476,7 @@ def test_the_cpu_engine_runs_the_fast_path_when_installed(tiny_checkpoint):
     """By default a CPU engine runs the fastest installed backend (the cpu extra) on its model:
     each working shape's first forward is checked against eager, later ones run the backend,
     and the colours match an eager engine's within the parity check's 2/255."""
-    for package in ("openvino", "onnxruntime", "onnx"):
+    for package in fast_path.BACKENDS["openvino"][0]:
         if importlib.util.find_spec(package) is None:
             missing(f"{package} is not installed (pip install -e '.[cpu]')", EXTRAS)
     fast = Engine(tiny_checkpoint, device="cpu", working_size=SIZE, warmup=False)
