@@ -565,7 +565,11 @@ def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
     assert seen["renamed"] == ["Palette", "{2}", "Palette"]  # remembered by id, not by name
     assert seen["missing"] == ["Palette (not in this document)", "{2}"]
     assert seen["automatic"] == ["Automatic", None]
-    assert seen["busy"] == [False, True, True] and seen["idle"] == [True, False, False]
+    # Colorize greyed out and Cancel shown at once; the moving bar only for a request still
+    # running after the delay, and gone when it ends
+    assert seen["quick"] == [False, True, False] and seen["quick_after"] == [True, False, False]
+    assert seen["busy"] == [False, True, False] and seen["busy_later"] == [False, True, True]
+    assert seen["idle"] == [True, False, False]
     assert seen["no_document"] is False
     assert seen["stopped"] == ["Not running.", True]
     assert seen["running"] == ["Running: colord 0.1.0 (pid 42).", False]

@@ -12,8 +12,8 @@ import sys
 sys.path.insert(0, sys.argv[1])
 
 from colord_krita.options import ColorizeOptions
-from colord_krita.panel import ColordPanel, LayerChoice
-from colord_krita.qt import QtGui, QtWidgets
+from colord_krita.panel import BUSY_BAR_DELAY_MS, ColordPanel, LayerChoice
+from colord_krita.qt import QtCore, QtGui, QtWidgets
 
 app = QtWidgets.QApplication([])
 thumbnail = QtGui.QImage(32, 32, QtGui.QImage.Format.Format_ARGB32)
@@ -62,13 +62,35 @@ seen["missing"] = [box.currentText(), box.currentData()]
 panel.set_options(ColorizeOptions())
 seen["automatic"] = [panel.working_size_box.text(), panel.options().working_size]
 
-panel.set_busy(True)
-seen["busy"] = [panel.colorize_button.isEnabled(), visible(panel.cancel_button),
-                visible(panel.busy_bar)]  # fmt: skip
+
+def run_event_loop(milliseconds: int) -> None:
+    loop = QtCore.QEventLoop()
+    QtCore.QTimer.singleShot(milliseconds, loop.quit)
+    loop.exec()
+
+
+def busy_state() -> list:
+    return [
+        panel.colorize_button.isEnabled(),
+        visible(panel.cancel_button),
+        visible(panel.busy_bar),
+    ]
+
+
+panel.set_busy(True)  # a request answered quickly: no moving bar at all
+seen["quick"] = busy_state()
+panel.set_busy(False)
+run_event_loop(BUSY_BAR_DELAY_MS + 300)
+seen["quick_after"] = busy_state()
+panel.set_busy(True)  # a long one: the bar once the delay is over, not before
+seen["busy"] = busy_state()
+run_event_loop(BUSY_BAR_DELAY_MS // 2)
+panel.set_busy(True)  # the state refreshed while it runs: the wait goes on, not from the start
+run_event_loop(BUSY_BAR_DELAY_MS // 2 + 300)
+seen["busy_later"] = busy_state()
 panel.cancel_button.click()
 panel.set_busy(False)
-seen["idle"] = [panel.colorize_button.isEnabled(), visible(panel.cancel_button),
-                visible(panel.busy_bar)]  # fmt: skip
+seen["idle"] = busy_state()
 panel.set_has_document(False)
 seen["no_document"] = panel.colorize_button.isEnabled()
 panel.set_has_document(True)

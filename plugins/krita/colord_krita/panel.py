@@ -15,9 +15,13 @@ from .colord_plugin_core import (
     WORKING_SIZE_MULTIPLE,
 )
 from .options import NO_REFERENCE_ID, ColorizeOptions
-from .qt import QtGui, QtWidgets
+from .qt import QtCore, QtGui, QtWidgets
 
 AUTOMATIC_BOX_VALUE = 0  # the working-size box's value that shows "Automatic"
+# How long a request runs before the moving bar shows. Every frame of its animation has Qt
+# recompose Krita's whole window through OpenGL, which costs the CPU the daemon needs wherever
+# OpenGL is drawn in software; a click answered within this wait shows none.
+BUSY_BAR_DELAY_MS = 1000
 NO_REFERENCE_TEXT = "No reference (colours of its own)"
 
 
@@ -104,6 +108,10 @@ class ColordPanel(QtWidgets.QWidget):
         self.busy_bar = QtWidgets.QProgressBar()
         self.busy_bar.setRange(0, 0)  # no known progress: a moving bar while a request runs
         self.busy_bar.setVisible(False)
+        self._busy_bar_timer = QtCore.QTimer(self)
+        self._busy_bar_timer.setSingleShot(True)
+        self._busy_bar_timer.setInterval(BUSY_BAR_DELAY_MS)
+        self._busy_bar_timer.timeout.connect(lambda: self.busy_bar.setVisible(self._busy))
         self.status_label = QtWidgets.QLabel()
         self.status_label.setWordWrap(True)
 
@@ -207,10 +215,16 @@ class ColordPanel(QtWidgets.QWidget):
         return index
 
     def set_busy(self, busy: bool) -> None:
+        """Colorize greyed out and Cancel shown while a request runs; the moving bar too, once it
+        has run for `BUSY_BAR_DELAY_MS`."""
+        if busy and not self._busy:
+            self._busy_bar_timer.start()
+        elif not busy:
+            self._busy_bar_timer.stop()
+            self.busy_bar.setVisible(False)
         self._busy = busy
         self.colorize_button.setEnabled(not busy and self._has_document)
         self.cancel_button.setVisible(busy)
-        self.busy_bar.setVisible(busy)
 
     def set_has_document(self, has_document: bool) -> None:
         self._has_document = has_document
