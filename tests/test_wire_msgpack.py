@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import struct
@@ -56,6 +57,36 @@ def test_encoding_equals_msgpack_byte_for_byte(value: object) -> None:
 def test_msgpack_reads_what_we_write_and_we_read_what_msgpack_writes(value: object) -> None:
     assert reference_unpackb(colord_wire.packb(value)) == value
     assert colord_wire.unpackb(reference_packb(value)) == value
+
+
+@given(values)
+def test_parts_join_into_the_encoding_and_a_frame_decodes_like_unpackb(value: object) -> None:
+    assert b"".join(colord_wire.pack_parts(value)) == reference_packb(value)
+    assert colord_wire.unpack_frame(bytearray(reference_packb(value))) == value
+
+
+def buffer_address(data: bytearray) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(data))
+
+
+def test_a_frame_gives_its_largest_bin_its_own_memory_and_copies_the_others() -> None:
+    pixels, flats = os.urandom(1 << 20), os.urandom(1 << 16)
+    message = {"v": 1, "result": {"timings": {"total_ms": 1.5}, "image": pixels, "flats": flats}}
+    frame = bytearray(reference_packb(message))
+    pixels_at = buffer_address(frame) + bytes(frame).index(pixels[:64])
+    decoded = colord_wire.unpack_frame(frame)
+    assert decoded == message
+    image = decoded["result"]["image"]
+    assert image is frame and buffer_address(image) == pixels_at  # cut down, never copied
+    assert type(decoded["result"]["flats"]) is bytes
+
+
+def test_a_truncated_frame_is_refused_and_left_whole() -> None:
+    encoded = reference_packb({"data": b"x" * 1000})
+    frame = bytearray(encoded[:-10])
+    with pytest.raises(colord_wire.WireFormatError, match="truncated"):
+        colord_wire.unpack_frame(frame)
+    assert frame == encoded[:-10]
 
 
 @pytest.mark.parametrize("value", INT_BOUNDARIES)

@@ -73,6 +73,16 @@ def test_image_sized_messages_both_ways(context: zmq.Context) -> None:
         assert peer.recv(deadline=soon()) == [reply]
 
 
+def test_a_frame_sent_in_parts_arrives_as_one(context: zmq.Context) -> None:
+    router, port = bound(context, zmq.ROUTER)
+    pixels = os.urandom(IMAGE_2048_RGBA)
+    parts = [b"\x82", b"head", memoryview(pixels), b"tail", bytearray(b"!" * 70_000), b"end"]
+    with connected(port) as peer:
+        peer.send([parts, [b"second ", b"frame"]], deadline=soon())
+        _, first, second = router.recv_multipart(copy=False)
+        assert first.bytes == b"".join(parts) and second.bytes == b"second frame"
+
+
 def test_identity_reaches_the_router(context: zmq.Context) -> None:
     router, port = bound(context, zmq.ROUTER)
     with connected(port, identity=b"krita-1") as peer:

@@ -5,7 +5,8 @@ a plug-in needs by itself, and `colord plugin install|pack` copies it into each 
 beside `colord_protocol`, the protocol's one definition (versions, formats, options, limits, error
 codes and classes, the connection file), which it follows:
 
-- the msgpack subset that protocol v1 uses: `packb`, `unpackb`;
+- the msgpack subset that protocol v1 uses: `packb` (and `pack_parts`), `unpackb` (and
+  `unpack_frame`);
 - ZMTP 3.0 over one TCP connection, as a DEALER peer with the NULL mechanism: `ZmtpPeer`;
 - `WireClient`: requests carrying the token and an id, timeouts, and errors that `user_message`
   turns into one sentence for the painting app's message box.
@@ -67,14 +68,23 @@ _INT_FORMS = (
 )
 
 
+Buffer = bytes | bytearray | memoryview
+
+
 def packb(obj: object) -> bytes:
     """Encode `obj` as msgpack (lists and tuples become arrays, bytes-like objects bin)."""
-    parts: list[bytes | bytearray | memoryview] = []
+    return b"".join(pack_parts(obj))
+
+
+def pack_parts(obj: object) -> list[Buffer]:
+    """`packb(obj)` as the pieces that joined make it, the payloads of bin values among them
+    uncopied: a frame sent in these parts never holds a second copy of a layer's pixels."""
+    parts: list[Buffer] = []
     _pack_into(obj, parts, 0)
-    return b"".join(parts)
+    return parts
 
 
-def _pack_into(obj: object, parts: list[bytes | bytearray | memoryview], depth: int) -> None:
+def _pack_into(obj: object, parts: list[Buffer], depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise WireFormatError(f"cannot pack data nested more than {_MAX_DEPTH} levels deep")
     if obj is None:
@@ -134,7 +144,7 @@ def _sized_header(
     raise WireFormatError(f"a msgpack {kind} holds at most 2**32 - 1 items or bytes; got {size}")
 
 
-def _contiguous_bytes(obj: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+def _contiguous_bytes(obj: Buffer) -> Buffer:
     if not isinstance(obj, memoryview):
         return obj
     if not obj.c_contiguous:
@@ -142,13 +152,48 @@ def _contiguous_bytes(obj: bytes | bytearray | memoryview) -> bytes | bytearray 
     return obj.cast("B")
 
 
-def unpackb(data: bytes | bytearray | memoryview) -> Any:
+def unpackb(data: Buffer) -> Any:
     """Decode exactly one msgpack object from `data` (bin comes back as bytes, arrays as lists)."""
-    reader = _Reader(data)
-    obj = reader.read_object(0)
-    extra = len(reader.view) - reader.pos
-    if extra:
-        raise WireFormatError(f"{extra} bytes left over after the msgpack object")
+    return _Reader(data).read_whole()
+
+
+def unpack_frame(frame: bytearray) -> Any:
+    """`unpackb(frame)`, except that the largest bin value is `frame` itself, cut down to that
+    value's bytes in place, where unpackb would copy them out (the other bins are copied).
+
+    A reply's layer of pixels then costs no second buffer beside the one it was received into:
+    CPython drops a bytearray's head by moving its start, and its tail by shrinking it, so
+    neither cut copies the payload. Each fresh buffer of a 2048² layer costs 16 MB of new pages,
+    and in a painting app those were the slowest part of taking the reply in."""
+    reader = _Reader(frame, bins_in_place=True)
+    obj = reader.read_whole()
+    reader.view.release()  # no view may remain on `frame` when it is resized
+    if not reader.bins:
+        return obj
+    largest = max(reader.bins, key=lambda span: span.end - span.start)
+    values: dict[_Span, bytes | bytearray] = {
+        span: bytes(frame[span.start : span.end]) for span in reader.bins if span is not largest
+    }
+    del frame[largest.end :]
+    del frame[: largest.start]
+    values[largest] = frame
+    return _with_bins(obj, values)
+
+
+class _Span(NamedTuple):
+    """Where a bin value lies in the buffer being decoded, until it is taken out."""
+
+    start: int
+    end: int
+
+
+def _with_bins(obj: Any, values: dict[_Span, bytes | bytearray]) -> Any:
+    if isinstance(obj, _Span):
+        return values[obj]
+    if isinstance(obj, list):
+        return [_with_bins(item, values) for item in obj]
+    if isinstance(obj, dict):
+        return {_with_bins(key, values): _with_bins(item, values) for key, item in obj.items()}
     return obj
 
 
@@ -169,11 +214,20 @@ _SIZED = {
 
 
 class _Reader:
-    """Reads msgpack from a buffer by position; payloads are sliced, never walked byte by byte."""
+    """Reads msgpack from a buffer by position; payloads are sliced, never walked byte by byte.
+    With `bins_in_place`, a bin value is read as its `_Span`, noted in `bins`."""
 
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+    def __init__(self, data: Buffer, *, bins_in_place: bool = False) -> None:
         self.view = memoryview(data).cast("B")
         self.pos = 0
+        self.bins: list[_Span] | None = [] if bins_in_place else None
+
+    def read_whole(self) -> Any:
+        obj = self.read_object(0)
+        extra = len(self.view) - self.pos
+        if extra:
+            raise WireFormatError(f"{extra} bytes left over after the msgpack object")
+        return obj
 
     def take(self, size: int) -> memoryview:
         start, end = self.pos, self.pos + size
@@ -212,7 +266,12 @@ class _Reader:
 
     def read_sized(self, kind: str, size: int, depth: int) -> Any:
         if kind == "bin":
-            return bytes(self.take(size))
+            payload = self.take(size)
+            if self.bins is None:
+                return bytes(payload)
+            span = _Span(self.pos - size, self.pos)
+            self.bins.append(span)
+            return span
         if kind == "str":
             raw = self.take(size)
             try:
@@ -240,7 +299,7 @@ _FLAG_MORE, _FLAG_LONG, _FLAG_COMMAND = 0x01, 0x02, 0x04
 _GREETING = b"\xff" + bytes(8) + b"\x7f" + bytes((3, 0)) + b"NULL".ljust(20, b"\0") + bytes(32)
 _LONG_SIZE = struct.Struct(">Q")
 _PROPERTY_SIZE = struct.Struct(">I")
-_COALESCE_BELOW = 64 * 1024  # frames this small go out in one send, header included
+_COALESCE_BELOW = 64 * 1024  # parts of a frame this small go out joined to their neighbours
 _PEER_TYPES_FOR_DEALER = (b"ROUTER", b"DEALER", b"REP")
 
 
@@ -271,9 +330,10 @@ class ZmtpPeer:
         return peer
 
     def send(
-        self, frames: Sequence[bytes | bytearray | memoryview], *, deadline: float | None = None
+        self, frames: Sequence[Buffer | Sequence[Buffer]], *, deadline: float | None = None
     ) -> None:
-        """Send one message of one or more frames."""
+        """Send one message of one or more frames; a frame may come in parts (`pack_parts`),
+        which are sent one after the other rather than joined."""
         last = len(frames) - 1
         for index, frame in enumerate(frames):
             self._send_frame(frame, _FLAG_MORE if index < last else 0, deadline)
@@ -350,18 +410,24 @@ class ZmtpPeer:
             self._send_frame(_command_body(b"PONG", bytes(data[2:])), _FLAG_COMMAND, deadline)
 
     def _send_frame(
-        self, body: bytes | bytearray | memoryview, flags: int, deadline: float | None
+        self, body: Buffer | Sequence[Buffer], flags: int, deadline: float | None
     ) -> None:
-        size = memoryview(body).nbytes
+        parts = [body] if isinstance(body, (bytes, bytearray, memoryview)) else body
+        size = sum(memoryview(part).nbytes for part in parts)
         if size <= 0xFF:
             header = bytes((flags, size))
         else:
             header = bytes((flags | _FLAG_LONG,)) + _LONG_SIZE.pack(size)
-        if size < _COALESCE_BELOW:
-            self._send_all(header + bytes(body), deadline)
-        else:
-            self._send_all(header, deadline)
-            self._send_all(body, deadline)
+        small: list[Buffer] = [header]  # sent together, when the next large part or the end comes
+        for part in parts:
+            if memoryview(part).nbytes < _COALESCE_BELOW:
+                small.append(part)
+                continue
+            self._send_all(b"".join(small), deadline)
+            small = []
+            self._send_all(part, deadline)
+        if small:
+            self._send_all(b"".join(small), deadline)
 
     def _recv_frame(self, deadline: float | None) -> tuple[int, bytearray]:
         flags = self._recv_exactly(1, deadline)[0]
@@ -466,7 +532,7 @@ class Image(NamedTuple):
     width: int
     height: int
     format: str
-    data: bytes
+    data: bytes | bytearray
 
 
 class Layers(NamedTuple):
@@ -588,7 +654,7 @@ class WireClient:
     def _request(self, op: str, args: dict | None, timeout: float | None) -> dict:
         request_id = next(self._ids)
         started = time.perf_counter()
-        request = packb(protocol.request_message(request_id, op, self.token, args))
+        request = pack_parts(protocol.request_message(request_id, op, self.token, args))
         encoded = time.perf_counter()
         reply, sent, received = self._exchange(
             request, request_id, self.timeout if timeout is None else timeout
@@ -609,7 +675,7 @@ class WireClient:
             self.exchange_ms = {name: seconds * 1000.0 for name, seconds in marks.items()}
 
     def _exchange(
-        self, request: bytes, request_id: int, timeout: float
+        self, request: list[Buffer], request_id: int, timeout: float
     ) -> tuple[Any, float, float]:
         """Send one request and wait for its reply; drops the connection on any failure.
         Returns the reply and when (`time.perf_counter`) the request was sent and the reply in."""
@@ -666,13 +732,14 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
 
 
 def _decode_reply(frames: list[bytearray]) -> Any:
-    """A reply is one frame, after an empty delimiter frame when the peer is a REP socket."""
+    """A reply is one frame, after an empty delimiter frame when the peer is a REP socket; its
+    largest bin (a layer's pixels) comes back as that frame's own bytearray."""
     while len(frames) > 1 and not frames[0]:
         frames = frames[1:]
     if len(frames) != 1:
         raise _unreadable_reply(f"a message of {len(frames)} frames where one was expected")
     try:
-        return unpackb(frames[0])
+        return unpack_frame(frames[0])
     except WireFormatError as exc:
         raise _unreadable_reply(str(exc)) from None
 
