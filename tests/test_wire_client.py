@@ -142,6 +142,20 @@ def test_a_2048_square_rgba_canvas_round_trips(client: colord_wire.WireClient) -
     assert timings["engine_ms"] <= timings["total_ms"]
 
 
+def test_replies_come_into_the_reply_buffer_reused_by_each_request(
+    client: colord_wire.WireClient,
+) -> None:
+    line_art = np.zeros((256, 256, 4), np.uint8)  # a reply large enough to be worth it
+    line_art[::32, :, 3] = 255
+    expected, _ = client.colorize(wire_image(line_art), None, working_size=64)
+    client.reply_buffer = buffer = bytearray()
+    first, _ = client.colorize(wire_image(line_art), None, working_size=64)
+    assert first.data == expected.data and first.data.obj is buffer
+    size = len(buffer)
+    second, _ = client.colorize(wire_image(line_art), None, working_size=64)
+    assert second.data == expected.data and second.data.obj is buffer and len(buffer) == size
+
+
 def test_wrong_token_is_unauthorized(daemon: RunningDaemon) -> None:
     with (
         colord_wire.WireClient(daemon.endpoint, "0" * 32, timeout=30) as wire,

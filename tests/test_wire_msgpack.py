@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import struct
@@ -65,28 +64,22 @@ def test_parts_join_into_the_encoding_and_a_frame_decodes_like_unpackb(value: ob
     assert colord_wire.unpack_frame(bytearray(reference_packb(value))) == value
 
 
-def buffer_address(data: bytearray) -> int:
-    return ctypes.addressof(ctypes.c_char.from_buffer(data))
-
-
-def test_a_frame_gives_its_largest_bin_its_own_memory_and_copies_the_others() -> None:
+def test_a_frame_gives_its_bins_as_views_of_itself() -> None:
     pixels, flats = os.urandom(1 << 20), os.urandom(1 << 16)
     message = {"v": 1, "result": {"timings": {"total_ms": 1.5}, "image": pixels, "flats": flats}}
     frame = bytearray(reference_packb(message))
-    pixels_at = buffer_address(frame) + bytes(frame).index(pixels[:64])
     decoded = colord_wire.unpack_frame(frame)
     assert decoded == message
     image = decoded["result"]["image"]
-    assert image is frame and buffer_address(image) == pixels_at  # cut down, never copied
-    assert type(decoded["result"]["flats"]) is bytes
+    assert isinstance(image, memoryview) and image.obj is frame  # never copied out
+    frame[frame.index(pixels[:64])] ^= 0xFF
+    assert image[0] == pixels[0] ^ 0xFF  # the frame's own bytes
 
 
-def test_a_truncated_frame_is_refused_and_left_whole() -> None:
-    encoded = reference_packb({"data": b"x" * 1000})
-    frame = bytearray(encoded[:-10])
+def test_a_truncated_frame_is_refused() -> None:
+    frame = bytearray(reference_packb({"data": b"x" * 1000})[:-10])
     with pytest.raises(colord_wire.WireFormatError, match="truncated"):
         colord_wire.unpack_frame(frame)
-    assert frame == encoded[:-10]
 
 
 @pytest.mark.parametrize("value", INT_BOUNDARIES)

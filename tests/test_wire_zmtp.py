@@ -83,6 +83,29 @@ def test_a_frame_sent_in_parts_arrives_as_one(context: zmq.Context) -> None:
         assert first.bytes == b"".join(parts) and second.bytes == b"second frame"
 
 
+def test_a_large_frame_is_received_into_the_buffer_given_and_reused(
+    context: zmq.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, port = bound(context, zmq.ROUTER)
+    buffer = bytearray()
+    first, second = os.urandom(IMAGE_2048_RGBA), os.urandom(IMAGE_2048_RGBA - 4096)
+    with connected(port) as peer:
+        peer.send([b"hi"], deadline=soon())
+        routing_id, _ = router.recv_multipart()
+        router.send_multipart([routing_id, b"small", first])
+        small, large = peer.recv(deadline=soon(), into=buffer)
+        assert small == b"small" and isinstance(small, bytearray)  # too small to be worth it
+        assert large == first and large.obj is buffer and len(buffer) == IMAGE_2048_RGBA
+        router.send_multipart([routing_id, second, second])
+        reused, own = peer.recv(deadline=soon(), into=buffer)
+        assert reused == second and reused.obj is buffer and len(buffer) == IMAGE_2048_RGBA
+        assert own == second and isinstance(own, bytearray)  # one frame a message in the buffer
+        monkeypatch.setattr(colord_wire, "REUSED_BUFFER_UP_TO", IMAGE_2048_RGBA - 1)
+        router.send_multipart([routing_id, first])
+        [too_large] = peer.recv(deadline=soon(), into=buffer)
+        assert too_large == first and isinstance(too_large, bytearray)
+
+
 def test_identity_reaches_the_router(context: zmq.Context) -> None:
     router, port = bound(context, zmq.ROUTER)
     with connected(port, identity=b"krita-1") as peer:

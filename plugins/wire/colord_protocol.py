@@ -137,7 +137,7 @@ def check_image(message: Any, name: str, max_side: int | None = None) -> None:
             BAD_IMAGE,
             f"'{name}' has format {image_format!r}; supported formats: {', '.join(FORMATS)}.",
         )
-    if not isinstance(data, (bytes, bytearray)):  # bytearray: a reply's pixels, read in place
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # a view: a reply's, uncopied
         raise ProtocolError(BAD_IMAGE, f"'{name}.data' must be msgpack bin (raw pixel bytes).")
     if width < 1 or height < 1:
         raise ProtocolError(BAD_IMAGE, f"'{name}' is {width}x{height}; both sides must be >= 1.")

@@ -157,44 +157,11 @@ def unpackb(data: Buffer) -> Any:
     return _Reader(data).read_whole()
 
 
-def unpack_frame(frame: bytearray) -> Any:
-    """`unpackb(frame)`, except that the largest bin value is `frame` itself, cut down to that
-    value's bytes in place, where unpackb would copy them out (the other bins are copied).
-
-    A reply's layer of pixels then costs no second buffer beside the one it was received into:
-    CPython drops a bytearray's head by moving its start, and its tail by shrinking it, so
-    neither cut copies the payload. Each fresh buffer of a 2048² layer costs 16 MB of new pages,
-    and in a painting app those were the slowest part of taking the reply in."""
-    reader = _Reader(frame, bins_in_place=True)
-    obj = reader.read_whole()
-    reader.view.release()  # no view may remain on `frame` when it is resized
-    if not reader.bins:
-        return obj
-    largest = max(reader.bins, key=lambda span: span.end - span.start)
-    values: dict[_Span, bytes | bytearray] = {
-        span: bytes(frame[span.start : span.end]) for span in reader.bins if span is not largest
-    }
-    del frame[largest.end :]
-    del frame[: largest.start]
-    values[largest] = frame
-    return _with_bins(obj, values)
-
-
-class _Span(NamedTuple):
-    """Where a bin value lies in the buffer being decoded, until it is taken out."""
-
-    start: int
-    end: int
-
-
-def _with_bins(obj: Any, values: dict[_Span, bytes | bytearray]) -> Any:
-    if isinstance(obj, _Span):
-        return values[obj]
-    if isinstance(obj, list):
-        return [_with_bins(item, values) for item in obj]
-    if isinstance(obj, dict):
-        return {_with_bins(key, values): _with_bins(item, values) for key, item in obj.items()}
-    return obj
+def unpack_frame(frame: bytearray | memoryview) -> Any:
+    """`unpackb(frame)`, except that bin values come back as views of `frame`, not copies: they
+    keep it alive, and show whatever is written to it later. A reply's layer of pixels then
+    costs no second buffer beside the one it was received into."""
+    return _Reader(frame, bins_as_views=True).read_whole()
 
 
 _CONSTANTS = {0xC0: None, 0xC2: False, 0xC3: True}
@@ -214,13 +181,12 @@ _SIZED = {
 
 
 class _Reader:
-    """Reads msgpack from a buffer by position; payloads are sliced, never walked byte by byte.
-    With `bins_in_place`, a bin value is read as its `_Span`, noted in `bins`."""
+    """Reads msgpack from a buffer by position; payloads are sliced, never walked byte by byte."""
 
-    def __init__(self, data: Buffer, *, bins_in_place: bool = False) -> None:
+    def __init__(self, data: Buffer, *, bins_as_views: bool = False) -> None:
         self.view = memoryview(data).cast("B")
         self.pos = 0
-        self.bins: list[_Span] | None = [] if bins_in_place else None
+        self.bins_as_views = bins_as_views
 
     def read_whole(self) -> Any:
         obj = self.read_object(0)
@@ -267,11 +233,7 @@ class _Reader:
     def read_sized(self, kind: str, size: int, depth: int) -> Any:
         if kind == "bin":
             payload = self.take(size)
-            if self.bins is None:
-                return bytes(payload)
-            span = _Span(self.pos - size, self.pos)
-            self.bins.append(span)
-            return span
+            return payload if self.bins_as_views else bytes(payload)
         if kind == "str":
             raw = self.take(size)
             try:
@@ -300,6 +262,10 @@ _GREETING = b"\xff" + bytes(8) + b"\x7f" + bytes((3, 0)) + b"NULL".ljust(20, b"\
 _LONG_SIZE = struct.Struct(">Q")
 _PROPERTY_SIZE = struct.Struct(">I")
 _COALESCE_BELOW = 64 * 1024  # parts of a frame this small go out joined to their neighbours
+# The largest frame received into a caller's reusable buffer (`ZmtpPeer.recv`'s `into`): a 4096²
+# page's colour and flats layers. A larger one gets a buffer of its own, so that one huge page
+# does not leave that much memory held for good.
+REUSED_BUFFER_UP_TO = 2 * 4096 * 4096 * 4 + 64 * 1024
 _PEER_TYPES_FOR_DEALER = (b"ROUTER", b"DEALER", b"REP")
 
 
@@ -338,14 +304,29 @@ class ZmtpPeer:
         for index, frame in enumerate(frames):
             self._send_frame(frame, _FLAG_MORE if index < last else 0, deadline)
 
-    def recv(self, *, deadline: float | None = None) -> list[bytearray]:
-        """Receive the next message, all its frames; answers PING and skips other commands."""
-        frames = []
+    def recv(
+        self, *, deadline: float | None = None, into: bytearray | None = None
+    ) -> list[bytearray | memoryview]:
+        """Receive the next message, all its frames; answers PING and skips other commands.
+
+        With `into`, the message's first frame of at least `_COALESCE_BELOW` bytes (and at most
+        `REUSED_BUFFER_UP_TO`) is received into it, grown as needed, and comes back as a view of
+        it: a buffer reused from one message to the next has its memory in place already, where
+        a fresh one has every page of a 2048² layer faulted in anew."""
+        frames: list[bytearray | memoryview] = []
         while True:
-            flags, body = self._recv_frame(deadline)
+            flags, size = self._recv_frame_header(deadline)
             if flags & _FLAG_COMMAND:
-                self._on_command(body, deadline)
+                self._on_command(self._recv_exactly(size, deadline), deadline)
                 continue
+            if into is not None and _COALESCE_BELOW <= size <= REUSED_BUFFER_UP_TO:
+                if len(into) < size:
+                    into += bytes(size - len(into))
+                body: bytearray | memoryview = memoryview(into)[:size]
+                self._recv_into(body, deadline)
+                into = None  # one frame per message: another would overwrite it
+            else:
+                body = self._recv_exactly(size, deadline)
             frames.append(body)
             if not flags & _FLAG_MORE:
                 return frames
@@ -430,6 +411,10 @@ class ZmtpPeer:
             self._send_all(b"".join(small), deadline)
 
     def _recv_frame(self, deadline: float | None) -> tuple[int, bytearray]:
+        flags, size = self._recv_frame_header(deadline)
+        return flags, self._recv_exactly(size, deadline)
+
+    def _recv_frame_header(self, deadline: float | None) -> tuple[int, int]:
         flags = self._recv_exactly(1, deadline)[0]
         if flags & ~(_FLAG_MORE | _FLAG_LONG | _FLAG_COMMAND):
             raise ColordError(
@@ -439,7 +424,7 @@ class ZmtpPeer:
             size = _LONG_SIZE.unpack(self._recv_exactly(8, deadline))[0]
         else:
             size = self._recv_exactly(1, deadline)[0]
-        return flags, self._recv_exactly(size, deadline)
+        return flags, size
 
     def _send_all(self, data: bytes | bytearray | memoryview, deadline: float | None) -> None:
         self._sock.settimeout(_seconds_left(deadline))
@@ -453,7 +438,11 @@ class ZmtpPeer:
     def _recv_exactly(self, size: int, deadline: float | None) -> bytearray:
         """Read `size` bytes straight into one buffer (large frames are never copied piecewise)."""
         buffer = bytearray(size)
-        view = memoryview(buffer)
+        self._recv_into(memoryview(buffer), deadline)
+        return buffer
+
+    def _recv_into(self, view: memoryview, deadline: float | None) -> None:
+        size = len(view)
         received = 0
         while received < size:
             self._sock.settimeout(_seconds_left(deadline))
@@ -466,7 +455,6 @@ class ZmtpPeer:
             if count == 0:
                 raise _connection_lost("it was closed")
             received += count
-        return buffer
 
 
 def _connection_lost(detail: str) -> protocol.ConnectionLost:
@@ -532,7 +520,7 @@ class Image(NamedTuple):
     width: int
     height: int
     format: str
-    data: bytes | bytearray
+    data: Buffer
 
 
 class Layers(NamedTuple):
@@ -551,6 +539,10 @@ class WireClient:
     `exchange_ms` says where the last answered request's time went: `encode` (packing it),
     `send` (connecting if need be, and until the socket took the last byte), `reply` (from
     then until the whole reply was in, the daemon's time included) and `decode`.
+
+    The layers a reply brings are views of the frame it came in, never copies. Set
+    `reply_buffer` to a bytearray to have large replies received into it, reused from request to
+    request: those layers then stay valid only until the next request made with that buffer.
     """
 
     def __init__(
@@ -564,6 +556,7 @@ class WireClient:
         self._ids = itertools.count(1)
         self._limits: dict | None = None  # the daemon's info["limits"], asked once
         self.exchange_ms: dict[str, float] = {}
+        self.reply_buffer: bytearray | None = None
 
     @classmethod
     def from_connection_file(
@@ -685,7 +678,7 @@ class WireClient:
             peer.send([request], deadline=deadline)
             sent = time.perf_counter()
             while True:
-                frames = peer.recv(deadline=deadline)
+                frames = peer.recv(deadline=deadline, into=self.reply_buffer)
                 received = time.perf_counter()
                 reply = _decode_reply(frames)
                 if not isinstance(reply, dict) or reply.get("id") in (request_id, None):
@@ -731,9 +724,9 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _decode_reply(frames: list[bytearray]) -> Any:
+def _decode_reply(frames: list[bytearray | memoryview]) -> Any:
     """A reply is one frame, after an empty delimiter frame when the peer is a REP socket; its
-    largest bin (a layer's pixels) comes back as that frame's own bytearray."""
+    layers' pixels come back as views of that frame."""
     while len(frames) > 1 and not frames[0]:
         frames = frames[1:]
     if len(frames) != 1:

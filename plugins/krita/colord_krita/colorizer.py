@@ -58,6 +58,7 @@ class _Request:
         connect: Callable[[], Any],
         on_reply: Callable[[], None],
         started_at: float,
+        reply_buffer: bytearray,
     ) -> None:
         self.inputs = inputs
         self.options = options
@@ -70,12 +71,14 @@ class _Request:
         self.wire_ms: dict[str, float] = {}  # the colorize request's, as the wire client says
         self._connect = connect
         self._on_reply = on_reply
+        self._reply_buffer = reply_buffer
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             with self._connect() as client:
+                client.reply_buffer = self._reply_buffer
                 self.answer = colord_plugin_core.colorize(
                     client,
                     self.inputs.line_art,
@@ -125,6 +128,9 @@ class Colorizer:
         self._find_daemon = find_daemon
         self._launch_command = launch_command
         self._request: _Request | None = None
+        # Replies come into this buffer, reused by each request; their layers are read from it
+        # until they are inserted, which ends before the next request may start (`busy`).
+        self._reply_buffer = bytearray()
         self._waiting: _Waiting | None = None
         self._inserting = False
         self._status_says_daemon_down = False
@@ -189,7 +195,9 @@ class Colorizer:
         return colord_launch.Startup(command, read=self._find_daemon)
 
     def _send(self, inputs: Inputs, options: ColorizeOptions, started_at: float) -> None:
-        self._request = _Request(inputs, options, self._connect, self._on_reply, started_at)
+        self._request = _Request(
+            inputs, options, self._connect, self._on_reply, started_at, self._reply_buffer
+        )
         reference = inputs.reference
         after = "without a reference" if reference is None else f"after “{reference.name}”"
         self._say(f"Colouring “{inputs.line_art.name}” {after}…", show=False)

@@ -48,18 +48,25 @@ def _walk(node: Any, depth: int = 0) -> Iterator[tuple[Any, int]]:
         yield from _walk(child, depth + 1)
 
 
+def _as_qbytearray(data: Any) -> Any:
+    """Pixels as the QByteArray that Krita's setPixelData takes, over their own memory: PyQt
+    would copy bytes into a new one (16 MB at 2048², in the GUI thread), and takes no
+    memoryview at all (a reply's pixels are one). The caller keeps `data` alive meanwhile."""
+    return data if isinstance(data, QtCore.QByteArray) else QtCore.QByteArray.fromRawData(data)
+
+
 def _space(node_or_doc: Any) -> tuple[str, str, str]:
     return (node_or_doc.colorModel(), node_or_doc.colorDepth(), node_or_doc.colorProfile())
 
 
 def _convert(raw: Any, width: int, height: int, source: tuple, target: tuple) -> Any:
-    """Pixels (a QByteArray or bytes) from one colour space to another, as a QByteArray, through
-    a scratch document that is then closed."""
+    """Pixels (a QByteArray or bytes-like) from one colour space to another, as a QByteArray,
+    through a scratch document that is then closed."""
     scratch = Krita.instance().createDocument(width, height, "colord scratch", *source, 72.0)
     try:
         node = scratch.createNode("pixels", "paintlayer")
         node.setColorSpace(*source)
-        node.setPixelData(raw, 0, 0, width, height)
+        node.setPixelData(_as_qbytearray(raw), 0, 0, width, height)
         node.setColorSpace(*target)
         return node.pixelData(0, 0, width, height)
     finally:
@@ -172,7 +179,7 @@ class KritaHost:
             layer.setColorSpace(*SRGB8)
         elif not is_srgb8(*space):
             data = _convert(data, pixels.width, pixels.height, SRGB8, space)
-        layer.setPixelData(data, pixels.x, pixels.y, pixels.width, pixels.height)
+        layer.setPixelData(_as_qbytearray(data), pixels.x, pixels.y, pixels.width, pixels.height)
         if new.multiply:
             layer.setBlendingMode("multiply")
         return layer
