@@ -300,6 +300,21 @@ def test_a_large_reference_is_sent_subsampled_to_the_largest_working_size(
     assert (shrunk.name, shrunk.x, shrunk.y) == ("Reference", 5, 7)
 
 
+def test_a_reference_subsampled_into_a_buffer_reuses_it() -> None:
+    rng = np.random.default_rng(1)
+    first, second = (rng.integers(0, 256, (2048, 1536, 4), dtype=np.uint8) for _ in range(2))
+    buffer = bytearray()
+    shrunk = core.shrunk_reference(layer_of(first), 1024, buffer)
+    assert shrunk.data == core.shrunk_reference(layer_of(first), 1024).data
+    assert shrunk.data.obj is buffer and len(buffer) == 1024 * 768 * 4
+    shrunk.data.release()
+    again = core.shrunk_reference(layer_of(second), 1024, buffer)
+    assert again.data.obj is buffer and len(buffer) == 1024 * 768 * 4
+    assert np.array_equal(
+        np.frombuffer(again.data, np.uint8).reshape(1024, 768, 4), second[::2, ::2]
+    )
+
+
 def test_colorize_sends_the_reference_no_larger_than_the_daemon_can_use(
     tiny_checkpoint: Path,
 ) -> None:

@@ -106,6 +106,17 @@ def test_a_large_frame_is_received_into_the_buffer_given_and_reused(
         assert too_large == first and isinstance(too_large, bytearray)
 
 
+def test_a_reused_buffer_grows_and_one_still_viewed_is_left_alone() -> None:
+    buffer = bytearray(b"kept")
+    view = colord_wire.reused(buffer, 3)
+    assert view.obj is buffer and bytes(view) == b"kep" and len(buffer) == 4
+    larger = colord_wire.reused(buffer, 10)  # `view` still holds it: a buffer of its own
+    assert larger.obj is not buffer and len(larger) == 10 and buffer == b"kept"
+    view.release()
+    grown = colord_wire.reused(buffer, 10)
+    assert grown.obj is buffer and len(buffer) == 10 and bytes(grown[:4]) == b"kept"
+
+
 def test_identity_reaches_the_router(context: zmq.Context) -> None:
     router, port = bound(context, zmq.ROUTER)
     with connected(port, identity=b"krita-1") as peer:

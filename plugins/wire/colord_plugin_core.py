@@ -76,25 +76,28 @@ def to_wire(layer: LayerPixels, image_format: str) -> colord_wire.Image:
 # -- options -------------------------------------------------------------------------------------
 
 
-def shrunk_reference(reference: LayerPixels, longest: int) -> LayerPixels:
+def shrunk_reference(
+    reference: LayerPixels, longest: int, into: bytearray | None = None
+) -> LayerPixels:
     """The reference with every k-th pixel of every k-th row, k the largest whole step that keeps
     its long side at least `longest` (the largest working size the daemon may use; it shrinks the
     reference to the working size itself, filtering as it goes). Fewer bytes to send: a 2048 px
     reference to a daemon capped at 1024 px is a quarter of the request it was, and whole requests
     of 33 MB took hundreds of milliseconds longer to arrive than 21 MB ones (docs/cpu-fast-path.md).
+    The pixels are written into `into` when given (see `colord_wire.reused`), else a new buffer.
     """
     step = max(reference.width, reference.height) // max(longest, 1)
     if step < 2:
         return reference
     pixels = memoryview(reference.data).cast("B").cast("I")  # one item a pixel
-    width = reference.width
     tops = range(0, reference.height, step)
-    rows = [pixels[top * width : (top + 1) * width : step] for top in tops]
-    return reference._replace(
-        width=-(-width // step),
-        height=len(rows),
-        data=b"".join(row.tobytes() for row in rows),
-    )
+    width = -(-reference.width // step)
+    size = width * len(tops) * pixels.itemsize
+    out = colord_wire.reused(bytearray() if into is None else into, size).cast("I")
+    for row, top in enumerate(tops):
+        start = top * reference.width
+        out[row * width : (row + 1) * width] = pixels[start : start + reference.width : step]
+    return reference._replace(width=width, height=len(tops), data=out.cast("B"))
 
 
 def parse_working_size(value: str | int | None) -> int | None:
@@ -248,6 +251,7 @@ def colorize(
     keep_lines: bool,
     transparent_paper: bool,
     flats: str,
+    reference_buffer: bytearray | None = None,
 ) -> colord_wire.Layers:
     """Send both layers (`reference` None: colour without one) through `client` (a
     `colord_wire.WireClient`) and return the layers it answered, checked. `working_size` is
@@ -255,7 +259,8 @@ def colorize(
     or the reference's size (`shrunk_reference`) needs it. With `transparent_paper` the paper
     around the figure comes transparent from the daemon in both layers; a daemon without the
     `ground` feature leaves the colour layer's to `clear_paper`, here (so run this off the app's
-    GUI thread)."""
+    GUI thread). A caller that colours again and again passes the same `reference_buffer` each
+    time, for the reference sent subsampled."""
     asked: dict[str, Any] = {}
 
     def info() -> dict[str, Any]:
@@ -277,7 +282,8 @@ def colorize(
     if daemon_clears:
         options["ground"] = "transparent"
     if reference is not None:
-        reference = shrunk_reference(reference, working_size or largest_working_size(info()))
+        longest = working_size or largest_working_size(info())
+        reference = shrunk_reference(reference, longest, reference_buffer)
     layers = client.colorize_layers(
         to_wire(line_art, image_format),
         None if reference is None else to_wire(reference, image_format),

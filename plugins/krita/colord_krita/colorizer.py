@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import colord_launch, colord_plugin_core, colord_wire, messages
@@ -48,6 +48,16 @@ class Host(Protocol):
         """Tell the artist `text` without blocking."""
 
 
+@dataclass(frozen=True)
+class _Buffers:
+    """Memory every request reuses (`colord_wire.reused`): the reference as sent, and the reply,
+    whose layers are read from it until they are inserted; that ends before the next request may
+    start (`Colorizer.busy`)."""
+
+    reference: bytearray = field(default_factory=bytearray)
+    reply: bytearray = field(default_factory=bytearray)
+
+
 class _Request:
     """The wire call, run in a worker thread; the outcome is read once `finished` is set."""
 
@@ -58,7 +68,7 @@ class _Request:
         connect: Callable[[], Any],
         on_reply: Callable[[], None],
         started_at: float,
-        reply_buffer: bytearray,
+        buffers: _Buffers,
     ) -> None:
         self.inputs = inputs
         self.options = options
@@ -71,14 +81,14 @@ class _Request:
         self.wire_ms: dict[str, float] = {}  # the colorize request's, as the wire client says
         self._connect = connect
         self._on_reply = on_reply
-        self._reply_buffer = reply_buffer
+        self._buffers = buffers
         self._thread = threading.Thread(target=self._run, name="colord-request", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             with self._connect() as client:
-                client.reply_buffer = self._reply_buffer
+                client.reply_buffer = self._buffers.reply
                 self.answer = colord_plugin_core.colorize(
                     client,
                     self.inputs.line_art,
@@ -88,6 +98,7 @@ class _Request:
                     keep_lines=self.options.keep_lines,
                     transparent_paper=self.options.transparent_paper,
                     flats=self.options.flats,
+                    reference_buffer=self._buffers.reference,
                 )
                 self.wire_ms = dict(client.exchange_ms)
         except Exception as error:  # a message in Krita, never a traceback
@@ -128,9 +139,7 @@ class Colorizer:
         self._find_daemon = find_daemon
         self._launch_command = launch_command
         self._request: _Request | None = None
-        # Replies come into this buffer, reused by each request; their layers are read from it
-        # until they are inserted, which ends before the next request may start (`busy`).
-        self._reply_buffer = bytearray()
+        self._buffers = _Buffers()
         self._waiting: _Waiting | None = None
         self._inserting = False
         self._status_says_daemon_down = False
@@ -196,7 +205,7 @@ class Colorizer:
 
     def _send(self, inputs: Inputs, options: ColorizeOptions, started_at: float) -> None:
         self._request = _Request(
-            inputs, options, self._connect, self._on_reply, started_at, self._reply_buffer
+            inputs, options, self._connect, self._on_reply, started_at, self._buffers
         )
         reference = inputs.reference
         after = "without a reference" if reference is None else f"after “{reference.name}”"
