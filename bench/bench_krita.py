@@ -2,11 +2,12 @@
 
 Starts two real daemons on the shipped default model (unless --model is given), one with its fast
 path (the default) and one running eager fp32 (`colord serve --eager`), and the real Krita under
-Xvfb with the plug-in installed. For each --sizes page and each daemon it opens a SIZE x SIZE 8-bit
-sRGB document holding opaque line art (a scan: strokes on white paper) and a reference, triggers
-"Colorize with Reference…" --warmup + --repeat times with the plug-in's default settings (each run
-undone before the next, so every run meets the same document), and prints per size and daemon the
-medians of:
+Xvfb with the plug-in installed. For each --sizes page it opens a SIZE x SIZE 8-bit sRGB document
+holding opaque line art (a scan: strokes on white paper) and a reference, triggers "Colorize with
+Reference…" --warmup + --repeat times per daemon with the plug-in's default settings, the clicks
+taking the daemons in turn (each run undone before the next, so every run meets the same document
+and both daemons meet Krita in the same state: the first clicks in a Krita process are slower,
+its memory not yet in place), and prints per size and daemon the medians of:
 
 - elapsed: from the action to the inserted layer;
 - plug-in: elapsed minus the round trip: reading the layers (`read`), naming and placing the new
@@ -83,39 +84,39 @@ def measure_krita(
             for size in sizes:
                 line_art = run.add_pixels(f"line{size}", to_bgra(scanned_line_art(size)))
                 reference = run.add_pixels(f"ref{size}", to_bgra(draw_reference(size, size)))
-                for name, daemon in started.items():
-                    run.steps.append(
-                        {
-                            "name": f"bench-{name}-{size}",
-                            "document": {"width": size, "height": size, **SRGB8},
-                            "layers": [
-                                {"name": "Reference", "x": 0, "y": 0, **reference},
-                                {"name": "Line art", "x": 0, "y": 0, **line_art},
-                            ],
-                            "active": "Line art",
-                            "connection_file": str(daemon.connection_file),
-                            "repeat": actions,
-                            "undo_each": True,
-                            "dump": False,
-                        }
-                    )
+                run.steps.append(
+                    {
+                        "name": f"bench-{size}",
+                        "document": {"width": size, "height": size, **SRGB8},
+                        "layers": [
+                            {"name": "Reference", "x": 0, "y": 0, **reference},
+                            {"name": "Line art", "x": 0, "y": 0, **line_art},
+                        ],
+                        "active": "Line art",
+                        "connection_files": [str(d.connection_file) for d in started.values()],
+                        "repeat": actions * len(started),
+                        "undo_each": True,
+                        "dump": False,
+                    }
+                )
             result = run.run(timeout=1800)
             if result.report is None or "error" in result.report:
                 raise SystemExit(f"the Krita run failed:\n{result.report}\n{result.output[-3000:]}")
         finally:
             run.remove()
     measured = {}
+    paths = len(GENERATOR_PATHS)
     for size in sizes:
-        for name in GENERATOR_PATHS:
-            step = result.report["steps"][f"bench-{name}-{size}"]
-            inserted = [event for event in step["events"] if event["event"] == "inserted"]
-            if len(inserted) != actions:
-                raise SystemExit(f"{name} {size}²: expected {actions} layers, got {inserted}")
-            gaps, settled = step["event_loop_gaps_ms"], step["settled_at"]
-            for event, (during, _), settled_at in zip(inserted, gaps, settled, strict=True):
-                event["ui_stall_ms"] = during
-                event["settled_ms"] = (settled_at - event["time"]) * 1000.0
-            measured[name, size] = inserted
+        step = result.report["steps"][f"bench-{size}"]
+        inserted = [event for event in step["events"] if event["event"] == "inserted"]
+        if len(inserted) != actions * paths:
+            raise SystemExit(f"{size}²: expected {actions * paths} layers, got {inserted}")
+        gaps, settled = step["event_loop_gaps_ms"], step["settled_at"]
+        for event, (during, _), settled_at in zip(inserted, gaps, settled, strict=True):
+            event["ui_stall_ms"] = during
+            event["settled_ms"] = (settled_at - event["time"]) * 1000.0
+        for turn, name in enumerate(GENERATOR_PATHS):  # the clicks took the daemons in turn
+            measured[name, size] = inserted[turn::paths]
     return measured
 
 

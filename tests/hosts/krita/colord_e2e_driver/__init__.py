@@ -136,7 +136,9 @@ class Driver:
         if "rename" in step:
             old, new = step["rename"]
             nodes[old].setName(new)
-        os.environ["COLORD_CONNECTION_FILE"] = step["connection_file"]
+        # several daemons: the rounds take them in turn, all meeting Krita in the same state
+        daemons = step.get("connection_files") or [step["connection_file"]]
+        os.environ["COLORD_CONNECTION_FILE"] = daemons[0]
         if step.get("ask_daemon_first"):  # the docker asks the daemon what it can do, in the
             self.docker_state()  # background, once it sees it
             yield from self.settle(2.0)
@@ -149,6 +151,7 @@ class Driver:
         record["action_text"] = action.text()
         record["event_loop_gaps_ms"] = []
         for round_number in range(step.get("repeat", 1)):
+            os.environ["COLORD_CONNECTION_FILE"] = daemons[round_number % len(daemons)]
             for _ in range(step.get("clicks", 1)):
                 action.trigger()
             if step.get("cancel"):
