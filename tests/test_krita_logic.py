@@ -263,6 +263,27 @@ def test_second_start_while_busy_does_nothing(plugin) -> None:
     assert len(host.inserted) == 2
 
 
+def test_requests_reuse_buffers_but_never_share_them_with_a_cancelled_one(plugin) -> None:
+    host = FakeHost(plugin)
+    release = threading.Event()
+    clients: list[BlockingClient] = []
+
+    def connect() -> BlockingClient:
+        clients.append(BlockingClient(lambda image: image, release, plugin.colord_wire))
+        return clients[-1]
+
+    colorizer = colorizer_for(plugin, host, connect)
+    assert colorizer.start(options(plugin))
+    colorizer.cancel()  # its worker still waits for the reply, to be written into its buffers
+    assert colorizer.start(options(plugin))
+    release.set()
+    finish(colorizer)
+    assert colorizer.start(options(plugin))
+    finish(colorizer)
+    cancelled, second, third = (client.reply_buffer for client in clients)
+    assert second is third and cancelled is not second
+
+
 def test_click_during_insertion_is_refused(plugin) -> None:
     """Krita may run its event loop inside addChildNode, so a click can arrive mid-insertion."""
     host = FakeHost(plugin)

@@ -68,7 +68,7 @@ _INT_FORMS = (
 )
 
 
-Buffer = bytes | bytearray | memoryview
+Buffer = bytes | bytearray | memoryview  # what the module packs, sends and receives into
 
 
 def packb(obj: object) -> bytes:
@@ -435,7 +435,7 @@ class ZmtpPeer:
             size = self._recv_exactly(1, deadline)[0]
         return flags, size
 
-    def _send_all(self, data: bytes | bytearray | memoryview, deadline: float | None) -> None:
+    def _send_all(self, data: Buffer, deadline: float | None) -> None:
         self._sock.settimeout(_seconds_left(deadline))
         try:
             self._sock.sendall(data)

@@ -52,7 +52,7 @@ class Host(Protocol):
 class _Buffers:
     """Memory every request reuses (`colord_wire.reused`): the reference as sent, and the reply,
     whose layers are read from it until they are inserted; that ends before the next request may
-    start (`Colorizer.busy`)."""
+    start (`Colorizer.busy`), and a cancelled request keeps its buffers to itself."""
 
     reference: bytearray = field(default_factory=bytearray)
     reply: bytearray = field(default_factory=bytearray)
@@ -217,6 +217,7 @@ class Colorizer:
             return
         self._request = None
         self._waiting = None
+        self._buffers = _Buffers()  # the dropped request may still be writing into the old ones
         self._say(messages.CANCELLED, show=False)
 
     def poll(self) -> bool:
