@@ -105,7 +105,9 @@ def test_the_client_says_where_a_requests_time_went(
     spent = client.exchange_ms
     assert set(spent) == {"encode", "send", "reply", "decode"}
     assert all(ms >= 0.0 for ms in spent.values())
-    assert spent["reply"] >= timings["total_ms"]  # the daemon works while the client waits
+    # the daemon works while the client sends and waits: it may take the request in before the
+    # client's thread, preempted, returns from sending it
+    assert spent["send"] + spent["reply"] >= timings["total_ms"]
     assert sum(spent.values()) <= elapsed_ms
     client.ping()  # the last request's, not a sum
     assert client.exchange_ms["reply"] < spent["reply"]
