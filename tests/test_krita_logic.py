@@ -607,6 +607,9 @@ def test_docker_panel_in_real_qt(pykrita: Path, tmp_path: Path) -> None:
     assert items == [True, False, False] and note_shown and "cannot make flats" in note
     assert seen["flats_unknown"] == [[True, True, True], False]
     assert seen["flats_chosen"] == "with_colour"
+    # pixels handed to Krita: wrapped by PyQt5 without a copy, else left to the binding
+    assert seen["qbytearray"] == ["QByteArray", True] and seen["uncopied"]
+    assert seen["left_to_the_binding"]
     assert seen["calls"] == [
         ["options", "{2}", "Colours", 768, False, "none"],
         ["options", "{2}", "Colours", 768, True, "none"],

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+from types import SimpleNamespace
 
 sys.path.insert(0, sys.argv[1])
 
+from colord_krita import qt
 from colord_krita.options import ColorizeOptions
 from colord_krita.panel import BUSY_BAR_DELAY_MS, ColordPanel, LayerChoice
 from colord_krita.qt import QtCore, QtGui, QtWidgets
@@ -119,4 +121,14 @@ flats.setCurrentIndex(1)
 flats.activated.emit(1)  # the artist picks "Flats and colour"
 seen["flats_chosen"] = calls[-1][-1]
 seen["calls"] = calls[:-1]
+
+pixels = bytearray(b"\x01\x02\x03\x04" * 4)
+wrapped = qt.as_qbytearray(memoryview(pixels)[4:])  # a reply's pixels are a view
+pixels[4] = 9
+# read through const access, as Krita's setPixelData does (other access would copy them first)
+seen["uncopied"] = wrapped.at(0) == b"\t"  # Qt reads the memory itself
+seen["qbytearray"] = [type(wrapped).__name__, bytes(wrapped) == bytes(pixels[4:])]
+view = memoryview(pixels)
+qt.QtCore = SimpleNamespace(QByteArray=type("QByteArray", (), {}))  # PyQt6: no fromRawData
+seen["left_to_the_binding"] = qt.as_qbytearray(view) is view
 print(json.dumps(seen))

@@ -19,7 +19,7 @@ from .colorizer import Colorizer, DaemonFeatures, Inputs, daemon_status
 from .options import SETTINGS_GROUP, ColorizeOptions, dump, load
 from .panel import ColordPanel, LayerChoice
 from .pixels import SRGB8, Rect, intersect, is_srgb8
-from .qt import QtCore, QtWidgets
+from .qt import QtCore, QtWidgets, as_qbytearray
 
 ACTION_ID = "colord_colorize"
 ACTION_TEXT = "Colorize with Reference…"
@@ -48,13 +48,6 @@ def _walk(node: Any, depth: int = 0) -> Iterator[tuple[Any, int]]:
         yield from _walk(child, depth + 1)
 
 
-def _as_qbytearray(data: Any) -> Any:
-    """Pixels as the QByteArray that Krita's setPixelData takes, over their own memory: PyQt
-    would copy bytes into a new one (16 MB at 2048², in the GUI thread), and takes no
-    memoryview at all (a reply's pixels are one). The caller keeps `data` alive meanwhile."""
-    return data if isinstance(data, QtCore.QByteArray) else QtCore.QByteArray.fromRawData(data)
-
-
 def _space(node_or_doc: Any) -> tuple[str, str, str]:
     return (node_or_doc.colorModel(), node_or_doc.colorDepth(), node_or_doc.colorProfile())
 
@@ -66,7 +59,7 @@ def _convert(raw: Any, width: int, height: int, source: tuple, target: tuple) ->
     try:
         node = scratch.createNode("pixels", "paintlayer")
         node.setColorSpace(*source)
-        node.setPixelData(_as_qbytearray(raw), 0, 0, width, height)
+        node.setPixelData(as_qbytearray(raw), 0, 0, width, height)
         node.setColorSpace(*target)
         return node.pixelData(0, 0, width, height)
     finally:
@@ -179,7 +172,7 @@ class KritaHost:
             layer.setColorSpace(*SRGB8)
         elif not is_srgb8(*space):
             data = _convert(data, pixels.width, pixels.height, SRGB8, space)
-        layer.setPixelData(_as_qbytearray(data), pixels.x, pixels.y, pixels.width, pixels.height)
+        layer.setPixelData(as_qbytearray(data), pixels.x, pixels.y, pixels.width, pixels.height)
         if new.multiply:
             layer.setBlendingMode("multiply")
         return layer
