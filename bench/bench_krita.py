@@ -6,8 +6,7 @@ Xvfb with the plug-in installed. For each --sizes page it opens a SIZE x SIZE 8-
 holding opaque line art (a scan: strokes on white paper) and a reference, triggers "Colorize with
 Reference…" --warmup + --repeat times per daemon with the plug-in's default settings, the clicks
 taking the daemons in turn (each run undone before the next, so every run meets the same document
-and both daemons meet Krita in the same state: the first clicks in a Krita process are slower,
-its memory not yet in place), and prints per size and daemon the medians of:
+and both daemons meet Krita in the same state), and prints per size and daemon the medians of:
 
 - elapsed: from the action to the inserted layer;
 - plug-in: elapsed minus the round trip: reading the layers (`read`), naming and placing the new

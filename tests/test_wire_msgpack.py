@@ -59,16 +59,16 @@ def test_msgpack_reads_what_we_write_and_we_read_what_msgpack_writes(value: obje
 
 
 @given(values)
-def test_parts_join_into_the_encoding_and_a_frame_decodes_like_unpackb(value: object) -> None:
+def test_parts_join_into_the_encoding_and_bins_as_views_decode_alike(value: object) -> None:
     assert b"".join(colord_wire.pack_parts(value)) == reference_packb(value)
-    assert colord_wire.unpack_frame(bytearray(reference_packb(value))) == value
+    assert colord_wire.unpackb(bytearray(reference_packb(value)), bins_as_views=True) == value
 
 
-def test_a_frame_gives_its_bins_as_views_of_itself() -> None:
+def test_bins_as_views_are_views_of_the_frame() -> None:
     pixels, flats = os.urandom(1 << 20), os.urandom(1 << 16)
     message = {"v": 1, "result": {"timings": {"total_ms": 1.5}, "image": pixels, "flats": flats}}
     frame = bytearray(reference_packb(message))
-    decoded = colord_wire.unpack_frame(frame)
+    decoded = colord_wire.unpackb(frame, bins_as_views=True)
     assert decoded == message
     image = decoded["result"]["image"]
     assert isinstance(image, memoryview) and image.obj is frame  # never copied out
@@ -76,10 +76,10 @@ def test_a_frame_gives_its_bins_as_views_of_itself() -> None:
     assert image[0] == pixels[0] ^ 0xFF  # the frame's own bytes
 
 
-def test_a_truncated_frame_is_refused() -> None:
+def test_a_truncated_frame_is_refused_with_bins_as_views() -> None:
     frame = bytearray(reference_packb({"data": b"x" * 1000})[:-10])
     with pytest.raises(colord_wire.WireFormatError, match="truncated"):
-        colord_wire.unpack_frame(frame)
+        colord_wire.unpackb(frame, bins_as_views=True)
 
 
 @pytest.mark.parametrize("value", INT_BOUNDARIES)

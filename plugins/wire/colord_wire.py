@@ -5,8 +5,7 @@ a plug-in needs by itself, and `colord plugin install|pack` copies it into each 
 beside `colord_protocol`, the protocol's one definition (versions, formats, options, limits, error
 codes and classes, the connection file), which it follows:
 
-- the msgpack subset that protocol v1 uses: `packb` (and `pack_parts`), `unpackb` (and
-  `unpack_frame`);
+- the msgpack subset that protocol v1 uses: `packb` (and `pack_parts`), `unpackb`;
 - ZMTP 3.0 over one TCP connection, as a DEALER peer with the NULL mechanism: `ZmtpPeer`;
 - `WireClient`: requests carrying the token and an id, timeouts, and errors that `user_message`
   turns into one sentence for the painting app's message box.
@@ -152,16 +151,18 @@ def _contiguous_bytes(obj: Buffer) -> Buffer:
     return obj.cast("B")
 
 
-def unpackb(data: Buffer) -> Any:
-    """Decode exactly one msgpack object from `data` (bin comes back as bytes, arrays as lists)."""
-    return _Reader(data).read_whole()
+def unpackb(data: Buffer, *, bins_as_views: bool = False) -> Any:
+    """Decode exactly one msgpack object from `data` (bin comes back as bytes, arrays as lists).
 
-
-def unpack_frame(frame: bytearray | memoryview) -> Any:
-    """`unpackb(frame)`, except that bin values come back as views of `frame`, not copies: they
-    keep it alive, and show whatever is written to it later. A reply's layer of pixels then
-    costs no second buffer beside the one it was received into."""
-    return _Reader(frame, bins_as_views=True).read_whole()
+    With `bins_as_views`, bin values are views of `data`, not copies: they keep it alive and show
+    whatever is written to it later. A reply's layer of pixels then costs no second buffer beside
+    the one it was received into."""
+    reader = _Reader(data, bins_as_views)
+    obj = reader.read_object(0)
+    extra = len(reader.view) - reader.pos
+    if extra:
+        raise WireFormatError(f"{extra} bytes left over after the msgpack object")
+    return obj
 
 
 _CONSTANTS = {0xC0: None, 0xC2: False, 0xC3: True}
@@ -183,17 +184,10 @@ _SIZED = {
 class _Reader:
     """Reads msgpack from a buffer by position; payloads are sliced, never walked byte by byte."""
 
-    def __init__(self, data: Buffer, *, bins_as_views: bool = False) -> None:
+    def __init__(self, data: Buffer, bins_as_views: bool) -> None:
         self.view = memoryview(data).cast("B")
         self.pos = 0
         self.bins_as_views = bins_as_views
-
-    def read_whole(self) -> Any:
-        obj = self.read_object(0)
-        extra = len(self.view) - self.pos
-        if extra:
-            raise WireFormatError(f"{extra} bytes left over after the msgpack object")
-        return obj
 
     def take(self, size: int) -> memoryview:
         start, end = self.pos, self.pos + size
@@ -741,7 +735,7 @@ def _decode_reply(frames: list[bytearray | memoryview]) -> Any:
     if len(frames) != 1:
         raise _unreadable_reply(f"a message of {len(frames)} frames where one was expected")
     try:
-        return unpack_frame(frames[0])
+        return unpackb(frames[0], bins_as_views=True)
     except WireFormatError as exc:
         raise _unreadable_reply(str(exc)) from None
 
